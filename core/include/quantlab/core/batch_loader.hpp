@@ -1,0 +1,68 @@
+// Batches of a Dataset in a given order, prepared ahead on a background thread (bounded
+// queue) while the trainer computes on the previous ones.
+//
+//   BatchLoader loader(train, epoch_order(train->size(), seed, epoch), 128, seed, 4);
+//   while (auto batch = loader.next()) step(*batch);
+#pragma once
+
+#include "quantlab/sdk/problem.hpp"
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <vector>
+
+namespace ql::core {
+
+/// A seeded permutation of 0..size-1 for one epoch (the same for the same seed and epoch).
+std::vector<std::int64_t> epoch_order(std::int64_t size, std::uint64_t seed, std::int64_t epoch);
+
+/// 0..size-1 in order.
+std::vector<std::int64_t> sequential_order(std::int64_t size);
+
+/// Derives an independent 64-bit seed from a seed and a stream number (SplitMix64).
+std::uint64_t derive_seed(std::uint64_t seed, std::uint64_t stream);
+
+class BatchLoader {
+ public:
+  /// Batches of `batch_size` samples of `order`; batch k gets augmentation seed
+  /// derive_seed(seed, k) when `augment` is set. `prefetch` batches are prepared ahead (0: on
+  /// the caller's thread).
+  BatchLoader(std::shared_ptr<const Dataset> dataset, std::vector<std::int64_t> order,
+              std::int64_t batch_size, std::uint64_t seed, bool augment, std::size_t prefetch,
+              bool drop_last = false);
+  ~BatchLoader();
+  BatchLoader(const BatchLoader&) = delete;
+  BatchLoader& operator=(const BatchLoader&) = delete;
+
+  /// The next batch, or nothing after the last. Rethrows a failure of the loader thread.
+  std::optional<Batch> next();
+  std::int64_t batches() const { return batches_; }
+
+ private:
+  Batch make(std::int64_t index) const;
+  void produce();
+
+  std::shared_ptr<const Dataset> dataset_;
+  at::Tensor order_;
+  std::int64_t batch_size_;
+  std::uint64_t seed_;
+  bool augment_;
+  std::size_t prefetch_;
+  std::int64_t batches_;
+  std::int64_t consumed_ = 0;
+
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::deque<Batch> ready_;
+  std::exception_ptr failure_;
+  bool stop_ = false;
+  std::thread worker_;
+};
+
+}  // namespace ql::core

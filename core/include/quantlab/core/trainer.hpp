@@ -1,0 +1,79 @@
+// Training and evaluation: the optimiser and learning-rate schedule of [training], one
+// epoch of minibatch training, and evaluation (loss, top-1, top-5) on a split.
+//
+//   TrainingSettings settings = TrainingSettings::from(config.section("training"));
+//   auto optimizer = make_optimizer(settings, network.parameters());
+//   EpochStats stats = train_epoch(network, *optimizer, loader, device, on_step);
+#pragma once
+
+#include "quantlab/core/batch_loader.hpp"
+#include "quantlab/sdk/config.hpp"
+#include "quantlab/sdk/context.hpp"
+#include "quantlab/sdk/topology.hpp"
+
+#include <c10/core/Device.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace torch::optim {
+class Optimizer;
+}
+
+namespace ql::core {
+
+/// [training] with every value range-checked.
+struct TrainingSettings {
+  std::int64_t epochs;
+  std::int64_t batch_size;
+  std::int64_t eval_batch_size;
+  std::int64_t valid_every;
+  std::int64_t checkpoint_every;
+  bool drop_last;
+  std::string optimizer;
+  double lr;
+  double momentum;
+  bool nesterov;
+  double weight_decay;
+  std::vector<double> betas;
+  double eps;
+  std::string schedule;
+  std::int64_t step_size;
+  double gamma;
+  std::vector<std::int64_t> milestones;
+  double min_lr;
+
+  /// Throws ql::ConfigError naming the offending key.
+  static TrainingSettings from(const Config& training);
+};
+
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(const TrainingSettings& settings,
+                                                        const std::vector<at::Tensor>& parameters);
+
+/// The learning rate of `epoch` (0-based) under the configured schedule.
+double scheduled_lr(const TrainingSettings& settings, std::int64_t epoch);
+void set_lr(torch::optim::Optimizer& optimizer, double lr);
+
+struct EpochStats {
+  double loss = 0.0;
+  double top1 = 0.0;
+  std::int64_t samples = 0;
+  double seconds = 0.0;
+  double images_per_second() const { return seconds > 0 ? samples / seconds : 0.0; }
+};
+
+/// Called after each optimiser step with the batch number within the epoch (1-based) and the
+/// batch's loss.
+using StepCallback = std::function<void(std::int64_t batch, double loss)>;
+
+/// One pass of minibatch SGD over `loader`: forward, cross-entropy, backward, step.
+EpochStats train_epoch(Network& network, torch::optim::Optimizer& optimizer, BatchLoader& loader,
+                       c10::Device device, const StepCallback& on_step);
+
+/// Mean loss and accuracy of `network` on all of `loader`, in inference mode.
+Evaluation evaluate(Network& network, BatchLoader& loader, c10::Device device, bool top5);
+
+}  // namespace ql::core

@@ -1,0 +1,173 @@
+#include "quantlab/core/trainer.hpp"
+
+#include "quantlab/sdk/error.hpp"
+
+#include <torch/nn/functional/loss.h>
+#include <torch/optim/adam.h>
+#include <torch/optim/adamw.h>
+#include <torch/optim/sgd.h>
+
+#include <chrono>
+#include <cmath>
+
+namespace ql::core {
+
+TrainingSettings TrainingSettings::from(const Config& training) {
+  TrainingSettings s;
+  s.epochs = training.get_int("epochs", 0, 1'000'000);
+  s.batch_size = training.get_int("batch_size", 1, 1 << 24);
+  s.eval_batch_size = training.get_int("eval_batch_size", 1, 1 << 24);
+  s.valid_every = training.get_int("valid_every", 1, 1'000'000);
+  s.checkpoint_every = training.get_int("checkpoint_every", 1, 1'000'000);
+  s.drop_last = training.get_bool("drop_last");
+  training.get_choice("loss", {"cross_entropy"});
+
+  const Config optimizer = training.table("optimizer");
+  s.optimizer = optimizer.get_choice("name", {"sgd", "adam", "adamw"});
+  s.lr = optimizer.get_double("lr", 0.0, 1e6);
+  s.momentum = optimizer.get_double("momentum", 0.0, 1.0);
+  s.nesterov = optimizer.get_bool("nesterov");
+  if (s.optimizer == "sgd" && s.nesterov && s.momentum <= 0.0) {
+    throw ConfigError(optimizer.error_message("nesterov", "Nesterov momentum needs momentum > 0"));
+  }
+  s.weight_decay = optimizer.get_double("weight_decay", 0.0, 1e6);
+  s.betas = optimizer.get_double_list("betas");
+  if (s.betas.size() != 2 || s.betas[0] < 0 || s.betas[0] >= 1 || s.betas[1] < 0 || s.betas[1] >= 1) {
+    throw ConfigError(optimizer.error_message("betas", "expected two numbers in [0, 1)"));
+  }
+  s.eps = optimizer.get_double("eps", 0.0, 1.0);
+
+  const Config schedule = training.table("lr_schedule");
+  s.schedule = schedule.get_choice("name", {"constant", "step", "multistep", "cosine"});
+  s.step_size = schedule.get_int("step_size", 1, 1'000'000);
+  s.gamma = schedule.get_double("gamma", 0.0, 1e6);
+  s.milestones = schedule.get_int_list("milestones");
+  for (std::size_t i = 0; i < s.milestones.size(); ++i) {
+    if (s.milestones[i] < 0 || (i > 0 && s.milestones[i] <= s.milestones[i - 1])) {
+      throw ConfigError(schedule.error_message("milestones", "expected increasing epochs >= 0"));
+    }
+  }
+  s.min_lr = schedule.get_double("min_lr", 0.0, 1e6);
+  return s;
+}
+
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(const TrainingSettings& s,
+                                                        const std::vector<at::Tensor>& parameters) {
+  if (s.optimizer == "sgd") {
+    return std::make_unique<torch::optim::SGD>(
+        parameters, torch::optim::SGDOptions(s.lr).momentum(s.momentum).nesterov(s.nesterov)
+                        .weight_decay(s.weight_decay));
+  }
+  if (s.optimizer == "adamw") {
+    return std::make_unique<torch::optim::AdamW>(
+        parameters, torch::optim::AdamWOptions(s.lr).betas({s.betas[0], s.betas[1]}).eps(s.eps)
+                        .weight_decay(s.weight_decay));
+  }
+  return std::make_unique<torch::optim::Adam>(
+      parameters, torch::optim::AdamOptions(s.lr).betas({s.betas[0], s.betas[1]}).eps(s.eps)
+                      .weight_decay(s.weight_decay));
+}
+
+double scheduled_lr(const TrainingSettings& s, std::int64_t epoch) {
+  if (s.schedule == "step") return s.lr * std::pow(s.gamma, static_cast<double>(epoch / s.step_size));
+  if (s.schedule == "multistep") {
+    double lr = s.lr;
+    for (std::int64_t milestone : s.milestones) {
+      if (epoch >= milestone) lr *= s.gamma;
+    }
+    return lr;
+  }
+  if (s.schedule == "cosine" && s.epochs > 0) {
+    const double progress = static_cast<double>(epoch) / static_cast<double>(s.epochs);
+    return s.min_lr + (s.lr - s.min_lr) * 0.5 * (1.0 + std::cos(M_PI * progress));
+  }
+  return s.lr;
+}
+
+void set_lr(torch::optim::Optimizer& optimizer, double lr) {
+  for (auto& group : optimizer.param_groups()) group.options().set_lr(lr);
+}
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+void check_finite(double loss, std::int64_t batch) {
+  QL_CHECK(std::isfinite(loss), "the training loss became {} at batch {}", loss, batch);
+}
+
+}  // namespace
+
+EpochStats train_epoch(Network& network, torch::optim::Optimizer& optimizer, BatchLoader& loader,
+                       c10::Device device, const StepCallback& on_step) {
+  network.train();
+  EpochStats stats;
+  const auto start = Clock::now();
+  at::Tensor loss_sum = torch::zeros({}, torch::dtype(torch::kFloat64).device(device));
+  at::Tensor correct = torch::zeros({}, torch::dtype(torch::kInt64).device(device));
+  std::int64_t batch_number = 0;
+  while (auto batch = loader.next()) {
+    ++batch_number;
+    const at::Tensor inputs = batch->inputs.to(device, /*non_blocking=*/true);
+    const at::Tensor targets = batch->targets.to(device, /*non_blocking=*/true);
+    optimizer.zero_grad();
+    const at::Tensor logits = network.apply(inputs);
+    const at::Tensor loss = torch::nn::functional::cross_entropy(logits, targets);
+    loss.backward();
+    optimizer.step();
+    const auto count = targets.size(0);
+    {
+      torch::NoGradGuard no_grad;
+      loss_sum += loss.detach().to(torch::kFloat64) * static_cast<double>(count);
+      correct += logits.argmax(1).eq(targets).sum();
+    }
+    stats.samples += count;
+    if (on_step) {
+      const double value = loss.item<double>();
+      check_finite(value, batch_number);
+      on_step(batch_number, value);
+    }
+  }
+  stats.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  if (stats.samples > 0) {
+    stats.loss = loss_sum.item<double>() / static_cast<double>(stats.samples);
+    stats.top1 = static_cast<double>(correct.item<std::int64_t>()) / static_cast<double>(stats.samples);
+    check_finite(stats.loss, batch_number);
+  }
+  return stats;
+}
+
+Evaluation evaluate(Network& network, BatchLoader& loader, c10::Device device, bool top5) {
+  const bool was_training = network.is_training();
+  network.eval();
+  torch::NoGradGuard no_grad;
+  Evaluation result;
+  double loss_sum = 0.0;
+  std::int64_t correct1 = 0, correct5 = 0;
+  while (auto batch = loader.next()) {
+    const at::Tensor inputs = batch->inputs.to(device);
+    const at::Tensor targets = batch->targets.to(device);
+    const at::Tensor logits = network.apply(inputs);
+    loss_sum += torch::nn::functional::cross_entropy(
+                    logits, targets,
+                    torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+                    .item<double>();
+    correct1 += logits.argmax(1).eq(targets).sum().item<std::int64_t>();
+    if (top5) {
+      const auto k = std::min<std::int64_t>(5, logits.size(1));
+      const at::Tensor best = std::get<1>(logits.topk(k, 1));
+      correct5 += best.eq(targets.unsqueeze(1)).any(1).sum().item<std::int64_t>();
+    }
+    result.samples += targets.size(0);
+  }
+  network.train(was_training);
+  if (result.samples > 0) {
+    const auto n = static_cast<double>(result.samples);
+    result.loss = loss_sum / n;
+    result.top1 = static_cast<double>(correct1) / n;
+    result.top5 = top5 ? static_cast<double>(correct5) / n : -1.0;
+  }
+  return result;
+}
+
+}  // namespace ql::core

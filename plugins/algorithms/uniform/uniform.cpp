@@ -1,0 +1,121 @@
+// The uniform bit-depth method (ALGORITHMS.md section 4): after training, quantise the
+// weights (or every parameter, as Quantifind does) to b bits with a uniform grid, optionally
+// the inputs too; the variants sweep evaluates every bit depth in a range.
+#include "uniform_quantizer.hpp"
+
+#include "quantlab/sdk/algorithm.hpp"
+#include "quantlab/sdk/config.hpp"
+#include "quantlab/sdk/error.hpp"
+#include "quantlab/sdk/plugin.hpp"
+
+#include <torch/types.h>
+
+namespace {
+
+using ql::uniform::UniformOptions;
+
+constexpr char kOptions[] = R"toml(
+scheme = "quantifind"      # quantifind: symmetric range, signed ints in [-2^(b-1), 2^(b-1)-1], round half to even (bit-exact with Quantifind) | symmetric: balanced ints in [-(2^(b-1)-1), 2^(b-1)-1] | asymmetric: min-max range with a zero point
+granularity = "per_tensor" # per_tensor | per_channel: one scale per output channel (dim 0) of each weight
+parameters = "weights"     # weights: the weights of quantisable layers | all: every parameter (weights, biases, batch-norm affine), as Quantifind
+bits = 8                   # bit depth of the network kept after training, in [2, 32]
+quantize_inputs = false    # also quantise each input sample (one scale per sample) with the same scheme and bits
+sweep = true               # evaluate every bit depth from min_bits to max_bits on the test split
+min_bits = 2
+max_bits = 16
+)toml";
+
+// Quantises each input sample of a batch; straight-through in backward.
+class InputQuantizer : public ql::Quantizer {
+ public:
+  explicit InputQuantizer(UniformOptions options) : options_(options) { options_.per_channel = true; }
+  at::Tensor forward(const at::Tensor& x) override {
+    return x + (ql::uniform::quantize_uniform(x, options_) - x).detach();
+  }
+  std::string describe() const override { return fmt::format("uniform {}-bit per-sample input", options_.bits); }
+
+ private:
+  UniformOptions options_;
+};
+
+class Uniform : public ql::Algorithm {
+ public:
+  explicit Uniform(const ql::Config& options) {
+    options_.scheme = ql::uniform::parse_scheme(
+        options.get_choice("scheme", {"quantifind", "symmetric", "asymmetric"}));
+    options_.per_channel = options.get_choice("granularity", {"per_tensor", "per_channel"}) == "per_channel";
+    all_parameters_ = options.get_choice("parameters", {"weights", "all"}) == "all";
+    options_.bits = static_cast<int>(options.get_int("bits", 2, 32));
+    quantize_inputs_ = options.get_bool("quantize_inputs");
+    sweep_ = options.get_bool("sweep");
+    min_bits_ = options.get_int("min_bits", 2, 32);
+    max_bits_ = options.get_int("max_bits", 2, 32);
+    if (max_bits_ < min_bits_) {
+      throw ql::ConfigError(options.error_message(
+          "max_bits", fmt::format("must not be below min_bits = {}, got {}", min_bits_, max_bits_)));
+    }
+  }
+
+  std::vector<ql::Variant> variants() const override {
+    std::vector<ql::Variant> variants;
+    if (!sweep_) return variants;
+    for (std::int64_t bits = min_bits_; bits <= max_bits_; ++bits) {
+      variants.push_back({fmt::format("{} bits", bits), {{"bits", static_cast<double>(bits)}}});
+    }
+    return variants;
+  }
+
+  void apply_variant(const ql::Variant& variant, ql::Network& network, ql::Calibration& /*calibration*/,
+                     ql::Context& /*ctx*/) override {
+    UniformOptions options = options_;
+    options.bits = static_cast<int>(variant.values.at(0).second);
+    quantize(network, options);
+  }
+
+  void post_training(ql::Network& network, ql::Calibration& /*calibration*/, ql::Context& ctx) override {
+    const std::int64_t tensors = quantize(network, options_);
+    ctx.info("quantised {} tensors to {} bits ({}, {}){}", tensors, options_.bits, scheme_name(),
+             options_.per_channel ? "per channel" : "per tensor", quantize_inputs_ ? " and the inputs" : "");
+  }
+
+ private:
+  std::string scheme_name() const {
+    switch (options_.scheme) {
+      case ql::uniform::UniformScheme::quantifind: return "quantifind";
+      case ql::uniform::UniformScheme::symmetric: return "symmetric";
+      case ql::uniform::UniformScheme::asymmetric: return "asymmetric";
+    }
+    return "?";
+  }
+
+  // Replaces the selected float parameters by their quantised values; returns their count.
+  std::int64_t quantize(ql::Network& network, const UniformOptions& options) const {
+    torch::NoGradGuard no_grad;
+    std::int64_t count = 0;
+    auto quantize_in_place = [&](at::Tensor& tensor) {
+      tensor.copy_(ql::uniform::quantize_uniform(tensor, options));
+      ++count;
+    };
+    if (all_parameters_) {
+      for (at::Tensor& p : network.parameters()) quantize_in_place(p);
+    } else {
+      for (auto& [name, layer] : network.quantizable_layers()) {
+        if (layer->has_weight()) quantize_in_place(layer->weight);
+      }
+    }
+    network.set_input_quantizer(quantize_inputs_ ? std::make_shared<InputQuantizer>(options) : nullptr);
+    return count;
+  }
+
+  UniformOptions options_;
+  bool all_parameters_ = false;
+  bool quantize_inputs_ = false;
+  bool sweep_ = true;
+  std::int64_t min_bits_ = 2;
+  std::int64_t max_bits_ = 16;
+};
+
+}  // namespace
+
+QL_PLUGIN(algorithm, "uniform", "0.1.0", "uniform b-bit post-training quantisation and bit-depth sweep",
+          kOptions, Uniform)

@@ -1,0 +1,183 @@
+// The MNIST problem: 28x28 grey images in MNIST's IDX files (MNIST, Fashion-MNIST, KMNIST and
+// any other set in that format, any sample counts). Loaded once into memory as bytes; batches
+// are gathered with one index_select and normalised on the loader thread.
+#include "idx_file.hpp"
+
+#include "quantlab/sdk/config.hpp"
+#include "quantlab/sdk/error.hpp"
+#include "quantlab/sdk/plugin.hpp"
+#include "quantlab/sdk/problem.hpp"
+
+#include <torch/types.h>
+
+#include <filesystem>
+#include <random>
+
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr char kOptions[] = R"toml(
+data_dir = "/usr/share/datasets/fashion-mnist"  # folder of the IDX files (Debian's dataset-fashion-mnist)
+train_images = "train-images-idx3-ubyte"        # file names in data_dir; "NAME.gz" is tried when NAME is absent
+train_labels = "train-labels-idx1-ubyte"
+test_images = "t10k-images-idx3-ubyte"
+test_labels = "t10k-labels-idx1-ubyte"
+valid_fraction = 0.1          # share of the training files held out for validation (0: no validation split)
+hold_out_seed = 1234          # seed of the hold-out draw, fixed so every run validates on the same images
+normalization = "standard"    # standard: (x - mean) / std of the training split | unit: x in [0, 1] | symmetric: x in [-1, 1]
+classes = 0                   # number of classes; 0: one more than the largest training label
+class_names = []              # names of the classes, e.g. ["T-shirt/top", "Trouser", ...]; empty: "0", "1", ...
+max_train_samples = 0         # use only the first N training images (0: all), for quick runs
+max_test_samples = 0          # use only the first N test images (0: all)
+)toml";
+
+// Images as bytes [N, 1, H, W] and labels int64 [N]; normalisation on the fly.
+class ImageSet : public ql::Dataset {
+ public:
+  ImageSet(at::Tensor images, at::Tensor labels, double offset, double scale)
+      : images_(std::move(images)), labels_(std::move(labels)), offset_(offset), scale_(scale) {}
+  std::int64_t size() const override { return images_.size(0); }
+  ql::Batch get_batch(const at::Tensor& indices, std::uint64_t /*seed*/, bool /*augment*/) const override {
+    ql::Batch batch;
+    batch.inputs = images_.index_select(0, indices).to(torch::kFloat32).sub_(offset_).mul_(scale_);
+    batch.targets = labels_.index_select(0, indices);
+    return batch;
+  }
+
+ private:
+  at::Tensor images_;
+  at::Tensor labels_;
+  double offset_;  // in byte units
+  double scale_;
+};
+
+fs::path locate(const fs::path& dir, const std::string& name) {
+  const fs::path plain = dir / name;
+  if (fs::exists(plain)) return plain;
+  fs::path gz = plain;
+  gz += ".gz";
+  if (fs::exists(gz)) return gz;
+  throw ql::Error(fmt::format("{}: not found (nor {}.gz); set problem.data_dir to the folder of the "
+                              "IDX files",
+                              plain.string(), plain.filename().string()));
+}
+
+struct Loaded {
+  at::Tensor images;  // uint8 [N, 1, H, W]
+  at::Tensor labels;  // int64 [N]
+};
+
+Loaded load_pair(const fs::path& images_path, const fs::path& labels_path, std::int64_t limit) {
+  ql::mnist::IdxArray images = ql::mnist::read_idx(images_path);
+  ql::mnist::IdxArray labels = ql::mnist::read_idx(labels_path);
+  QL_CHECK(images.dims.size() == 3, "{}: expected images (3 dimensions: count, rows, columns), found {} "
+           "dimensions", images_path.string(), images.dims.size());
+  QL_CHECK(labels.dims.size() == 1, "{}: expected labels (1 dimension), found {} dimensions",
+           labels_path.string(), labels.dims.size());
+  QL_CHECK(images.dims[0] == labels.dims[0], "{} has {} images but {} has {} labels", images_path.string(),
+           images.dims[0], labels_path.string(), labels.dims[0]);
+  const std::int64_t n = limit > 0 ? std::min(limit, images.dims[0]) : images.dims[0];
+  const std::int64_t h = images.dims[1], w = images.dims[2];
+  Loaded out;
+  out.images = torch::from_blob(images.data.data(), {images.dims[0], 1, h, w}, torch::kUInt8)
+                   .slice(0, 0, n).clone();
+  out.labels = torch::from_blob(labels.data.data(), {labels.dims[0]}, torch::kUInt8)
+                   .slice(0, 0, n).to(torch::kInt64);
+  return out;
+}
+
+class Mnist : public ql::Problem {
+ public:
+  explicit Mnist(const ql::Config& options) {
+    const fs::path dir = options.get_string("data_dir");
+    const double valid_fraction = options.get_double("valid_fraction", 0.0, 0.9);
+    const auto hold_out_seed = static_cast<std::uint64_t>(options.get_int("hold_out_seed", 0, INT64_MAX));
+    const std::string normalization = options.get_choice("normalization", {"standard", "unit", "symmetric"});
+    std::int64_t classes = options.get_int("classes", 0, 1 << 16);
+    std::vector<std::string> names = options.get_string_list("class_names");
+    const std::int64_t max_train = options.get_int("max_train_samples", 0, INT64_MAX);
+    const std::int64_t max_test = options.get_int("max_test_samples", 0, INT64_MAX);
+
+    const fs::path train_images = locate(dir, options.get_string("train_images"));
+    const fs::path train_labels = locate(dir, options.get_string("train_labels"));
+    const fs::path test_images = locate(dir, options.get_string("test_images"));
+    const fs::path test_labels = locate(dir, options.get_string("test_labels"));
+    Loaded train = load_pair(train_images, train_labels, max_train);
+    Loaded test = load_pair(test_images, test_labels, max_test);
+    QL_CHECK(train.images.size(0) > 0, "{}: no training images", train_images.string());
+    QL_CHECK(train.images.sizes().slice(1) == test.images.sizes().slice(1),
+             "{} has images of {}x{} but {} has {}x{}", train_images.string(), train.images.size(2),
+             train.images.size(3), test_images.string(), test.images.size(2), test.images.size(3));
+
+    const std::int64_t largest = train.labels.max().item<std::int64_t>();
+    if (classes == 0) classes = largest + 1;
+    QL_CHECK(largest < classes, "{}: label {} is not below classes = {}", train_labels.string(), largest, classes);
+    if (test.labels.numel() > 0) {
+      const std::int64_t test_largest = test.labels.max().item<std::int64_t>();
+      QL_CHECK(test_largest < classes, "{}: label {} does not occur among the {} training classes",
+               test_labels.string(), test_largest, classes);
+    }
+    if (names.empty()) {
+      for (std::int64_t c = 0; c < classes; ++c) names.push_back(std::to_string(c));
+    }
+    if (static_cast<std::int64_t>(names.size()) != classes) {
+      throw ql::ConfigError(options.error_message(
+          "class_names", fmt::format("{} names given for {} classes", names.size(), classes)));
+    }
+
+    // Hold-out: a seeded permutation; its last valid_fraction share validates.
+    const std::int64_t n = train.images.size(0);
+    const auto n_valid = static_cast<std::int64_t>(static_cast<double>(n) * valid_fraction);
+    std::vector<std::int64_t> order(static_cast<std::size_t>(n));
+    for (std::int64_t i = 0; i < n; ++i) order[static_cast<std::size_t>(i)] = i;
+    std::mt19937_64 engine(hold_out_seed);
+    for (std::size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[engine() % i]);
+    const at::Tensor permutation = torch::tensor(order, torch::kInt64);
+    const at::Tensor train_index = std::get<0>(permutation.slice(0, 0, n - n_valid).sort());
+    const at::Tensor valid_index = std::get<0>(permutation.slice(0, n - n_valid).sort());
+
+    double offset = 0.0, scale = 1.0 / 255.0;
+    if (normalization == "standard") {
+      const at::Tensor pixels = train.images.index_select(0, train_index).to(torch::kFloat64);
+      offset = pixels.mean().item<double>();
+      const double std = pixels.std().item<double>();
+      scale = std > 0 ? 1.0 / std : 1.0;
+    } else if (normalization == "symmetric") {
+      offset = 127.5;
+      scale = 1.0 / 127.5;
+    }
+    auto subset = [&](const Loaded& set, const at::Tensor& index) {
+      return std::make_shared<ImageSet>(set.images.index_select(0, index), set.labels.index_select(0, index),
+                                        offset, scale);
+    };
+    train_ = subset(train, train_index);
+    if (n_valid > 0) valid_ = subset(train, valid_index);
+    if (test.images.size(0) > 0) test_ = std::make_shared<ImageSet>(test.images, test.labels, offset, scale);
+
+    spec_.input_kind = ql::InputKind::image;
+    spec_.input_shape = {1, train.images.size(2), train.images.size(3)};
+    spec_.num_classes = classes;
+    spec_.class_names = std::move(names);
+  }
+
+  ql::DatasetSpec spec() const override { return spec_; }
+
+  std::shared_ptr<const ql::Dataset> dataset(ql::Split split) override {
+    switch (split) {
+      case ql::Split::train: return train_;
+      case ql::Split::valid: return valid_;
+      case ql::Split::test: return test_;
+    }
+    return nullptr;
+  }
+
+ private:
+  ql::DatasetSpec spec_;
+  std::shared_ptr<const ql::Dataset> train_, valid_, test_;
+};
+
+}  // namespace
+
+QL_PLUGIN(problem, "mnist", "0.1.0", "MNIST-format IDX image classification (default: Fashion-MNIST)",
+          kOptions, Mnist)

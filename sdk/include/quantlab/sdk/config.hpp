@@ -1,0 +1,65 @@
+// A typed, read-only view of one table of the experiment file. Plugins get the view of their
+// own table, already merged with their defaults and checked for unknown keys and types; they
+// check ranges and choices as they read, and every error names file:line:column.
+//
+//   int64_t bits = options.get_int("bits", 1, 32);
+//   std::string scheme = options.get_choice("scheme", {"quantifind", "symmetric"});
+//   std::vector<int64_t> hidden = options.get_int_list("hidden");
+#pragma once
+
+#include <cstdint>
+#include <initializer_list>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace ql {
+
+class Config {
+ public:
+  /// The implementation (a parsed TOML document); only the host can make one.
+  struct Impl;
+  explicit Config(std::shared_ptr<const Impl> impl);
+  Config(const Config&);
+  Config& operator=(const Config&);
+  ~Config();
+
+  /// True if the table has `key`.
+  bool has(std::string_view key) const;
+  /// The keys of this table, in file order.
+  std::vector<std::string> keys() const;
+
+  /// Typed getters: throw ql::ConfigError naming the key and where it was set when the key is
+  /// missing, has another type, or is outside [min, max].
+  std::int64_t get_int(std::string_view key) const;
+  std::int64_t get_int(std::string_view key, std::int64_t min, std::int64_t max) const;
+  double get_double(std::string_view key) const;
+  double get_double(std::string_view key, double min, double max) const;
+  bool get_bool(std::string_view key) const;
+  std::string get_string(std::string_view key) const;
+  /// A string that must be one of `choices`.
+  std::string get_choice(std::string_view key,
+                         std::initializer_list<std::string_view> choices) const;
+  std::vector<std::int64_t> get_int_list(std::string_view key) const;
+  std::vector<double> get_double_list(std::string_view key) const;
+  std::vector<std::string> get_string_list(std::string_view key) const;
+  /// A nested table.
+  Config table(std::string_view key) const;
+
+  /// "file:line:column" of `key` (or of this table when `key` is empty).
+  std::string where(std::string_view key = {}) const;
+  /// Dotted path of this table in the experiment file ("training.optimizer").
+  const std::string& path() const;
+  /// Builds a ConfigError message "where: path.key: what" for checks the getters cannot do.
+  std::string error_message(std::string_view key, std::string_view what) const;
+  /// The table as TOML text.
+  std::string to_toml() const;
+
+  const Impl& impl() const { return *impl_; }
+
+ private:
+  std::shared_ptr<const Impl> impl_;
+};
+
+}  // namespace ql

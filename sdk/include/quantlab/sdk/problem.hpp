@@ -1,0 +1,71 @@
+// Problems are data sets: a DatasetSpec the topology adapts to, and one Dataset per split that
+// turns a list of sample indices into a batch (so in-memory sets gather in one index_select).
+// Augmentation belongs to the problem.
+//
+//   class Mnist : public ql::Problem {
+//     ql::DatasetSpec spec() const override;
+//     std::shared_ptr<const ql::Dataset> dataset(ql::Split split) override;
+//   };
+#pragma once
+
+#include "quantlab/sdk/plugin.hpp"
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace ql {
+
+enum class Split { train, valid, test };
+std::string_view to_string(Split split);
+
+enum class InputKind { image, tokens };
+
+/// What a topology needs to know about the data.
+struct DatasetSpec {
+  InputKind input_kind = InputKind::image;
+  /// Shape of one sample: {channels, height, width} for images, {max_length} for tokens.
+  std::vector<std::int64_t> input_shape;
+  std::int64_t num_classes = 0;
+  std::vector<std::string> class_names;
+  /// Number of distinct tokens (token inputs only).
+  std::int64_t vocabulary_size = 0;
+};
+
+/// Inputs (float images or int64 tokens), int64 class targets, and for token inputs a bool
+/// mask that is true on padding.
+struct Batch {
+  at::Tensor inputs;
+  at::Tensor targets;
+  at::Tensor mask;
+};
+
+class Dataset {
+ public:
+  virtual ~Dataset();
+  virtual std::int64_t size() const = 0;
+  /// The samples at `indices` (int64, 1-D) as one batch. Called from a loader thread, so it
+  /// must not change the dataset. When `augment` is true (training batches), `seed` drives
+  /// the random augmentation of this batch: the same indices and seed give the same batch.
+  virtual Batch get_batch(const at::Tensor& indices, std::uint64_t seed, bool augment) const = 0;
+};
+
+class Problem {
+ public:
+  using Interface = Problem;
+  static constexpr PluginKind kKind = PluginKind::problem;
+  virtual ~Problem();
+  virtual DatasetSpec spec() const = 0;
+  /// The data of `split`, or nullptr when this problem has no such split (e.g. no
+  /// validation hold-out configured).
+  virtual std::shared_ptr<const Dataset> dataset(Split split) = 0;
+  /// Metrics to report (optional): "top1", "top5". Default: top1, plus top5 with more than
+  /// five classes.
+  virtual std::vector<std::string> metrics() const;
+};
+
+}  // namespace ql

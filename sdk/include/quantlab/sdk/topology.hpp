@@ -1,0 +1,49 @@
+// Topologies build networks. A ql::Network is a torch::nn::Module with a virtual forward and
+// an input quantiser slot; it is made of the SDK's quantisable layers wherever a layer may be
+// quantised, so every algorithm can act on every network.
+//
+//   class Mlp : public ql::Topology {
+//     std::shared_ptr<ql::Network> build(const ql::DatasetSpec& spec) override;
+//   };
+#pragma once
+
+#include "quantlab/sdk/nn.hpp"
+#include "quantlab/sdk/plugin.hpp"
+#include "quantlab/sdk/problem.hpp"
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace ql {
+
+class Network : public torch::nn::Module {
+ public:
+  ~Network() override;
+  /// The network's computation on a batch of inputs.
+  virtual at::Tensor forward(const at::Tensor& input) = 0;
+  /// What the host calls: `forward` after the input quantiser slot, if one is set.
+  at::Tensor apply(const at::Tensor& input);
+
+  void set_input_quantizer(std::shared_ptr<Quantizer> quantizer);
+  const std::shared_ptr<Quantizer>& input_quantizer() const { return input_quantizer_; }
+
+  /// Every quantisable layer with its dotted name, in registration (= network) order.
+  std::vector<std::pair<std::string, std::shared_ptr<nn::QuantizableLayer>>> quantizable_layers();
+
+ private:
+  std::shared_ptr<Quantizer> input_quantizer_;
+};
+
+class Topology {
+ public:
+  using Interface = Topology;
+  static constexpr PluginKind kKind = PluginKind::topology;
+  virtual ~Topology();
+  /// A freshly initialised network for `spec`; throws ql::ConfigError when the topology
+  /// cannot serve the spec (wrong input rank, too small images, ...).
+  virtual std::shared_ptr<Network> build(const DatasetSpec& spec) = 0;
+};
+
+}  // namespace ql

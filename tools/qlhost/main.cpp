@@ -1,0 +1,167 @@
+// qlhost: the command line. Parses options, calls core, and is the one place where errors
+// are caught and turned into one line and an exit code (0 ok, 1 failure, 2 bad usage/config).
+#include "quantlab/core/experiment_config.hpp"
+#include "quantlab/core/experiment_runner.hpp"
+#include "quantlab/core/plugin_registry.hpp"
+#include "quantlab/sdk/error.hpp"
+
+#include <boost/program_options.hpp>
+#include <fmt/format.h>
+
+#include <cstdio>
+#include <iostream>
+#include <string>
+#include <vector>
+
+namespace po = boost::program_options;
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr int kExitOk = 0;
+constexpr int kExitFailure = 1;
+constexpr int kExitUsage = 2;
+
+constexpr char kUsage[] = R"(usage: qlhost COMMAND [OPTIONS]
+
+commands:
+  run EXP.toml [--set KEY=VALUE ...]   train and evaluate the experiment EXP.toml
+  plugins [--show NAME]                list the plugins found, or show one plugin's options
+                                       (NAME "host": the experiment file's own sections)
+
+Run 'qlhost COMMAND --help' for a command's options.
+)";
+
+std::vector<fs::path> as_paths(const std::vector<std::string>& dirs) {
+  return {dirs.begin(), dirs.end()};
+}
+
+po::options_description common_options() {
+  po::options_description options("common options");
+  options.add_options()
+      ("help,h", "show this help")
+      ("plugin-dir", po::value<std::vector<std::string>>()->composing(),
+       "search this directory (or load this .so) first; repeatable")
+      ("verbose,v", "also list files skipped as not being plugins");
+  return options;
+}
+
+po::variables_map parse(const std::vector<std::string>& args, const po::options_description& visible,
+                        const po::options_description& hidden = {},
+                        const po::positional_options_description& positional = {}) {
+  po::options_description all;
+  all.add(visible).add(hidden);
+  po::variables_map vm;
+  po::store(po::command_line_parser(args).options(all).positional(positional).run(), vm);
+  po::notify(vm);
+  return vm;
+}
+
+std::vector<std::string> plugin_dirs(const po::variables_map& vm) {
+  return vm.count("plugin-dir") ? vm["plugin-dir"].as<std::vector<std::string>>()
+                                : std::vector<std::string>{};
+}
+
+void report_refusals(const ql::core::PluginRegistry& registry, bool verbose) {
+  for (const std::string& line : registry.refusals()) fmt::print(stderr, "warning: {}\n", line);
+  if (verbose) {
+    for (const std::string& line : registry.skipped()) fmt::print(stderr, "skipped: {}\n", line);
+  }
+}
+
+int command_plugins(const std::vector<std::string>& args) {
+  po::options_description options = common_options();
+  options.add_options()("show", po::value<std::string>(), "print NAME's options, defaults and documentation");
+  const po::variables_map vm = parse(args, options);
+  if (vm.count("help")) {
+    std::cout << "usage: qlhost plugins [--show NAME] [--plugin-dir DIR ...] [--verbose]\n\n" << options;
+    return kExitOk;
+  }
+  ql::core::PluginRegistry registry(ql::core::default_search_path(as_paths(plugin_dirs(vm))));
+  report_refusals(registry, vm.count("verbose") > 0);
+  if (vm.count("show")) {
+    const std::string name = vm["show"].as<std::string>();
+    if (name == "host") {
+      fmt::print("host sections of an experiment file (defaults and documentation):\n{}",
+                 ql::core::host_schema());
+      return kExitOk;
+    }
+    const auto& p = registry.find_any(name);
+    fmt::print("{} {} {}\n{}\nfile: {}\n\noptions (defaults and documentation):\n{}", ql::to_string(p.kind),
+               p.name, p.version, p.summary, p.path.string(), p.default_config);
+    return kExitOk;
+  }
+  fmt::print("{:<10} {:<16} {:<9} {}\n", "KIND", "NAME", "VERSION", "PATH");
+  for (const auto& p : registry.plugins()) {
+    fmt::print("{:<10} {:<16} {:<9} {}\n", ql::to_string(p.kind), p.name, p.version, p.path.string());
+  }
+  if (registry.plugins().empty()) {
+    std::vector<std::string> searched;
+    for (const fs::path& dir : registry.search_path()) searched.push_back(dir.string());
+    fmt::print(stderr, "no plugins found; searched: {}\n", fmt::join(searched, ":"));
+  }
+  return kExitOk;
+}
+
+int command_run(const std::vector<std::string>& args) {
+  po::options_description options = common_options();
+  options.add_options()("set", po::value<std::vector<std::string>>()->composing(),
+                        "override a value of the experiment file, e.g. training.epochs=3; repeatable");
+  po::options_description hidden;
+  hidden.add_options()("experiment", po::value<std::string>());
+  po::positional_options_description positional;
+  positional.add("experiment", 1);
+  const po::variables_map vm = parse(args, options, hidden, positional);
+  if (vm.count("help")) {
+    std::cout << "usage: qlhost run EXP.toml [--set KEY=VALUE ...] [--plugin-dir DIR ...]\n\n" << options;
+    return kExitOk;
+  }
+  if (!vm.count("experiment")) throw ql::ConfigError("run: missing the experiment file (qlhost run EXP.toml)");
+  ql::core::RunRequest request;
+  request.experiment = vm["experiment"].as<std::string>();
+  if (vm.count("set")) request.overrides = vm["set"].as<std::vector<std::string>>();
+  ql::core::PluginRegistry registry(ql::core::default_search_path(as_paths(plugin_dirs(vm))));
+  report_refusals(registry, vm.count("verbose") > 0);
+  ql::core::Console console;
+  ql::core::run_experiment(request, registry, console);
+  return kExitOk;
+}
+
+// Messages are printed as one line whatever their origin.
+std::string one_line(std::string message) {
+  for (char& c : message) {
+    if (c == '\n' || c == '\r') c = ' ';
+  }
+  return message;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+    std::cout << kUsage;
+    return args.empty() ? kExitUsage : kExitOk;
+  }
+  if (args[0] == "--version") {
+    fmt::print("qlhost {} ({})\n", QL_SDK_VERSION, ql::build_fingerprint());
+    return kExitOk;
+  }
+  const std::string command = args[0];
+  args.erase(args.begin());
+  try {
+    if (command == "run") return command_run(args);
+    if (command == "plugins") return command_plugins(args);
+    fmt::print(stderr, "qlhost: error: unknown command '{}' (commands: run, plugins)\n", command);
+    return kExitUsage;
+  } catch (const po::error& e) {
+    fmt::print(stderr, "qlhost {}: error: {}\n", command, one_line(e.what()));
+    return kExitUsage;
+  } catch (const ql::ConfigError& e) {
+    fmt::print(stderr, "qlhost: error: {}\n", one_line(e.what()));
+    return kExitUsage;
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "qlhost: error: {}\n", one_line(e.what()));
+    return kExitFailure;
+  }
+}
