@@ -38,20 +38,29 @@ toml::table parse_toml(std::string_view text, std::string source) {
   }
 }
 
+// Moves `node` into `table` under `key`. Moving, unlike copying, keeps the node's source
+// position, so errors and Config::where() can name where a value came from.
+void move_into(toml::table& table, std::string_view key, toml::node& node) {
+  node.visit([&](auto& concrete) { table.insert_or_assign(key, std::move(concrete)); });
+}
+
 bool compatible(const toml::node& expected, const toml::node& given) {
   if (expected.type() == toml::node_type::floating_point) return given.is_number();
   return expected.type() == given.type();
 }
 
 // Checks `user` against `defaults` key by key and fills in every missing default.
-void merge_with_defaults(toml::table& user, const toml::table& defaults, const std::string& path) {
+void merge_with_defaults(toml::table& user, toml::table& defaults, const std::string& path) {
   for (auto& [key, node] : user) {
-    const toml::node* expected = defaults.get(key.str());
+    toml::node* expected = defaults.get(key.str());
     const std::string name = dotted(path, key.str());
     if (!expected) {
       auto valid = keys_of(defaults);
-      throw ConfigError(fmt::format("{}: unknown key '{}'{}; valid keys here: {}",
-                                    source_location(node), name, did_you_mean(key.str(), valid),
+      const std::string where = key.source().path ? fmt::format("{}:{}:{}", *key.source().path,
+                                                                key.source().begin.line,
+                                                                key.source().begin.column)
+                                                  : source_location(node);
+      throw ConfigError(fmt::format("{}: unknown key '{}'{}; valid keys here: {}", where, name, did_you_mean(key.str(), valid),
                                     valid.empty() ? "none" : fmt::format("{}", fmt::join(valid, ", "))));
     }
     if (!compatible(*expected, node)) {
@@ -73,8 +82,8 @@ void merge_with_defaults(toml::table& user, const toml::table& defaults, const s
       }
     }
   }
-  for (const auto& [key, node] : defaults) {
-    if (!user.contains(key.str())) user.insert(key.str(), node);
+  for (auto& [key, node] : defaults) {
+    if (!user.contains(key.str())) move_into(user, key.str(), node);
   }
 }
 
@@ -133,7 +142,7 @@ void apply_override(toml::table& document, const std::string& assignment) {
     table = next->as_table();
     if (!table) throw ConfigError(fmt::format("{}: '{}' is not a table", source, parts[i]));
   }
-  table->insert_or_assign(parts.back(), *parsed.get("value"));
+  move_into(*table, parts.back(), *parsed.get("value"));
 }
 
 std::shared_ptr<const Config::Impl> view(const std::shared_ptr<const toml::table>& root,
@@ -171,11 +180,11 @@ ExperimentConfig ExperimentConfig::load(const fs::path& file,
                                     fmt::join(valid, ", ")));
     }
   }
-  const toml::table schema = parse_toml(host_schema(), "<host defaults>");
+  toml::table schema = parse_toml(host_schema(), "<host defaults>");
   for (auto name : kHostSections) {
     toml::node* node = document->get(name);
     if (!node) {
-      document->insert(name, *schema.get(name));
+      move_into(*document, name, *schema.get(name));
       continue;
     }
     if (!node->is_table()) {

@@ -12,7 +12,8 @@ namespace ql {
 std::string source_location(const toml::node& node) {
   const auto& source = node.source();
   const std::string file = source.path ? *source.path : std::string("<defaults>");
-  if (source.begin.line == 0) return file;
+  // Values from --set KEY=VALUE carry that text as their source; a line number adds nothing.
+  if (source.begin.line == 0 || file.rfind("--set ", 0) == 0) return file;
   return fmt::format("{}:{}:{}", file, source.begin.line, source.begin.column);
 }
 

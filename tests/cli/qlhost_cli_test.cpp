@@ -1,0 +1,172 @@
+// qlhost end to end, as a user runs it: tiny IDX files generated here, the real plugins.
+#include "support/test_support.hpp"
+
+#include <gtest/gtest.h>
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <fstream>
+
+namespace fs = std::filesystem;
+using ql::test::run_qlhost;
+
+namespace {
+
+class QlhostCliTest : public ::testing::Test {
+ protected:
+  QlhostCliTest() {
+    ql::test::write_idx_dataset(dir_ / "data", 600, 120, 8, 4, /*gzip=*/true);
+    ql::test::write_text(dir_ / "exp.toml", experiment(""));
+  }
+
+  std::string experiment(const std::string& extra) const {
+    return fmt::format(R"([experiment]
+seed = 7
+[storage]
+logs = "{}"
+[problem]
+plugin = "mnist"
+data_dir = "{}"
+[topology]
+plugin = "mlp"
+hidden = [32]
+[training]
+epochs = 3
+batch_size = 32
+[[algorithm]]
+plugin = "uniform"
+bits = 6
+min_bits = 2
+max_bits = 5
+{})",
+                       (dir_ / "logs").string(), (dir_ / "data").string(), extra);
+  }
+
+  std::string run_args(const std::string& extra = "") const {
+    return "run '" + (dir_ / "exp.toml").string() + "' " + extra;
+  }
+
+  static std::size_t lines(const std::string& text) {
+    return static_cast<std::size_t>(std::count(text.begin(), text.end(), '\n'));
+  }
+
+  ql::test::TempDir dir_;
+};
+
+}  // namespace
+
+TEST_F(QlhostCliTest, RunTrainsSweepsAndWritesResults) {
+  const auto result = run_qlhost(run_args(), dir_.path());
+  ASSERT_EQ(result.exit_code, 0) << result.out << result.err;
+  const fs::path unit = dir_ / "logs/mnist/mlp/exp0001";
+  EXPECT_TRUE(fs::exists(unit / "config.toml"));
+  EXPECT_TRUE(fs::exists(unit / "fold0/checkpoints/last.pt"));
+  EXPECT_TRUE(fs::exists(unit / "fold0/checkpoints/best.pt"));
+  EXPECT_TRUE(fs::exists(unit / "fold0/checkpoints/result.pt"));
+  EXPECT_TRUE(fs::exists(unit / "fold0/metrics.csv"));
+  EXPECT_TRUE(fs::exists(unit / "report.md"));
+  // No temporary file is left behind.
+  for (const auto& entry : fs::recursive_directory_iterator(unit)) {
+    EXPECT_EQ(entry.path().filename().string().find(".tmp"), std::string::npos) << entry.path();
+  }
+  // The resolved config holds every default.
+  const std::string config = ql::test::read_text(unit / "config.toml");
+  EXPECT_NE(config.find("hold_out_seed = 1234"), std::string::npos);
+  EXPECT_NE(config.find("fingerprint"), std::string::npos);
+  // The sweep table: header, the float row, one row per bit depth 2..5.
+  const std::string table = ql::test::read_text(unit / "uniform_variants.csv");
+  EXPECT_EQ(lines(table), 6u) << table;
+  EXPECT_EQ(table.rfind("variant,bits,loss,top1,loss_ratio,top1_ratio\n", 0), 0u) << table;
+  EXPECT_NE(table.find("\n5 bits,5,"), std::string::npos) << table;
+  // Three epoch lines; the learnable set is learnt.
+  EXPECT_NE(result.out.find("epoch 3/3"), std::string::npos) << result.out;
+  EXPECT_NE(result.out.find("| 2 bits | 2 |"), std::string::npos) << result.out;
+  const auto at = result.out.find("trained network on test: loss ");
+  ASSERT_NE(at, std::string::npos) << result.out;
+  const auto top1 = result.out.find("top1 ", at);
+  EXPECT_GT(std::stod(result.out.substr(top1 + 5)), 90.0) << result.out;
+}
+
+TEST_F(QlhostCliTest, SecondRunGetsTheNextUnit) {
+  ASSERT_EQ(run_qlhost(run_args("--set training.epochs=1"), dir_.path()).exit_code, 0);
+  ASSERT_EQ(run_qlhost(run_args("--set training.epochs=1"), dir_.path()).exit_code, 0);
+  EXPECT_TRUE(fs::exists(dir_ / "logs/mnist/mlp/exp0002/config.toml"));
+}
+
+TEST_F(QlhostCliTest, SameSeedGivesTheSameNumbers) {
+  const auto a = run_qlhost(run_args("--set training.epochs=1 --set run.threads=1"), dir_.path());
+  const auto b = run_qlhost(run_args("--set training.epochs=1 --set run.threads=1"), dir_.path());
+  ASSERT_EQ(a.exit_code, 0);
+  EXPECT_EQ(ql::test::read_text(dir_ / "logs/mnist/mlp/exp0001/uniform_variants.csv"),
+            ql::test::read_text(dir_ / "logs/mnist/mlp/exp0002/uniform_variants.csv"));
+}
+
+TEST_F(QlhostCliTest, BadConfigGivesOneLineAndExitTwo) {
+  ql::test::write_text(dir_ / "exp.toml", experiment("bitz = 3"));
+  const auto result = run_qlhost(run_args(), dir_.path());
+  EXPECT_EQ(result.exit_code, 2);
+  EXPECT_EQ(lines(result.err), 1u) << result.err;
+  EXPECT_NE(result.err.find("exp.toml:19:1: unknown key 'algorithm[0].bitz'"), std::string::npos) << result.err;
+  EXPECT_NE(result.err.find("did you mean 'bits'"), std::string::npos) << result.err;
+  EXPECT_FALSE(fs::exists(dir_ / "logs")) << "a rejected experiment must not create results";
+}
+
+TEST_F(QlhostCliTest, OutOfRangePluginOptionGivesExitTwo) {
+  const auto result = run_qlhost(run_args("--set algorithm.uniform.bits=40"), dir_.path());
+  EXPECT_EQ(result.exit_code, 2);
+  EXPECT_EQ(lines(result.err), 1u) << result.err;
+  EXPECT_NE(result.err.find("bits: expected an integer in [2, 32], got 40"), std::string::npos) << result.err;
+}
+
+TEST_F(QlhostCliTest, MalformedTomlGivesExitTwo) {
+  ql::test::write_text(dir_ / "exp.toml", "[problem\nplugin = 1\n");
+  const auto result = run_qlhost(run_args(), dir_.path());
+  EXPECT_EQ(result.exit_code, 2);
+  EXPECT_NE(result.err.find("exp.toml:1:"), std::string::npos) << result.err;
+}
+
+TEST_F(QlhostCliTest, MissingExperimentFileGivesExitTwo) {
+  const auto result = run_qlhost("run /nonexistent/exp.toml", dir_.path());
+  EXPECT_EQ(result.exit_code, 2);
+  EXPECT_NE(result.err.find("cannot open the experiment file"), std::string::npos) << result.err;
+}
+
+TEST_F(QlhostCliTest, TruncatedDataFileGivesExitOneNamingTheFile) {
+  const fs::path labels = dir_ / "data/train-labels-idx1-ubyte.gz";
+  auto bytes = ql::test::read_bytes(labels);
+  bytes.resize(bytes.size() - 20);
+  ql::test::write_bytes(labels, bytes);
+  const auto result = run_qlhost(run_args(), dir_.path());
+  EXPECT_EQ(result.exit_code, 1);
+  EXPECT_EQ(lines(result.err), 1u) << result.err;
+  EXPECT_NE(result.err.find(labels.string()), std::string::npos) << result.err;
+}
+
+TEST_F(QlhostCliTest, PluginsListsTheBundledPluginsDespiteATextFileNamedSo) {
+  ql::test::write_text(dir_ / "plugins/x.so", "not a plugin\n");
+  const auto result = run_qlhost("plugins --plugin-dir '" + (dir_ / "plugins").string() + "'", dir_.path());
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  for (const char* name : {"mnist", "mlp", "uniform"}) {
+    EXPECT_NE(result.out.find(name), std::string::npos) << result.out;
+  }
+  EXPECT_TRUE(result.err.empty()) << result.err;
+  const auto verbose = run_qlhost("plugins -v --plugin-dir '" + (dir_ / "plugins").string() + "'", dir_.path());
+  EXPECT_NE(verbose.err.find("x.so: not an ELF file"), std::string::npos) << verbose.err;
+}
+
+TEST_F(QlhostCliTest, PluginsShowPrintsOptionsWithDocumentation) {
+  const auto result = run_qlhost("plugins --show uniform", dir_.path());
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_NE(result.out.find("min_bits = 2"), std::string::npos) << result.out;
+  EXPECT_NE(result.out.find("# quantifind"), std::string::npos) << result.out;
+  EXPECT_EQ(run_qlhost("plugins --show unifrom", dir_.path()).exit_code, 2);
+  EXPECT_NE(run_qlhost("plugins --show host", dir_.path()).out.find("[training.optimizer]"), std::string::npos);
+}
+
+TEST_F(QlhostCliTest, UsageErrorsGiveExitTwo) {
+  EXPECT_EQ(run_qlhost("frobnicate", dir_.path()).exit_code, 2);
+  EXPECT_EQ(run_qlhost("run", dir_.path()).exit_code, 2);
+  EXPECT_EQ(run_qlhost("run --no-such-flag x.toml", dir_.path()).exit_code, 2);
+  EXPECT_EQ(run_qlhost("run --help", dir_.path()).exit_code, 0);
+}

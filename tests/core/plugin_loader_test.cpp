@@ -1,0 +1,209 @@
+// The loader table: every kind of file a plugin directory may hold, and what the host does.
+#include "quantlab/core/plugin_file.hpp"
+#include "quantlab/core/plugin_registry.hpp"
+#include "quantlab/sdk/algorithm.hpp"
+#include "quantlab/sdk/error.hpp"
+#include "support/test_support.hpp"
+
+#include <gtest/gtest.h>
+
+#include <elf.h>
+
+namespace fs = std::filesystem;
+using ql::core::PluginInspection;
+using ql::core::PluginRegistry;
+using Status = ql::core::PluginInspection::Status;
+
+namespace {
+
+fs::path fixture(const std::string& name) {
+  return fs::path(QL_TEST_FIXTURE_DIR) / name / (name == "no_entry" ? "fixture_no_entry.so"
+                                                                     : "fixture_" + name + ".so");
+}
+
+std::vector<fs::path> only(const fs::path& dir) { return {dir}; }
+
+}  // namespace
+
+TEST(PluginLoaderTest, GoodPluginIsReadWithoutLoading) {
+  const PluginInspection found = ql::core::inspect_plugin_file(fixture("good"));
+  ASSERT_EQ(found.status, Status::plugin) << found.reason;
+  EXPECT_EQ(found.metadata.name, "fixture_good");
+  EXPECT_EQ(found.metadata.version, "1.2.3");
+  EXPECT_EQ(found.metadata.kind, ql::PluginKind::algorithm);
+  EXPECT_EQ(found.metadata.fingerprint, ql::build_fingerprint());
+  EXPECT_NE(found.metadata.default_config.find("value = 1"), std::string::npos);
+}
+
+TEST(PluginLoaderTest, GoodPluginLoadsAndCreatesItsObject) {
+  PluginRegistry registry(only(fixture("good").parent_path()));
+  ASSERT_EQ(registry.plugins().size(), 1u);
+  auto algorithm = registry.create<ql::Algorithm>("fixture_good", ql::test::config_from_toml("value = 7"));
+  ASSERT_NE(algorithm, nullptr);
+  const auto variants = algorithm->variants();
+  ASSERT_EQ(variants.size(), 1u);
+  EXPECT_EQ(variants[0].values[0].second, 7.0);
+}
+
+TEST(PluginLoaderTest, BadOptionsBecomeConfigErrorsNamingThePlugin) {
+  PluginRegistry registry(only(fixture("good").parent_path()));
+  try {
+    (void)registry.create<ql::Algorithm>("fixture_good", ql::test::config_from_toml("value = 1000"));
+    FAIL() << "expected a ConfigError";
+  } catch (const ql::ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("fixture_good"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("[0, 100]"), std::string::npos) << e.what();
+  }
+}
+
+TEST(PluginLoaderTest, WrongAbiMajorIsRefusedWithBothVersions) {
+  const PluginInspection found = ql::core::inspect_plugin_file(fixture("abi_major"));
+  EXPECT_EQ(found.status, Status::refused);
+  EXPECT_NE(found.reason.find("ABI 2.0"), std::string::npos) << found.reason;
+  EXPECT_NE(found.reason.find("host ABI 1.0"), std::string::npos) << found.reason;
+  EXPECT_NE(found.reason.find(fixture("abi_major").string()), std::string::npos) << found.reason;
+}
+
+TEST(PluginLoaderTest, NewerAbiMinorIsRefused) {
+  const PluginInspection found = ql::core::inspect_plugin_file(fixture("abi_minor"));
+  EXPECT_EQ(found.status, Status::refused);
+  EXPECT_NE(found.reason.find("1.99 is newer"), std::string::npos) << found.reason;
+}
+
+TEST(PluginLoaderTest, OlderAbiMinorIsAccepted) {
+  const PluginInspection found =
+      ql::core::inspect_plugin_file(fixture("good"), ql::kAbiMajor, ql::kAbiMinor + 3, ql::build_fingerprint());
+  EXPECT_EQ(found.status, Status::plugin) << found.reason;
+}
+
+TEST(PluginLoaderTest, WrongFingerprintNamesTheDifferingFieldsFirst) {
+  const PluginInspection found = ql::core::inspect_plugin_file(fixture("fingerprint"));
+  EXPECT_EQ(found.status, Status::refused);
+  const auto compiler = found.reason.find("compiler: expected");
+  const auto abi = found.reason.find("cxx11abi: expected");
+  const auto full = found.reason.find("expected fingerprint");
+  EXPECT_NE(compiler, std::string::npos) << found.reason;
+  EXPECT_NE(abi, std::string::npos) << found.reason;
+  EXPECT_LT(compiler, full);
+  EXPECT_EQ(found.reason.find("torch:"), std::string::npos) << "torch matched: " << found.reason;
+}
+
+TEST(PluginLoaderTest, SharedObjectWithoutEntrySymbolIsNotAPlugin) {
+  const PluginInspection found = ql::core::inspect_plugin_file(fixture("no_entry"));
+  EXPECT_EQ(found.status, Status::not_plugin);
+  EXPECT_NE(found.reason.find("no 'ql_plugin_v1' symbol"), std::string::npos) << found.reason;
+}
+
+TEST(PluginLoaderTest, NonElfFileIsNotAPlugin) {
+  ql::test::TempDir dir;
+  ql::test::write_text(dir / "x.so", "this is a text file\n");
+  const PluginInspection found = ql::core::inspect_plugin_file(dir / "x.so");
+  EXPECT_EQ(found.status, Status::not_plugin);
+  EXPECT_NE(found.reason.find("not an ELF file"), std::string::npos) << found.reason;
+}
+
+TEST(PluginLoaderTest, TruncatedPluginIsRefused) {
+  ql::test::TempDir dir;
+  auto bytes = ql::test::read_bytes(fixture("good"));
+  for (std::size_t keep : {std::size_t{10}, sizeof(Elf64_Ehdr) - 1, bytes.size() / 2, bytes.size() - 1}) {
+    ql::test::write_bytes(dir / "cut.so", std::vector<std::uint8_t>(bytes.begin(), bytes.begin() + keep));
+    const PluginInspection found = ql::core::inspect_plugin_file(dir / "cut.so");
+    EXPECT_EQ(found.status, Status::refused) << keep << " bytes";
+    EXPECT_NE(found.reason.find("truncated"), std::string::npos) << found.reason;
+  }
+}
+
+TEST(PluginLoaderTest, CorruptSectionTableIsRefusedWithoutCrashing) {
+  ql::test::TempDir dir;
+  const auto bytes = ql::test::read_bytes(fixture("good"));
+  Elf64_Ehdr header;
+  std::memcpy(&header, bytes.data(), sizeof(header));
+  // Garbage over every section header, then over the section name table offset.
+  auto corrupt = bytes;
+  for (std::size_t i = header.e_shoff; i < corrupt.size(); ++i) corrupt[i] = static_cast<std::uint8_t>(i * 131);
+  ql::test::write_bytes(dir / "corrupt.so", corrupt);
+  PluginInspection found = ql::core::inspect_plugin_file(dir / "corrupt.so");
+  EXPECT_EQ(found.status, Status::refused) << found.reason;
+
+  corrupt = bytes;
+  header.e_shoff = ~std::uint64_t{0} - 8;
+  std::memcpy(corrupt.data(), &header, sizeof(header));
+  ql::test::write_bytes(dir / "corrupt.so", corrupt);
+  found = ql::core::inspect_plugin_file(dir / "corrupt.so");
+  EXPECT_EQ(found.status, Status::refused) << found.reason;
+}
+
+TEST(PluginLoaderTest, CorruptMetadataBlobIsRefused) {
+  ql::test::TempDir dir;
+  auto bytes = ql::test::read_bytes(fixture("good"));
+  const std::string magic(ql::kMetadataMagic);
+  auto at = std::search(bytes.begin(), bytes.end(), magic.begin(), magic.end());
+  ASSERT_NE(at, bytes.end());
+  *at = 'X';
+  ql::test::write_bytes(dir / "blob.so", bytes);
+  const PluginInspection found = ql::core::inspect_plugin_file(dir / "blob.so");
+  EXPECT_EQ(found.status, Status::refused);
+  EXPECT_NE(found.reason.find("magic"), std::string::npos) << found.reason;
+}
+
+TEST(PluginLoaderTest, DuplicateNamesAreRefusedNamingBothFiles) {
+  ql::test::TempDir a, b;
+  fs::copy_file(fixture("good"), a / "one.so");
+  fs::copy_file(fixture("good"), b / "two.so");
+  PluginRegistry registry({a.path(), b.path()});
+  EXPECT_TRUE(registry.plugins().empty());
+  ASSERT_EQ(registry.refusals().size(), 1u);
+  EXPECT_NE(registry.refusals()[0].find((a / "one.so").string()), std::string::npos);
+  EXPECT_NE(registry.refusals()[0].find((b / "two.so").string()), std::string::npos);
+  EXPECT_THROW((void)registry.find(ql::PluginKind::algorithm, "fixture_good"), ql::ConfigError);
+}
+
+TEST(PluginLoaderTest, SameFileReachedTwiceIsNoDuplicate) {
+  const fs::path dir = fixture("good").parent_path();
+  PluginRegistry registry({dir, dir});
+  EXPECT_EQ(registry.plugins().size(), 1u);
+  EXPECT_TRUE(registry.refusals().empty());
+}
+
+TEST(PluginLoaderTest, PluginWhoseStaticConstructorAbortsIsListedWithoutRunning) {
+  PluginRegistry registry(only(fixture("static_abort").parent_path()));
+  ASSERT_EQ(registry.plugins().size(), 1u);
+  EXPECT_EQ(registry.plugins()[0].name, "fixture_static_abort");
+  // Loading it would abort; that it runs only on load is checked in a child process.
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(registry.load(ql::PluginKind::algorithm, "fixture_static_abort"), "");
+}
+
+TEST(PluginLoaderTest, DirectoryScanSkipsNonPluginsAndReportsRefusals) {
+  ql::test::TempDir dir;
+  ql::test::write_text(dir / "x.so", "not a library");
+  fs::copy_file(fixture("good"), dir / "good.so");
+  fs::copy_file(fixture("no_entry"), dir / "plain.so");
+  fs::copy_file(fixture("abi_major"), dir / "old.so");
+  ql::test::write_text(dir / "readme.txt", "ignored: not a .so");
+  PluginRegistry registry(only(dir.path()));
+  ASSERT_EQ(registry.plugins().size(), 1u);
+  EXPECT_EQ(registry.plugins()[0].name, "fixture_good");
+  EXPECT_EQ(registry.skipped().size(), 2u);
+  ASSERT_EQ(registry.refusals().size(), 1u);
+  EXPECT_NE(registry.refusals()[0].find("old.so"), std::string::npos);
+}
+
+TEST(PluginLoaderTest, ExplicitlyNamedFileMustBeAPlugin) {
+  ql::test::TempDir dir;
+  ql::test::write_text(dir / "x.so", "not a library");
+  EXPECT_THROW(PluginRegistry({dir / "x.so"}), ql::ConfigError);
+  EXPECT_THROW(PluginRegistry({fixture("abi_major")}), ql::ConfigError);
+  PluginRegistry registry({fixture("good")});
+  EXPECT_EQ(registry.plugins().size(), 1u);
+}
+
+TEST(PluginLoaderTest, UnknownNameSuggestsTheClosest) {
+  PluginRegistry registry(only(fixture("good").parent_path()));
+  try {
+    (void)registry.find(ql::PluginKind::algorithm, "fixture_god");
+    FAIL() << "expected a ConfigError";
+  } catch (const ql::ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("did you mean 'fixture_good'"), std::string::npos) << e.what();
+  }
+}

@@ -1,0 +1,161 @@
+// The trainer's building blocks: seeded orders, the prefetching loader, schedules, evaluation.
+#include "quantlab/core/batch_loader.hpp"
+#include "quantlab/core/trainer.hpp"
+#include "quantlab/sdk/error.hpp"
+#include "support/test_support.hpp"
+
+#include <gtest/gtest.h>
+#include <torch/optim/optimizer.h>
+#include <torch/types.h>
+
+#include <numeric>
+#include <set>
+
+namespace {
+
+// Sample i has input i and target i % 3; optional failure on a given index.
+class CountingDataset : public ql::Dataset {
+ public:
+  explicit CountingDataset(std::int64_t size, std::int64_t fail_at = -1) : size_(size), fail_at_(fail_at) {}
+  std::int64_t size() const override { return size_; }
+  ql::Batch get_batch(const at::Tensor& indices, std::uint64_t seed, bool augment) const override {
+    QL_CHECK(fail_at_ < 0 || !indices.eq(fail_at_).any().item<bool>(), "sample {} is broken", fail_at_);
+    ql::Batch batch;
+    batch.inputs = indices.to(torch::kFloat32).unsqueeze(1) + (augment ? static_cast<double>(seed % 7) : 0.0);
+    batch.targets = indices.remainder(3);
+    return batch;
+  }
+
+ private:
+  std::int64_t size_, fail_at_;
+};
+
+std::vector<std::int64_t> drain(ql::core::BatchLoader& loader) {
+  std::vector<std::int64_t> seen;
+  while (auto batch = loader.next()) {
+    auto inputs = batch->inputs.squeeze(1).to(torch::kInt64);
+    for (std::int64_t i = 0; i < inputs.size(0); ++i) seen.push_back(inputs[i].item<std::int64_t>());
+  }
+  return seen;
+}
+
+ql::core::TrainingSettings settings_from(const std::string& toml) {
+  return ql::core::TrainingSettings::from(ql::test::config_from_toml(
+      "epochs = 10\nbatch_size = 4\neval_batch_size = 4\nvalid_every = 1\ncheckpoint_every = 1\n"
+      "drop_last = false\nloss = \"cross_entropy\"\n"
+      "[optimizer]\nname = \"sgd\"\nlr = 1.0\nmomentum = 0.0\nnesterov = false\nweight_decay = 0.0\n"
+      "betas = [0.9, 0.999]\neps = 1e-8\n" + toml));
+}
+
+}  // namespace
+
+TEST(BatchLoaderTest, EpochOrderIsASeededPermutation) {
+  const auto a = ql::core::epoch_order(1000, 42, 3);
+  EXPECT_EQ(a, ql::core::epoch_order(1000, 42, 3));
+  EXPECT_NE(a, ql::core::epoch_order(1000, 42, 4));
+  EXPECT_NE(a, ql::core::epoch_order(1000, 43, 3));
+  EXPECT_EQ(std::set<std::int64_t>(a.begin(), a.end()).size(), 1000u);
+  EXPECT_NE(a, ql::core::sequential_order(1000));
+}
+
+TEST(BatchLoaderTest, PrefetchingGivesTheSameBatchesAsInline) {
+  auto data = std::make_shared<CountingDataset>(103);
+  const auto order = ql::core::epoch_order(103, 1, 0);
+  ql::core::BatchLoader inline_loader(data, order, 10, 5, true, 0);
+  ql::core::BatchLoader prefetching(data, order, 10, 5, true, 3);
+  EXPECT_EQ(inline_loader.batches(), 11);
+  EXPECT_EQ(drain(inline_loader), drain(prefetching));
+}
+
+TEST(BatchLoaderTest, DropLastSkipsThePartialBatch) {
+  auto data = std::make_shared<CountingDataset>(103);
+  ql::core::BatchLoader loader(data, ql::core::sequential_order(103), 10, 0, false, 2, /*drop_last=*/true);
+  EXPECT_EQ(loader.batches(), 10);
+  EXPECT_EQ(drain(loader).size(), 100u);
+}
+
+TEST(BatchLoaderTest, FailureOnTheLoaderThreadReachesTheCaller) {
+  auto data = std::make_shared<CountingDataset>(50, 37);
+  ql::core::BatchLoader loader(data, ql::core::sequential_order(50), 10, 0, false, 2);
+  EXPECT_THROW(drain(loader), ql::Error);
+}
+
+TEST(BatchLoaderTest, StoppingEarlyDoesNotHang) {
+  auto data = std::make_shared<CountingDataset>(10000);
+  ql::core::BatchLoader loader(data, ql::core::sequential_order(10000), 10, 0, false, 2);
+  EXPECT_TRUE(loader.next().has_value());
+}
+
+TEST(TrainerTest, StepScheduleDecaysEveryStepSizeEpochs) {
+  const auto s = settings_from("[lr_schedule]\nname = \"step\"\nstep_size = 3\ngamma = 0.5\nmilestones = [1]\nmin_lr = 0.0\n");
+  EXPECT_DOUBLE_EQ(ql::core::scheduled_lr(s, 0), 1.0);
+  EXPECT_DOUBLE_EQ(ql::core::scheduled_lr(s, 2), 1.0);
+  EXPECT_DOUBLE_EQ(ql::core::scheduled_lr(s, 3), 0.5);
+  EXPECT_DOUBLE_EQ(ql::core::scheduled_lr(s, 7), 0.25);
+}
+
+TEST(TrainerTest, MultistepAndCosineSchedules) {
+  auto s = settings_from("[lr_schedule]\nname = \"multistep\"\nstep_size = 3\ngamma = 0.1\nmilestones = [2, 5]\nmin_lr = 0.0\n");
+  EXPECT_DOUBLE_EQ(ql::core::scheduled_lr(s, 1), 1.0);
+  EXPECT_NEAR(ql::core::scheduled_lr(s, 2), 0.1, 1e-12);
+  EXPECT_NEAR(ql::core::scheduled_lr(s, 6), 0.01, 1e-12);
+  s = settings_from("[lr_schedule]\nname = \"cosine\"\nstep_size = 3\ngamma = 0.1\nmilestones = [2]\nmin_lr = 0.1\n");
+  EXPECT_DOUBLE_EQ(ql::core::scheduled_lr(s, 0), 1.0);
+  EXPECT_NEAR(ql::core::scheduled_lr(s, 5), 0.55, 1e-12);
+}
+
+TEST(TrainerTest, NesterovWithoutMomentumIsRejected) {
+  EXPECT_THROW(ql::core::TrainingSettings::from(ql::test::config_from_toml(
+                   "epochs = 1\nbatch_size = 4\neval_batch_size = 4\nvalid_every = 1\ncheckpoint_every = 1\n"
+                   "drop_last = false\nloss = \"cross_entropy\"\n[optimizer]\nname = \"sgd\"\nlr = 1.0\n"
+                   "momentum = 0.0\nnesterov = true\nweight_decay = 0.0\nbetas = [0.9, 0.999]\neps = 1e-8\n"
+                   "[lr_schedule]\nname = \"constant\"\nstep_size = 1\ngamma = 0.1\nmilestones = []\nmin_lr = 0.0\n")),
+               ql::ConfigError);
+}
+
+namespace {
+
+class Affine : public ql::Network {
+ public:
+  Affine() { fc_ = register_module("fc", std::make_shared<ql::nn::Linear>(ql::nn::LinearOptions(1, 3))); }
+  at::Tensor forward(const at::Tensor& x) override { return fc_->forward(x); }
+  std::shared_ptr<ql::nn::Linear> fc_;
+};
+
+}  // namespace
+
+TEST(TrainerTest, EvaluationCountsTopOneAndTopFive) {
+  Affine net;
+  {
+    torch::NoGradGuard no_grad;
+    net.fc_->weight.zero_();
+    net.fc_->bias.copy_(torch::tensor({3.0, 2.0, 1.0}));  // always predicts class 0
+  }
+  auto data = std::make_shared<CountingDataset>(30);
+  ql::core::BatchLoader loader(data, ql::core::sequential_order(30), 7, 0, false, 1);
+  const ql::Evaluation e = ql::core::evaluate(net, loader, c10::kCPU, /*top5=*/true);
+  EXPECT_EQ(e.samples, 30);
+  EXPECT_DOUBLE_EQ(e.top1, 1.0 / 3.0);
+  EXPECT_DOUBLE_EQ(e.top5, 1.0);
+  const double expected_loss =
+      -(torch::log_softmax(torch::tensor({3.0, 2.0, 1.0}), 0).sum() / 3.0).item<double>();
+  EXPECT_NEAR(e.loss, expected_loss, 1e-5);
+}
+
+TEST(TrainerTest, TrainingLowersTheLoss) {
+  torch::manual_seed(0);
+  Affine net;
+  auto data = std::make_shared<CountingDataset>(12);
+  const auto s = settings_from("[lr_schedule]\nname = \"constant\"\nstep_size = 1\ngamma = 0.1\nmilestones = []\nmin_lr = 0.0\n");
+  auto optimizer = ql::core::make_optimizer(s, net.parameters());
+  ql::core::set_lr(*optimizer, 0.01);
+  double first = 0, last = 0;
+  for (int epoch = 0; epoch < 30; ++epoch) {
+    ql::core::BatchLoader loader(data, ql::core::epoch_order(12, 1, epoch), 4, 0, false, 1);
+    const auto stats = ql::core::train_epoch(net, *optimizer, loader, c10::kCPU, nullptr);
+    if (epoch == 0) first = stats.loss;
+    last = stats.loss;
+    EXPECT_EQ(stats.samples, 12);
+  }
+  EXPECT_LT(last, first);
+}

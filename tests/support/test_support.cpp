@@ -1,0 +1,112 @@
+#include "support/test_support.hpp"
+
+#include "config_impl.hpp"
+#include "plugins/problems/mnist/idx_file.hpp"
+
+#include <gtest/gtest.h>
+#include <zlib.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <sys/wait.h>
+#include <unistd.h>
+
+namespace ql::test {
+
+namespace fs = std::filesystem;
+
+TempDir::TempDir() {
+  std::string pattern = (fs::temp_directory_path() / "quantlab-test-XXXXXX").string();
+  const char* made = mkdtemp(pattern.data());
+  if (!made) throw std::runtime_error("mkdtemp failed");
+  path_ = made;
+}
+
+TempDir::~TempDir() {
+  std::error_code ignored;
+  fs::remove_all(path_, ignored);
+}
+
+void write_text(const fs::path& path, const std::string& text) {
+  fs::create_directories(path.parent_path());
+  std::ofstream(path, std::ios::binary) << text;
+}
+
+void write_bytes(const fs::path& path, const std::vector<std::uint8_t>& bytes) {
+  fs::create_directories(path.parent_path());
+  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()),
+                                              static_cast<std::streamsize>(bytes.size()));
+}
+
+std::vector<std::uint8_t> read_bytes(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+std::string read_text(const fs::path& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+void write_gzip(const fs::path& path, const std::vector<std::uint8_t>& bytes) {
+  fs::create_directories(path.parent_path());
+  gzFile file = gzopen(path.c_str(), "wb");
+  ASSERT_NE(file, nullptr);
+  gzwrite(file, bytes.data(), static_cast<unsigned>(bytes.size()));
+  gzclose(file);
+}
+
+Config config_from_toml(const std::string& text, const std::string& source) {
+  auto root = std::make_shared<toml::table>(toml::parse(text, source));
+  auto impl = std::make_shared<Config::Impl>();
+  impl->root = root;
+  impl->table = root.get();
+  return Config(std::move(impl));
+}
+
+CommandResult run_qlhost(const std::string& args, const fs::path& home) {
+  TempDir capture;
+  const fs::path out = capture / "out", err = capture / "err";
+  const std::string command = "HOME='" + home.string() + "' QL_PLUGIN_PATH= '" QL_TEST_QLHOST "' " + args +
+                              " >'" + out.string() + "' 2>'" + err.string() + "'";
+  const int status = std::system(command.c_str());
+  CommandResult result;
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  result.out = read_text(out);
+  result.err = read_text(err);
+  return result;
+}
+
+void write_idx_dataset(const fs::path& dir, std::int64_t train, std::int64_t test, std::int64_t size,
+                       std::int64_t classes, bool gzip) {
+  std::mt19937 engine(7);
+  std::uniform_int_distribution<int> noise(0, 60);
+  auto make = [&](std::int64_t count, const std::string& images_name, const std::string& labels_name) {
+    mnist::IdxArray images{{count, size, size}, {}};
+    mnist::IdxArray labels{{count}, {}};
+    for (std::int64_t i = 0; i < count; ++i) {
+      const auto label = static_cast<std::uint8_t>(i % classes);
+      labels.data.push_back(label);
+      for (std::int64_t r = 0; r < size; ++r) {
+        for (std::int64_t c = 0; c < size; ++c) {
+          const bool bar = r == (label * size) / classes;
+          images.data.push_back(static_cast<std::uint8_t>(bar ? 200 + noise(engine) / 2 : noise(engine)));
+        }
+      }
+    }
+    auto put = [&](const mnist::IdxArray& array, const std::string& name) {
+      if (gzip) write_gzip(dir / (name + ".gz"), mnist::encode_idx(array));
+      else write_bytes(dir / name, mnist::encode_idx(array));
+    };
+    put(images, images_name);
+    put(labels, labels_name);
+  };
+  make(train, "train-images-idx3-ubyte", "train-labels-idx1-ubyte");
+  make(test, "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte");
+}
+
+}  // namespace ql::test
