@@ -44,7 +44,7 @@ min_lr = 0.0              # cosine: rate reached after the last epoch
 device = "auto"           # auto | cpu | cuda
 threads = 0               # intra-op CPU threads; 0: all cores
 deterministic = false     # ask LibTorch for deterministic kernels
-prefetch = 4              # batches the loader thread prepares ahead
+prefetch = 4              # batches the loader thread prepares ahead (it starts only when batches are costly to make)
 )toml";
 
 }  // namespace

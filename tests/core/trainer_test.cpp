@@ -8,17 +8,22 @@
 #include <torch/optim/optimizer.h>
 #include <torch/types.h>
 
+#include <chrono>
 #include <numeric>
 #include <set>
+#include <thread>
 
 namespace {
 
-// Sample i has input i and target i % 3; optional failure on a given index.
+// Sample i has input i and target i % 3; optionally slow (as a decoding set) or failing on
+// a given index.
 class CountingDataset : public ql::Dataset {
  public:
-  explicit CountingDataset(std::int64_t size, std::int64_t fail_at = -1) : size_(size), fail_at_(fail_at) {}
+  explicit CountingDataset(std::int64_t size, std::int64_t fail_at = -1, int delay_ms = 0)
+      : size_(size), fail_at_(fail_at), delay_ms_(delay_ms) {}
   std::int64_t size() const override { return size_; }
   ql::Batch get_batch(const at::Tensor& indices, std::uint64_t seed, bool augment) const override {
+    std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms_));
     QL_CHECK(fail_at_ < 0 || !indices.eq(fail_at_).any().item<bool>(), "sample {} is broken", fail_at_);
     ql::Batch batch;
     batch.inputs = indices.to(torch::kFloat32).unsqueeze(1) + (augment ? static_cast<double>(seed % 7) : 0.0);
@@ -28,6 +33,7 @@ class CountingDataset : public ql::Dataset {
 
  private:
   std::int64_t size_, fail_at_;
+  int delay_ms_;
 };
 
 std::vector<std::int64_t> drain(ql::core::BatchLoader& loader) {
@@ -58,13 +64,28 @@ TEST(BatchLoaderTest, EpochOrderIsASeededPermutation) {
   EXPECT_NE(a, ql::core::sequential_order(1000));
 }
 
-TEST(BatchLoaderTest, PrefetchingGivesTheSameBatchesAsInline) {
-  auto data = std::make_shared<CountingDataset>(103);
+TEST(BatchLoaderTest, CheapBatchesAreMadeWithoutAThread) {
+  auto data = std::make_shared<CountingDataset>(1000);
+  ql::core::BatchLoader loader(data, ql::core::epoch_order(1000, 1, 0), 10, 5, true, 4);
+  std::vector<std::int64_t> seen;
+  while (auto batch = loader.next()) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));  // the training step
+    seen.push_back(batch->targets.size(0));
+  }
+  EXPECT_FALSE(loader.prefetching());
+  EXPECT_EQ(seen.size(), 100u);
+}
+
+TEST(BatchLoaderTest, ExpensiveBatchesArePrefetchedAndIdenticalToInline) {
+  auto slow = std::make_shared<CountingDataset>(103, -1, /*delay_ms=*/2);
   const auto order = ql::core::epoch_order(103, 1, 0);
-  ql::core::BatchLoader inline_loader(data, order, 10, 5, true, 0);
-  ql::core::BatchLoader prefetching(data, order, 10, 5, true, 3);
+  ql::core::BatchLoader inline_loader(slow, order, 10, 5, true, 0);
+  ql::core::BatchLoader prefetching(slow, order, 10, 5, true, 3);
   EXPECT_EQ(inline_loader.batches(), 11);
-  EXPECT_EQ(drain(inline_loader), drain(prefetching));
+  const auto expected = drain(inline_loader);
+  EXPECT_FALSE(inline_loader.prefetching());
+  EXPECT_EQ(drain(prefetching), expected);
+  EXPECT_TRUE(prefetching.prefetching());
 }
 
 TEST(BatchLoaderTest, DropLastSkipsThePartialBatch) {
@@ -75,15 +96,16 @@ TEST(BatchLoaderTest, DropLastSkipsThePartialBatch) {
 }
 
 TEST(BatchLoaderTest, FailureOnTheLoaderThreadReachesTheCaller) {
-  auto data = std::make_shared<CountingDataset>(50, 37);
+  auto data = std::make_shared<CountingDataset>(50, 37, /*delay_ms=*/2);
   ql::core::BatchLoader loader(data, ql::core::sequential_order(50), 10, 0, false, 2);
   EXPECT_THROW(drain(loader), ql::Error);
 }
 
 TEST(BatchLoaderTest, StoppingEarlyDoesNotHang) {
-  auto data = std::make_shared<CountingDataset>(10000);
+  auto data = std::make_shared<CountingDataset>(10000, -1, /*delay_ms=*/1);
   ql::core::BatchLoader loader(data, ql::core::sequential_order(10000), 10, 0, false, 2);
-  EXPECT_TRUE(loader.next().has_value());
+  for (int i = 0; i < 5; ++i) EXPECT_TRUE(loader.next().has_value());
+  EXPECT_TRUE(loader.prefetching());
 }
 
 TEST(TrainerTest, StepScheduleDecaysEveryStepSizeEpochs) {

@@ -1,5 +1,9 @@
 // Batches of a Dataset in a given order, prepared ahead on a background thread (bounded
-// queue) while the trainer computes on the previous ones.
+// queue) while the trainer computes on the previous ones. The thread starts only once making
+// a batch costs more than a twentieth of the caller's work per batch (decoding, augmentation):
+// for in-memory sets it would only take cores from the training step. It runs at idle
+// priority, and the caller makes a batch itself when none is ready, so prefetching uses spare
+// CPU and never stalls the step (bench/train_throughput measures this).
 //
 //   BatchLoader loader(train, epoch_order(train->size(), seed, epoch), 128, seed, 4);
 //   while (auto batch = loader.next()) step(*batch);
@@ -7,9 +11,10 @@
 
 #include "quantlab/sdk/problem.hpp"
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
-#include <deque>
+#include <map>
 #include <exception>
 #include <memory>
 #include <mutex>
@@ -43,9 +48,12 @@ class BatchLoader {
   /// The next batch, or nothing after the last. Rethrows a failure of the loader thread.
   std::optional<Batch> next();
   std::int64_t batches() const { return batches_; }
+  /// True once the background thread has started.
+  bool prefetching() const { return worker_.joinable(); }
 
  private:
   Batch make(std::int64_t index) const;
+  Batch make_here(std::int64_t index);
   void produce();
 
   std::shared_ptr<const Dataset> dataset_;
@@ -56,10 +64,13 @@ class BatchLoader {
   std::size_t prefetch_;
   std::int64_t batches_;
   std::int64_t consumed_ = 0;
+  std::chrono::steady_clock::time_point returned_;  // when next() last returned
+  int slow_batches_ = 0;                            // expensive batches in a row
 
   std::mutex mutex_;
   std::condition_variable changed_;
-  std::deque<Batch> ready_;
+  std::map<std::int64_t, Batch> ready_;  // made but not yet taken, by batch number
+  std::int64_t next_claim_ = 0;          // batches below this are made or being made
   std::exception_ptr failure_;
   bool stop_ = false;
   std::thread worker_;
