@@ -38,7 +38,9 @@ function(ql_add_plugin name)
     CXX_VISIBILITY_PRESET hidden
     VISIBILITY_INLINES_HIDDEN ON
     LIBRARY_OUTPUT_DIRECTORY ${ARG_OUTPUT_DIRECTORY}
-    LINK_DEPENDS ${_QL_PLUGIN_VERSION_SCRIPT})
+    LINK_DEPENDS ${_QL_PLUGIN_VERSION_SCRIPT}
+    # Installed at <prefix>/lib/quantlab/plugins: the SDK library is two levels up.
+    INSTALL_RPATH "$ORIGIN/../..")
   if(NOT ARG_NO_INSTALL AND DEFINED QL_PLUGIN_INSTALL_DIR)
     install(TARGETS ${target} LIBRARY DESTINATION ${QL_PLUGIN_INSTALL_DIR})
   endif()
