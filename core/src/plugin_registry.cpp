@@ -80,6 +80,7 @@ PluginRegistry::PluginRegistry(std::vector<fs::path> search_path)
                                     "none of them is used until only one remains",
                                     to_string(key.first), key.second,
                                     fmt::join(paths.begin(), paths.end(), " and ")));
+    unusable_[key] = refusals_.back();
     plugins_.erase(std::remove_if(plugins_.begin(), plugins_.end(),
                                   [&](const PluginMetadata& p) {
                                     return p.kind == key.first && p.name == key.second;
@@ -106,6 +107,7 @@ void PluginRegistry::scan_file(const fs::path& file, bool explicit_file) {
     case PluginInspection::Status::refused:
       if (explicit_file) throw ConfigError(found.reason);
       refusals_.push_back(found.reason);
+      if (!found.metadata.name.empty()) unusable_[{found.metadata.kind, found.metadata.name}] = found.reason;
       break;
     case PluginInspection::Status::not_plugin:
       if (explicit_file) throw ConfigError(found.reason);
@@ -162,10 +164,8 @@ const PluginMetadata& PluginRegistry::find(PluginKind kind, std::string_view nam
     if (p.name == name) return p;
     names.push_back(p.name);
   }
-  for (const std::string& refusal : refusals_) {
-    if (refusal.find(fmt::format("'{}'", name)) != std::string::npos) {
-      throw ConfigError(fmt::format("{} plugin '{}' cannot be used: {}", to_string(kind), name, refusal));
-    }
+  if (auto it = unusable_.find({kind, std::string(name)}); it != unusable_.end()) {
+    throw ConfigError(fmt::format("{} plugin '{}' cannot be used: {}", to_string(kind), name, it->second));
   }
   throw ConfigError(fmt::format("no {} plugin named '{}'{}; available: {}", to_string(kind), name,
                                 did_you_mean(name, names),

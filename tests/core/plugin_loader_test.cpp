@@ -198,6 +198,17 @@ TEST(PluginLoaderTest, ExplicitlyNamedFileMustBeAPlugin) {
   EXPECT_EQ(registry.plugins().size(), 1u);
 }
 
+TEST(PluginLoaderTest, RefusedPluginIsNamedWithTheReasonWhenAskedFor) {
+  PluginRegistry registry(only(fixture("abi_major").parent_path()));
+  try {
+    (void)registry.find(ql::PluginKind::algorithm, "fixture_abi_major");
+    FAIL() << "expected a ConfigError";
+  } catch (const ql::ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("cannot be used"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("ABI 2.0"), std::string::npos) << e.what();
+  }
+}
+
 TEST(PluginLoaderTest, UnknownNameSuggestsTheClosest) {
   PluginRegistry registry(only(fixture("good").parent_path()));
   try {

@@ -12,6 +12,7 @@
 
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -75,6 +76,8 @@ class PluginRegistry {
   std::vector<std::filesystem::path> search_path_;
   std::vector<PluginMetadata> plugins_;
   std::vector<std::string> refusals_;
+  /// Why a plugin that was found by kind and name cannot be used (duplicate, wrong ABI, ...).
+  std::map<std::pair<PluginKind, std::string>, std::string> unusable_;
   std::vector<std::string> skipped_;
   std::vector<std::unique_ptr<Loaded>> loaded_;
 };
