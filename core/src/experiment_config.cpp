@@ -154,7 +154,22 @@ std::shared_ptr<const Config::Impl> view(const std::shared_ptr<const toml::table
   return impl;
 }
 
+toml::table plugin_defaults(const PluginMetadata& plugin) {
+  toml::table defaults = parse_toml(
+      plugin.default_config, fmt::format("<defaults of {} plugin '{}'>", to_string(plugin.kind), plugin.name));
+  defaults.insert("plugin", plugin.name);
+  return defaults;
+}
+
 }  // namespace
+
+Config plugin_options(const PluginMetadata& plugin, const std::vector<std::string>& overrides) {
+  auto options = std::make_shared<toml::table>();
+  for (const std::string& assignment : overrides) apply_override(*options, assignment);
+  toml::table defaults = plugin_defaults(plugin);
+  merge_with_defaults(*options, defaults, "");
+  return Config(view(options, options.get(), ""));
+}
 
 ExperimentConfig ExperimentConfig::load(const fs::path& file,
                                         const std::vector<std::string>& overrides,
@@ -244,10 +259,7 @@ ExperimentConfig ExperimentConfig::load(const fs::path& file,
     } catch (const ConfigError& e) {
       throw ConfigError(fmt::format("{}: {}.plugin: {}", source_location(*plugin), entry.path, e.what()));
     }
-    toml::table defaults = parse_toml(
-        metadata->default_config,
-        fmt::format("<defaults of {} plugin '{}'>", to_string(entry.kind), name));
-    defaults.insert("plugin", name);
+    toml::table defaults = plugin_defaults(*metadata);
     merge_with_defaults(*entry.table, defaults, entry.path);
   }
   // Views are made only now: the document no longer changes.

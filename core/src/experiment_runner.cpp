@@ -153,18 +153,35 @@ class HostCalibration : public Calibration {
   std::uint64_t seed_;
 };
 
-std::vector<at::Tensor> snapshot(Network& network) {
-  std::vector<at::Tensor> state;
-  for (const auto& p : network.parameters()) state.push_back(p.detach().clone());
-  for (const auto& b : network.buffers()) state.push_back(b.detach().clone());
+// Everything an algorithm's variant may change: parameters, buffers and quantiser slots.
+struct NetworkState {
+  std::vector<at::Tensor> tensors;
+  std::vector<std::pair<std::shared_ptr<Quantizer>, std::shared_ptr<Quantizer>>> slots;
+  std::shared_ptr<Quantizer> input;
+};
+
+NetworkState snapshot(Network& network) {
+  NetworkState state;
+  for (const auto& p : network.parameters()) state.tensors.push_back(p.detach().clone());
+  for (const auto& b : network.buffers()) state.tensors.push_back(b.detach().clone());
+  for (const auto& [name, layer] : network.quantizable_layers()) {
+    state.slots.emplace_back(layer->weight_quantizer(), layer->output_quantizer());
+  }
+  state.input = network.input_quantizer();
   return state;
 }
 
-void restore(Network& network, const std::vector<at::Tensor>& state) {
+void restore(Network& network, const NetworkState& state) {
   torch::NoGradGuard no_grad;
   std::size_t i = 0;
-  for (auto& p : network.parameters()) p.copy_(state[i++]);
-  for (auto& b : network.buffers()) b.copy_(state[i++]);
+  for (auto& p : network.parameters()) p.copy_(state.tensors[i++]);
+  for (auto& b : network.buffers()) b.copy_(state.tensors[i++]);
+  i = 0;
+  for (const auto& [name, layer] : network.quantizable_layers()) {
+    layer->set_weight_quantizer(state.slots[i].first);
+    layer->set_output_quantizer(state.slots[i++].second);
+  }
+  network.set_input_quantizer(state.input);
 }
 
 void write_network(torch::serialize::OutputArchive& archive, Network& network) {
@@ -233,12 +250,10 @@ SweepTable sweep(Algorithm& algorithm, const std::vector<Variant>& variants, Net
   };
   add_row("float", std::vector<std::string>(variants.front().values.size(), "-"), trained);
 
-  const std::vector<at::Tensor> trained_state = snapshot(network);
-  auto input_quantizer = network.input_quantizer();
+  const NetworkState trained_state = snapshot(network);
   std::int64_t done = 0;
   for (const Variant& variant : variants) {
     restore(network, trained_state);
-    network.set_input_quantizer(input_quantizer);
     algorithm.apply_variant(variant, network, calibration, ctx);
     const Evaluation e = evaluate_split(run, network, Split::test);
     std::vector<std::string> values;
@@ -247,7 +262,6 @@ SweepTable sweep(Algorithm& algorithm, const std::vector<Variant>& variants, Net
     ctx.progress("variants", ++done, static_cast<std::int64_t>(variants.size()));
   }
   restore(network, trained_state);
-  network.set_input_quantizer(input_quantizer);
   return table;
 }
 

@@ -102,7 +102,7 @@ void save_checkpoint(const fs::path& path,
   } catch (const std::exception& e) {
     std::error_code ignored;
     fs::remove(temporary, ignored);
-    throw Error(fmt::format("cannot write checkpoint {}: {}", path.string(), e.what()));
+    throw Error(fmt::format("cannot write checkpoint {}: {}", path.string(), message_of(e)));
   }
   commit(temporary, path);
 }

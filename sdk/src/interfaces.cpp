@@ -7,7 +7,16 @@
 #include "quantlab/sdk/quantizer.hpp"
 #include "quantlab/sdk/topology.hpp"
 
+#include <c10/util/Exception.h>
+
 namespace ql {
+
+std::string message_of(const std::exception& error) {
+  if (const auto* torch_error = dynamic_cast<const c10::Error*>(&error)) {
+    return torch_error->what_without_backtrace();
+  }
+  return error.what();
+}
 
 Error::~Error() = default;
 ConfigError::~ConfigError() = default;

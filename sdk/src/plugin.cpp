@@ -35,7 +35,7 @@ void* create_guarded(void* (*construct)(const Config&), const Config* options,
   } catch (const ConfigError& e) {
     return fail(2, e.what());
   } catch (const std::exception& e) {
-    return fail(1, e.what());
+    return fail(1, message_of(e).c_str());
   } catch (...) {
     return fail(1, "unknown exception");
   }

@@ -68,17 +68,26 @@ Config config_from_toml(const std::string& text, const std::string& source) {
   return Config(std::move(impl));
 }
 
-CommandResult run_qlhost(const std::string& args, const fs::path& home) {
+std::string quoted(const std::string& text) {
+  std::string out = "'";
+  for (char c : text) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+CommandResult run_command(const std::string& command_line) {
   TempDir capture;
   const fs::path out = capture / "out", err = capture / "err";
-  const std::string command = "HOME='" + home.string() + "' QL_PLUGIN_PATH= '" QL_TEST_QLHOST "' " + args +
-                              " >'" + out.string() + "' 2>'" + err.string() + "'";
+  const std::string command = command_line + " >" + quoted(out.string()) + " 2>" + quoted(err.string());
   const int status = std::system(command.c_str());
   CommandResult result;
   result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   result.out = read_text(out);
   result.err = read_text(err);
   return result;
+}
+
+CommandResult run_qlhost(const std::string& args, const fs::path& home) {
+  return run_command("HOME=" + quoted(home.string()) + " QL_PLUGIN_PATH= " + quoted(QL_TEST_QLHOST) + " " + args);
 }
 
 void write_idx_dataset(const fs::path& dir, std::int64_t train, std::int64_t test, std::int64_t size,

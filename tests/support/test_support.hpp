@@ -37,8 +37,12 @@ struct CommandResult {
   std::string out;
   std::string err;
 };
+/// Runs a shell command line, capturing its output.
+CommandResult run_command(const std::string& command_line);
 /// Runs qlhost with `args` (already shell-quoted), HOME set to `home` so no user plugin leaks in.
 CommandResult run_qlhost(const std::string& args, const std::filesystem::path& home);
+/// `text` quoted for the shell.
+std::string quoted(const std::string& text);
 
 /// A small image classification set in MNIST's IDX format: `classes` classes of `size`x`size`
 /// images, each class a bright bar at its own row, with noise; learnable in a few epochs.

@@ -1,5 +1,6 @@
 // qlhost: the command line. Parses options, calls core, and is the one place where errors
 // are caught and turned into one line and an exit code (0 ok, 1 failure, 2 bad usage/config).
+#include "quantlab/core/cli.hpp"
 #include "quantlab/core/experiment_config.hpp"
 #include "quantlab/core/experiment_runner.hpp"
 #include "quantlab/core/plugin_registry.hpp"
@@ -18,9 +19,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr int kExitOk = 0;
-constexpr int kExitFailure = 1;
-constexpr int kExitUsage = 2;
+using ql::core::kExitOk;
+using ql::core::kExitUsage;
 
 constexpr char kUsage[] = R"(usage: qlhost COMMAND [OPTIONS]
 
@@ -52,8 +52,12 @@ po::variables_map parse(const std::vector<std::string>& args, const po::options_
   po::options_description all;
   all.add(visible).add(hidden);
   po::variables_map vm;
-  po::store(po::command_line_parser(args).options(all).positional(positional).run(), vm);
-  po::notify(vm);
+  try {
+    po::store(po::command_line_parser(args).options(all).positional(positional).run(), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    throw ql::ConfigError(e.what());
+  }
   return vm;
 }
 
@@ -127,14 +131,6 @@ int command_run(const std::vector<std::string>& args) {
   return kExitOk;
 }
 
-// Messages are printed as one line whatever their origin.
-std::string one_line(std::string message) {
-  for (char& c : message) {
-    if (c == '\n' || c == '\r') c = ' ';
-  }
-  return message;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -149,19 +145,9 @@ int main(int argc, char** argv) {
   }
   const std::string command = args[0];
   args.erase(args.begin());
-  try {
+  return ql::core::guarded_main("qlhost", [&] {
     if (command == "run") return command_run(args);
     if (command == "plugins") return command_plugins(args);
-    fmt::print(stderr, "qlhost: error: unknown command '{}' (commands: run, plugins)\n", command);
-    return kExitUsage;
-  } catch (const po::error& e) {
-    fmt::print(stderr, "qlhost {}: error: {}\n", command, one_line(e.what()));
-    return kExitUsage;
-  } catch (const ql::ConfigError& e) {
-    fmt::print(stderr, "qlhost: error: {}\n", one_line(e.what()));
-    return kExitUsage;
-  } catch (const std::exception& e) {
-    fmt::print(stderr, "qlhost: error: {}\n", one_line(e.what()));
-    return kExitFailure;
-  }
+    throw ql::ConfigError(fmt::format("unknown command '{}' (commands: run, plugins)", command));
+  });
 }

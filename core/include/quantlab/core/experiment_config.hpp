@@ -22,6 +22,10 @@ namespace ql::core {
 /// The host's own sections with their defaults and documentation (TOML text).
 std::string_view host_schema();
 
+/// A plugin's options outside an experiment: its defaults with `overrides` ("key=value")
+/// applied and checked like an experiment file's table.
+Config plugin_options(const PluginMetadata& plugin, const std::vector<std::string>& overrides);
+
 /// A plugin chosen by an experiment and its merged options.
 struct PluginChoice {
   PluginKind kind;

@@ -26,6 +26,10 @@ class ConfigError : public Error {
   ~ConfigError() override;
 };
 
+/// The message of `error` for a user: LibTorch's errors (c10::Error) without their C++
+/// backtrace, others as what() says.
+std::string message_of(const std::exception& error);
+
 }  // namespace ql
 
 /// Throws ql::Error with a formatted message when `cond` is false.

@@ -1,0 +1,380 @@
+#include "quantlab/core/conformance.hpp"
+
+#include "quantlab/core/batch_loader.hpp"
+#include "quantlab/core/cli.hpp"
+#include "quantlab/core/experiment_config.hpp"
+#include "quantlab/core/trainer.hpp"
+#include "quantlab/sdk/algorithm.hpp"
+#include "quantlab/sdk/error.hpp"
+
+#include <torch/serialize/input-archive.h>
+#include <torch/serialize/output-archive.h>
+#include <torch/types.h>
+
+#include <fmt/format.h>
+
+#include <numeric>
+#include <sstream>
+
+namespace ql::core {
+
+namespace {
+
+class Checker {
+ public:
+  explicit Checker(ConformanceReport& report) : report_(report) {}
+
+  // Runs `check`; a false result or an exception is a failure with `why`/the message.
+  template <typename Check>
+  bool operator()(const std::string& name, Check&& check) {
+    try {
+      std::string why;
+      if (check(why)) {
+        report_.lines.push_back("ok   " + name);
+        return true;
+      }
+      fail(name, why);
+    } catch (const std::exception& e) {
+      fail(name, one_line(message_of(e)));
+    }
+    return false;
+  }
+
+ private:
+  void fail(const std::string& name, const std::string& why) {
+    report_.lines.push_back(fmt::format("FAIL {}: {}", name, why));
+    ++report_.failures;
+  }
+  ConformanceReport& report_;
+};
+
+std::string shape_of(c10::IntArrayRef sizes) { return fmt::format("[{}]", fmt::join(sizes, ", ")); }
+
+std::int64_t numel_of(const std::vector<std::int64_t>& shape) {
+  return std::accumulate(shape.begin(), shape.end(), std::int64_t{1}, std::multiplies<>());
+}
+
+void check_problem(Checker& check, Problem& problem) {
+  DatasetSpec spec;
+  if (!check("spec has classes and an input shape", [&](std::string& why) {
+        spec = problem.spec();
+        why = fmt::format("{} classes, input rank {}", spec.num_classes, spec.input_shape.size());
+        return spec.num_classes >= 2 && !spec.input_shape.empty() && numel_of(spec.input_shape) > 0;
+      })) {
+    return;
+  }
+  check("class names match the number of classes", [&](std::string& why) {
+    why = fmt::format("{} names for {} classes", spec.class_names.size(), spec.num_classes);
+    return spec.class_names.empty() || static_cast<std::int64_t>(spec.class_names.size()) == spec.num_classes;
+  });
+  check("token problems give a vocabulary size", [&](std::string& why) {
+    why = "vocabulary_size must be positive for token inputs";
+    return spec.input_kind != InputKind::tokens || spec.vocabulary_size > 0;
+  });
+  check("has a non-empty training split", [&](std::string& why) {
+    auto train = problem.dataset(Split::train);
+    why = train ? "it is empty" : "dataset(train) is null";
+    return train && train->size() > 0;
+  });
+  for (Split split : {Split::train, Split::valid, Split::test}) {
+    auto data = problem.dataset(split);
+    if (!data || data->size() == 0) continue;
+    const std::string s(to_string(split));
+    const std::int64_t count = std::min<std::int64_t>(8, data->size());
+    const at::Tensor indices = torch::arange(count, torch::kInt64);
+    Batch batch;
+    if (!check(s + ": batch of " + std::to_string(count) + " has the spec's shape and dtypes", [&](std::string& why) {
+          batch = data->get_batch(indices, 1, false);
+          std::vector<std::int64_t> expected{count};
+          expected.insert(expected.end(), spec.input_shape.begin(), spec.input_shape.end());
+          const auto dtype = spec.input_kind == InputKind::tokens ? torch::kInt64 : torch::kFloat32;
+          why = fmt::format("inputs {} {}, targets {} {}; expected inputs {} {}, targets [{}] Long",
+                            shape_of(batch.inputs.sizes()), c10::toString(batch.inputs.scalar_type()),
+                            shape_of(batch.targets.sizes()), c10::toString(batch.targets.scalar_type()),
+                            shape_of(expected), c10::toString(dtype), count);
+          return batch.inputs.defined() && batch.inputs.sizes() == c10::IntArrayRef(expected) &&
+                 batch.inputs.scalar_type() == dtype && batch.targets.defined() &&
+                 batch.targets.sizes() == c10::IntArrayRef{count} &&
+                 batch.targets.scalar_type() == torch::kInt64;
+        })) {
+      continue;
+    }
+    check(s + ": labels are in [0, classes)", [&](std::string& why) {
+      why = fmt::format("labels from {} to {}", batch.targets.min().item<std::int64_t>(),
+                        batch.targets.max().item<std::int64_t>());
+      return batch.targets.min().item<std::int64_t>() >= 0 &&
+             batch.targets.max().item<std::int64_t>() < spec.num_classes;
+    });
+    if (spec.input_kind == InputKind::image) {
+      check(s + ": inputs are finite", [&](std::string& why) {
+        why = "NaN or Inf in the inputs";
+        return torch::isfinite(batch.inputs).all().item<bool>();
+      });
+    }
+    check(s + ": same indices and seed give the same batch", [&](std::string& why) {
+      why = "two calls differ";
+      const Batch a = data->get_batch(indices, 7, split == Split::train);
+      const Batch b = data->get_batch(indices, 7, split == Split::train);
+      return a.inputs.equal(b.inputs) && a.targets.equal(b.targets);
+    });
+  }
+}
+
+// The specs a topology is offered, smallest first; it must accept at least one.
+std::vector<DatasetSpec> candidate_specs() {
+  std::vector<DatasetSpec> specs;
+  for (auto [shape, classes] : std::vector<std::pair<std::vector<std::int64_t>, std::int64_t>>{
+           {{1, 28, 28}, 10}, {{3, 32, 32}, 10}, {{3, 224, 224}, 1000}}) {
+    DatasetSpec spec;
+    spec.input_shape = shape;
+    spec.num_classes = classes;
+    specs.push_back(spec);
+  }
+  DatasetSpec tokens;
+  tokens.input_kind = InputKind::tokens;
+  tokens.input_shape = {20};
+  tokens.num_classes = 18;
+  tokens.vocabulary_size = 60;
+  specs.push_back(tokens);
+  return specs;
+}
+
+at::Tensor sample_inputs(const DatasetSpec& spec, std::int64_t count) {
+  std::vector<std::int64_t> shape{count};
+  shape.insert(shape.end(), spec.input_shape.begin(), spec.input_shape.end());
+  if (spec.input_kind == InputKind::tokens) return torch::randint(0, spec.vocabulary_size, shape, torch::kInt64);
+  return torch::randn(shape);
+}
+
+void check_topology(Checker& check, Topology& topology) {
+  std::shared_ptr<Network> network;
+  DatasetSpec spec;
+  std::vector<std::string> refusals;
+  if (!check("builds a network for a standard spec", [&](std::string& why) {
+        for (const DatasetSpec& candidate : candidate_specs()) {
+          try {
+            network = topology.build(candidate);
+            spec = candidate;
+            return network != nullptr;
+          } catch (const ConfigError& e) {
+            refusals.push_back(e.what());  // refusing a spec it cannot serve is allowed
+          }
+        }
+        why = fmt::format("every spec refused: {}", fmt::join(refusals, " | "));
+        return false;
+      })) {
+    return;
+  }
+  check("refusals of other specs are ConfigErrors with a message", [&](std::string& why) {
+    why = "an empty refusal message";
+    return std::all_of(refusals.begin(), refusals.end(), [](const std::string& r) { return !r.empty(); });
+  });
+  check("has quantisable layers", [&](std::string& why) {
+    why = "no ql::nn::Linear/Conv2d/Activation: algorithms could not act on it";
+    return !network->quantizable_layers().empty();
+  });
+  at::Tensor output;
+  check("forward gives [batch, classes] logits", [&](std::string& why) {
+    network->train();
+    output = network->apply(sample_inputs(spec, 2));
+    why = fmt::format("output {} for {} classes", shape_of(output.sizes()), spec.num_classes);
+    return output.dim() == 2 && output.size(0) == 2 && output.size(1) == spec.num_classes &&
+           torch::isfinite(output).all().item<bool>();
+  });
+  check("backward reaches every trainable parameter", [&](std::string& why) {
+    if (!output.defined()) return false;
+    output.sum().backward();
+    for (const auto& p : network->named_parameters()) {
+      if (p.value().requires_grad() && !p.value().grad().defined()) {
+        why = "no gradient for " + p.key();
+        return false;
+      }
+    }
+    return true;
+  });
+  check("two builds have independent parameters", [&](std::string& why) {
+    auto other = topology.build(spec);
+    why = "parameters are shared between networks";
+    const auto a = network->parameters(), b = other->parameters();
+    return a.size() == b.size() && (a.empty() || a[0].data_ptr() != b[0].data_ptr());
+  });
+}
+
+// A two-layer network of SDK layers and a matching data set, for the algorithm checks.
+class ProbeNetwork : public Network {
+ public:
+  ProbeNetwork() {
+    fc1_ = register_module("fc1", std::make_shared<nn::Linear>(nn::LinearOptions(16, 12)));
+    act1_ = register_module("act1", std::make_shared<nn::Activation>("relu"));
+    fc2_ = register_module("fc2", std::make_shared<nn::Linear>(nn::LinearOptions(12, 3)));
+  }
+  at::Tensor forward(const at::Tensor& x) override { return fc2_->forward(act1_->forward(fc1_->forward(x.flatten(1)))); }
+
+ private:
+  std::shared_ptr<nn::Linear> fc1_, fc2_;
+  std::shared_ptr<nn::Activation> act1_;
+};
+
+class ProbeDataset : public Dataset {
+ public:
+  ProbeDataset() : inputs_(torch::randn({64, 1, 4, 4})), targets_(torch::arange(64, torch::kInt64) % 3) {}
+  std::int64_t size() const override { return 64; }
+  Batch get_batch(const at::Tensor& indices, std::uint64_t, bool) const override {
+    return {inputs_.index_select(0, indices), targets_.index_select(0, indices), {}};
+  }
+
+ private:
+  at::Tensor inputs_, targets_;
+};
+
+class ProbeContext : public Context {
+ public:
+  ProbeContext(Config options, std::shared_ptr<const Dataset> data)
+      : options_(std::move(options)), data_(std::move(data)), dir_(std::filesystem::temp_directory_path()) {
+    spec_.input_shape = {1, 4, 4};
+    spec_.num_classes = 3;
+  }
+  const Config& options() const override { return options_; }
+  const DatasetSpec& spec() const override { return spec_; }
+  c10::Device device() const override { return c10::kCPU; }
+  std::uint64_t seed() const override { return 1; }
+  const std::filesystem::path& artifacts_dir() const override { return dir_; }
+  void log(LogLevel, std::string_view) override {}
+  void scalar(std::string_view, double, std::int64_t) override {}
+  void histogram(std::string_view, const at::Tensor&, std::int64_t) override {}
+  void progress(std::string_view, std::int64_t, std::int64_t) override {}
+  Evaluation evaluate(Network& network, Split) override {
+    BatchLoader loader(data_, sequential_order(data_->size()), 16, 0, false, 0);
+    return core::evaluate(network, loader, c10::kCPU, false);
+  }
+
+ private:
+  Config options_;
+  std::shared_ptr<const Dataset> data_;
+  DatasetSpec spec_;
+  std::filesystem::path dir_;
+};
+
+class ProbeCalibration : public Calibration {
+ public:
+  explicit ProbeCalibration(std::shared_ptr<const Dataset> data) : data_(std::move(data)) {}
+  std::int64_t size() const override { return data_->size(); }
+  void for_each_batch(std::int64_t max_samples, const std::function<void(const Batch&)>& visit) override {
+    const std::int64_t n = std::min(max_samples, data_->size());
+    for (std::int64_t begin = 0; begin < n; begin += 16) {
+      visit(data_->get_batch(torch::arange(begin, std::min(begin + 16, n), torch::kInt64), 0, false));
+    }
+  }
+
+ private:
+  std::shared_ptr<const Dataset> data_;
+};
+
+void check_algorithm(Checker& check, Algorithm& algorithm, const Config& options) {
+  torch::manual_seed(0);
+  auto data = std::make_shared<ProbeDataset>();
+  ProbeNetwork network;
+  ProbeContext ctx(options, data);
+  ProbeCalibration calibration(data);
+  const at::Tensor probe = data->get_batch(torch::arange(8, torch::kInt64), 0, false).inputs;
+  auto finite_output = [&](std::string& why) {
+    const at::Tensor out = network.apply(probe);
+    why = fmt::format("output {} (finite: {})", shape_of(out.sizes()), torch::isfinite(out).all().item<bool>());
+    return out.sizes() == c10::IntArrayRef{8, 3} && torch::isfinite(out).all().item<bool>();
+  };
+  check("attach, then forward and backward work", [&](std::string& why) {
+    algorithm.attach(network, ctx);
+    if (!finite_output(why)) return false;
+    network.apply(probe).sum().backward();
+    return true;
+  });
+  check("epoch and step hooks run", [&](std::string&) {
+    algorithm.on_epoch_begin(0, ctx);
+    algorithm.on_step_end(1, ctx);
+    algorithm.on_epoch_begin(1, ctx);
+    return true;
+  });
+  check("every variant has a label and the same columns", [&](std::string& why) {
+    const auto variants = algorithm.variants();
+    for (const Variant& v : variants) {
+      if (v.label.empty() || v.values.size() != variants.front().values.size()) {
+        why = "variant '" + v.label + "' differs from the first";
+        return false;
+      }
+    }
+    return true;
+  });
+  check("applying variants leaves a working network", [&](std::string& why) {
+    const auto variants = algorithm.variants();
+    for (std::size_t i = 0; i < variants.size() && i < 3; ++i) {
+      algorithm.apply_variant(variants[i], network, calibration, ctx);
+      if (!finite_output(why)) return false;
+    }
+    return true;
+  });
+  check("post_training leaves a working network", [&](std::string& why) {
+    algorithm.post_training(network, calibration, ctx);
+    return finite_output(why);
+  });
+  check("state saves and loads", [&](std::string&) {
+    torch::serialize::OutputArchive out;
+    algorithm.save_state(out);
+    std::ostringstream bytes;
+    out.save_to(bytes);
+    std::istringstream in_bytes(bytes.str());
+    torch::serialize::InputArchive in;
+    in.load_from(in_bytes);
+    algorithm.load_state(in);
+    return true;
+  });
+}
+
+}  // namespace
+
+ConformanceReport check_conformance(PluginRegistry& registry, const PluginMetadata& plugin,
+                                    const std::vector<std::string>& overrides) {
+  ConformanceReport report;
+  Checker check(report);
+  Config options{nullptr};
+  if (!check("default options parse and validate", [&](std::string&) {
+        options = plugin_options(plugin, overrides);
+        return true;
+      })) {
+    return report;
+  }
+  switch (plugin.kind) {
+    case PluginKind::problem: {
+      PluginPtr<Problem> problem;
+      if (check("is created from its defaults", [&](std::string&) {
+            problem = registry.create<Problem>(plugin.name, options);
+            return problem != nullptr;
+          })) {
+        check_problem(check, *problem);
+      }
+      break;
+    }
+    case PluginKind::topology: {
+      PluginPtr<Topology> topology;
+      if (check("is created from its defaults", [&](std::string&) {
+            topology = registry.create<Topology>(plugin.name, options);
+            return topology != nullptr;
+          })) {
+        check_topology(check, *topology);
+      }
+      break;
+    }
+    case PluginKind::algorithm: {
+      PluginPtr<Algorithm> algorithm;
+      if (check("is created from its defaults", [&](std::string&) {
+            algorithm = registry.create<Algorithm>(plugin.name, options);
+            return algorithm != nullptr;
+          })) {
+        check_algorithm(check, *algorithm, options);
+      }
+      break;
+    }
+  }
+  return report;
+}
+
+}  // namespace ql::core
