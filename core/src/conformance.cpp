@@ -192,6 +192,30 @@ void check_topology(Checker& check, Topology& topology) {
     }
     return true;
   });
+  check("the same seed gives the same initial weights", [&](std::string& why) {
+    torch::manual_seed(1234);
+    auto first = topology.build(spec);
+    torch::manual_seed(1234);
+    auto second = topology.build(spec);
+    const auto a = first->named_parameters(), b = second->named_parameters();
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      if (!a[i].value().equal(b[i].value())) {
+        why = "parameter " + a[i].key() + " differs";
+        return false;
+      }
+    }
+    return a.size() == b.size();
+  });
+  check("every Linear and Conv2d is a quantisable SDK layer", [&](std::string& why) {
+    for (const auto& item : network->named_modules("", false)) {
+      const std::string type = item.value()->name();
+      if (type == "torch::nn::LinearImpl" || type == "torch::nn::Conv2dImpl") {
+        why = item.key() + " is a plain " + type;
+        return false;
+      }
+    }
+    return true;
+  });
   check("two builds have independent parameters", [&](std::string& why) {
     auto other = topology.build(spec);
     why = "parameters are shared between networks";
