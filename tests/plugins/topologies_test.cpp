@@ -102,6 +102,8 @@ TEST_F(TopologiesTest, EveryVariantTrainsAtSmallSizes) {
       {"resnet", {"depth=20", "shortcut=\"B\"", "zero_init_residual=true"}, {1, 28, 28}},
       {"resnet", {"depth=18", "family=\"imagenet\""}, {3, 32, 32}},
       {"resnet", {"depth=50", "family=\"imagenet\""}, {3, 32, 32}},
+      {"convnet", {}, {3, 32, 32}},
+      {"convnet", {"config=\"quantifind_mnist\""}, {1, 28, 28}},
   };
   for (const auto& [plugin, options, shape] : cases) {
     SCOPED_TRACE(fmt::format("{} {}", plugin, fmt::join(options, " ")));
@@ -149,8 +151,54 @@ TEST_F(TopologiesTest, BadOptionsAreRefused) {
 
 TEST_F(TopologiesTest, EveryTopologyPassesConformance) {
   for (const auto& [name, options] : std::vector<std::pair<std::string, std::vector<std::string>>>{
-           {"mlp", {}}, {"resnet", {}}, {"vgg", {"config=\"vgg_ana\"", "capacity=0.125"}}, {"alexnet", {}}}) {
+           {"mlp", {}}, {"resnet", {}}, {"vgg", {"config=\"vgg_ana\"", "capacity=0.125"}}, {"alexnet", {}},
+           {"convnet", {}}, {"transformer", {}}, {"transformer", {"positions=\"learned\"", "norm=\"pre\"", "pooling=\"max\""}}}) {
     const auto report = ql::core::check_conformance(registry_, registry_.find(ql::PluginKind::topology, name), options);
     EXPECT_TRUE(report.passed()) << name << "\n" << fmt::format("{}", fmt::join(report.lines, "\n"));
   }
+}
+
+namespace {
+
+std::shared_ptr<ql::Network> transformer(ql::core::PluginRegistry& registry, std::int64_t length,
+                                         const std::vector<std::string>& options = {}) {
+  auto topology = registry.create<ql::Topology>(
+      "transformer", ql::core::plugin_options(registry.find(ql::PluginKind::topology, "transformer"), options));
+  ql::DatasetSpec spec;
+  spec.input_kind = ql::InputKind::tokens;
+  spec.input_shape = {length};
+  spec.vocabulary_size = 30;
+  spec.num_classes = 18;
+  torch::manual_seed(5);
+  auto network = topology->build(spec);
+  network->eval();
+  return network;
+}
+
+}  // namespace
+
+TEST_F(TopologiesTest, TransformerIgnoresPaddingAndNeverAttendsAcrossTheBatch) {
+  for (const char* positions : {"positions=\"sinusoidal\"", "positions=\"learned\""}) {
+    SCOPED_TRACE(positions);
+    auto network = transformer(registry_, 8, {positions});
+    torch::NoGradGuard no_grad;
+    const at::Tensor name = torch::tensor({{4, 9, 2, 0, 0, 0, 0, 0}}, torch::kInt64);
+    const at::Tensor shorter = torch::tensor({{4, 9, 2, 0, 0}}, torch::kInt64);
+    const at::Tensor alone = network->apply(name);
+    EXPECT_EQ(alone.sizes(), (std::vector<std::int64_t>{1, 18}));
+    // More or less padding changes nothing.
+    EXPECT_TRUE(torch::allclose(network->apply(shorter), alone, 1e-5, 1e-6));
+    // Batched with another name, the first row is what it was alone (batch-first attention).
+    const at::Tensor batch = torch::tensor({{4, 9, 2, 0, 0, 0, 0, 0}, {7, 7, 7, 7, 7, 1, 3, 0}}, torch::kInt64);
+    EXPECT_TRUE(torch::allclose(network->apply(batch)[0], alone[0], 1e-5, 1e-6));
+    // A sequence of padding only gives finite logits.
+    EXPECT_TRUE(torch::isfinite(network->apply(torch::zeros({2, 8}, torch::kInt64))).all().item<bool>());
+  }
+}
+
+TEST_F(TopologiesTest, TransformerRefusesImagesAndBadHeads) {
+  EXPECT_THROW(build("transformer", {}, {1, 28, 28}, 10), ql::ConfigError);
+  const auto& metadata = registry_.find(ql::PluginKind::topology, "transformer");
+  EXPECT_THROW(registry_.create<ql::Topology>("transformer", ql::core::plugin_options(metadata, {"d_model=30", "heads=4"})),
+               ql::ConfigError);
 }

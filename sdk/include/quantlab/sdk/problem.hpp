@@ -32,7 +32,8 @@ struct DatasetSpec {
   std::vector<std::int64_t> input_shape;
   std::int64_t num_classes = 0;
   std::vector<std::string> class_names;
-  /// Number of distinct tokens (token inputs only).
+  /// Number of distinct token ids, padding included (token inputs only). Id 0 is padding:
+  /// sequences shorter than input_shape[0] are filled with 0, which networks mask out.
   std::int64_t vocabulary_size = 0;
 };
 

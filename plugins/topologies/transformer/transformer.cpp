@@ -1,0 +1,200 @@
+// A character-level transformer encoder classifier (for the language-names problem and any
+// token-sequence problem): token embedding + sinusoidal or learned positions, N encoder layers
+// of multi-head self-attention and a feed-forward block, padding masked out of attention and
+// pooling, then a Linear classifier. Every projection (query, key, value, output, both
+// feed-forward layers, classifier) is an SDK quantisable Linear and the feed-forward
+// activation an SDK Activation.
+//
+// Unlike the Quantifind reference (ALGORITHMS.md 4.3): inputs are batch-first, so attention
+// runs along each sequence and never across the batch, and the network outputs logits (no
+// softmax before the cross-entropy). Token id 0 is padding (ql::DatasetSpec).
+#include "quantlab/sdk/config.hpp"
+#include "quantlab/sdk/error.hpp"
+#include "quantlab/sdk/nn.hpp"
+#include "quantlab/sdk/plugin.hpp"
+#include "quantlab/sdk/topology.hpp"
+
+#include <torch/nn/modules/dropout.h>
+#include <torch/nn/modules/embedding.h>
+#include <torch/nn/modules/normalization.h>
+
+#include <cmath>
+
+namespace {
+
+constexpr char kOptions[] = R"toml(
+d_model = 128             # width of the embeddings and of every encoder layer
+heads = 4                 # attention heads (d_model must be a multiple)
+layers = 2                # encoder layers
+feedforward = 512         # hidden width of each feed-forward block
+dropout = 0.1             # dropout on attention weights, after attention and feed-forward, and on the embeddings
+activation = "relu"       # feed-forward activation: relu | gelu | ...
+positions = "sinusoidal"  # sinusoidal (fixed, Vaswani et al.) | learned (an embedding per position)
+norm = "post"             # post: LayerNorm after each residual sum (Vaswani et al., PyTorch's default) | pre: before each sub-block
+pooling = "mean"          # mean | max over the non-padding positions
+)toml";
+
+struct Settings {
+  std::int64_t d_model, heads, layers, feedforward;
+  double dropout;
+  std::string activation, positions, norm, pooling;
+};
+
+std::shared_ptr<ql::nn::Linear> linear(std::int64_t in, std::int64_t out) {
+  return std::make_shared<ql::nn::Linear>(ql::nn::LinearOptions(in, out));
+}
+
+class SelfAttention : public torch::nn::Module {
+ public:
+  SelfAttention(std::int64_t d_model, std::int64_t heads, double dropout) : heads_(heads) {
+    query_ = register_module("query", linear(d_model, d_model));
+    key_ = register_module("key", linear(d_model, d_model));
+    value_ = register_module("value", linear(d_model, d_model));
+    output_ = register_module("output", linear(d_model, d_model));
+    dropout_ = register_module("dropout", torch::nn::Dropout(dropout));
+  }
+
+  // x: [B, L, D]; padding: [B, L], true where masked.
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& padding) {
+    const std::int64_t b = x.size(0), l = x.size(1), d = x.size(2), dk = d / heads_;
+    auto split = [&](const at::Tensor& t) { return t.view({b, l, heads_, dk}).transpose(1, 2); };  // [B, H, L, dk]
+    const at::Tensor q = split(query_->forward(x)), k = split(key_->forward(x)), v = split(value_->forward(x));
+    at::Tensor scores = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(static_cast<double>(dk));
+    scores = scores.masked_fill(padding.view({b, 1, 1, l}), -INFINITY);
+    const at::Tensor weights = dropout_->forward(torch::softmax(scores, -1));
+    return output_->forward(torch::matmul(weights, v).transpose(1, 2).reshape({b, l, d}));
+  }
+
+ private:
+  std::int64_t heads_;
+  std::shared_ptr<ql::nn::Linear> query_, key_, value_, output_;
+  torch::nn::Dropout dropout_{nullptr};
+};
+
+class EncoderLayer : public torch::nn::Module {
+ public:
+  explicit EncoderLayer(const Settings& s) : pre_norm_(s.norm == "pre") {
+    attention_ = register_module("attention", std::make_shared<SelfAttention>(s.d_model, s.heads, s.dropout));
+    norm1_ = register_module("norm1", torch::nn::LayerNorm(torch::nn::LayerNormOptions({s.d_model})));
+    ff1_ = register_module("ff1", linear(s.d_model, s.feedforward));
+    activation_ = register_module("activation", std::make_shared<ql::nn::Activation>(s.activation));
+    ff2_ = register_module("ff2", linear(s.feedforward, s.d_model));
+    norm2_ = register_module("norm2", torch::nn::LayerNorm(torch::nn::LayerNormOptions({s.d_model})));
+    dropout_ = register_module("dropout", torch::nn::Dropout(s.dropout));
+  }
+
+  at::Tensor forward(at::Tensor x, const at::Tensor& padding) {
+    auto feed_forward = [&](const at::Tensor& y) {
+      return ff2_->forward(dropout_->forward(activation_->forward(ff1_->forward(y))));
+    };
+    if (pre_norm_) {
+      x = x + dropout_->forward(attention_->forward(norm1_->forward(x), padding));
+      return x + dropout_->forward(feed_forward(norm2_->forward(x)));
+    }
+    x = norm1_->forward(x + dropout_->forward(attention_->forward(x, padding)));
+    return norm2_->forward(x + dropout_->forward(feed_forward(x)));
+  }
+
+ private:
+  bool pre_norm_;
+  std::shared_ptr<SelfAttention> attention_;
+  torch::nn::LayerNorm norm1_{nullptr}, norm2_{nullptr};
+  std::shared_ptr<ql::nn::Linear> ff1_, ff2_;
+  std::shared_ptr<ql::nn::Activation> activation_;
+  torch::nn::Dropout dropout_{nullptr};
+};
+
+class TransformerNetwork : public ql::Network {
+ public:
+  TransformerNetwork(const Settings& s, std::int64_t vocabulary, std::int64_t length, std::int64_t classes)
+      : scale_(std::sqrt(static_cast<double>(s.d_model))), max_pooling_(s.pooling == "max") {
+    embedding_ = register_module("embedding", torch::nn::Embedding(
+                                                  torch::nn::EmbeddingOptions(vocabulary, s.d_model).padding_idx(0)));
+    if (s.positions == "learned") {
+      learned_positions_ = register_module("positions", torch::nn::Embedding(length, s.d_model));
+    } else {
+      // PE(p, 2i) = sin(p / 10000^(2i/d)), PE(p, 2i+1) = cos(...)
+      const at::Tensor position = torch::arange(length, torch::kFloat32).unsqueeze(1);
+      const at::Tensor frequency =
+          torch::exp(torch::arange(0, s.d_model, 2, torch::kFloat32) * (-std::log(10000.0) / s.d_model));
+      at::Tensor table = torch::zeros({length, s.d_model});
+      table.slice(1, 0, c10::nullopt, 2).copy_(torch::sin(position * frequency));
+      table.slice(1, 1, c10::nullopt, 2).copy_(torch::cos(position * frequency).slice(1, 0, s.d_model / 2));
+      sinusoid_ = register_buffer("sinusoid", table);
+    }
+    dropout_ = register_module("dropout", torch::nn::Dropout(s.dropout));
+    for (std::int64_t i = 0; i < s.layers; ++i) {
+      layers_.push_back(register_module("layer" + std::to_string(i), std::make_shared<EncoderLayer>(s)));
+    }
+    if (s.norm == "pre") final_norm_ = register_module("final_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({s.d_model})));
+    classifier_ = register_module("classifier", linear(s.d_model, classes));
+  }
+
+  at::Tensor forward(const at::Tensor& tokens) override {
+    QL_CHECK(tokens.dim() == 2, "transformer: expected token ids [batch, length], got {} dimensions", tokens.dim());
+    at::Tensor padding = tokens.eq(0);
+    // A sequence of padding only attends to its first position rather than to nothing (NaN).
+    padding.select(1, 0).logical_and_(padding.logical_not().any(1));
+    at::Tensor x = embedding_->forward(tokens) * scale_;
+    x = x + (learned_positions_ ? learned_positions_->forward(torch::arange(tokens.size(1), tokens.options()))
+                                : sinusoid_.slice(0, 0, tokens.size(1)));
+    x = dropout_->forward(x);
+    for (auto& layer : layers_) x = layer->forward(x, padding);
+    if (final_norm_) x = final_norm_->forward(x);
+    const at::Tensor keep = padding.logical_not().unsqueeze(2);  // [B, L, 1]
+    at::Tensor pooled;
+    if (max_pooling_) {
+      pooled = std::get<0>(x.masked_fill(keep.logical_not(), -INFINITY).max(1));
+    } else {
+      pooled = (x * keep).sum(1) / keep.sum(1).clamp_min(1);
+    }
+    return classifier_->forward(pooled);
+  }
+
+ private:
+  double scale_;
+  bool max_pooling_;
+  torch::nn::Embedding embedding_{nullptr}, learned_positions_{nullptr};
+  at::Tensor sinusoid_;
+  torch::nn::Dropout dropout_{nullptr};
+  std::vector<std::shared_ptr<EncoderLayer>> layers_;
+  torch::nn::LayerNorm final_norm_{nullptr};
+  std::shared_ptr<ql::nn::Linear> classifier_;
+};
+
+class Transformer : public ql::Topology {
+ public:
+  explicit Transformer(const ql::Config& options) {
+    s_.d_model = options.get_int("d_model", 2, 1 << 16);
+    s_.heads = options.get_int("heads", 1, 1024);
+    if (s_.d_model % s_.heads != 0 || s_.d_model % 2 != 0) {
+      throw ql::ConfigError(options.error_message(
+          "heads", fmt::format("d_model = {} must be even and a multiple of heads = {}", s_.d_model, s_.heads)));
+    }
+    s_.layers = options.get_int("layers", 0, 1024);
+    s_.feedforward = options.get_int("feedforward", 1, 1 << 20);
+    s_.dropout = options.get_double("dropout", 0.0, 0.99);
+    s_.activation = options.get_choice("activation", {"relu", "gelu", "tanh", "identity", "relu6", "leaky_relu", "sigmoid", "hardtanh"});
+    s_.positions = options.get_choice("positions", {"sinusoidal", "learned"});
+    s_.norm = options.get_choice("norm", {"post", "pre"});
+    s_.pooling = options.get_choice("pooling", {"mean", "max"});
+  }
+
+  std::shared_ptr<ql::Network> build(const ql::DatasetSpec& spec) override {
+    if (spec.input_kind != ql::InputKind::tokens || spec.input_shape.size() != 1) {
+      throw ql::ConfigError("topology transformer: needs token sequences (a problem such as language_names); "
+                            "for images use mlp, convnet, vgg, alexnet or resnet");
+    }
+    if (spec.vocabulary_size < 2) {
+      throw ql::ConfigError("topology transformer: the problem gives no vocabulary size");
+    }
+    return std::make_shared<TransformerNetwork>(s_, spec.vocabulary_size, spec.input_shape[0], spec.num_classes);
+  }
+
+ private:
+  Settings s_;
+};
+
+}  // namespace
+
+QL_PLUGIN(topology, "transformer", "0.1.0", "character-level transformer encoder classifier", kOptions, Transformer)
