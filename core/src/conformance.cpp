@@ -71,13 +71,19 @@ void check_problem(Checker& check, Problem& problem) {
     why = "vocabulary_size must be positive for token inputs";
     return spec.input_kind != InputKind::tokens || spec.vocabulary_size > 0;
   });
-  check("has a non-empty training split", [&](std::string& why) {
-    auto train = problem.dataset(Split::train);
-    why = train ? "it is empty" : "dataset(train) is null";
-    return train && train->size() > 0;
-  });
+  if (!check("has a non-empty training split", [&](std::string& why) {
+        auto train = problem.dataset(Split::train);
+        why = train ? "it is empty" : "dataset(train) is null";
+        return train && train->size() > 0;
+      })) {
+    return;
+  }
   for (Split split : {Split::train, Split::valid, Split::test}) {
-    auto data = problem.dataset(split);
+    std::shared_ptr<const Dataset> data;
+    check(std::string(to_string(split)) + ": dataset() answers", [&](std::string&) {
+      data = problem.dataset(split);
+      return true;
+    });
     if (!data || data->size() == 0) continue;
     const std::string s(to_string(split));
     const std::int64_t count = std::min<std::int64_t>(8, data->size());

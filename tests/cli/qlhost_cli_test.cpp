@@ -28,6 +28,8 @@ logs = "{}"
 [problem]
 plugin = "mnist"
 data_dir = "{}"
+image_size = [8, 8]
+classes = 4
 [topology]
 plugin = "mlp"
 hidden = [32]
@@ -107,7 +109,7 @@ TEST_F(QlhostCliTest, BadConfigGivesOneLineAndExitTwo) {
   const auto result = run_qlhost(run_args(), dir_.path());
   EXPECT_EQ(result.exit_code, 2);
   EXPECT_EQ(lines(result.err), 1u) << result.err;
-  EXPECT_NE(result.err.find("exp.toml:19:1: unknown key 'algorithm[0].bitz'"), std::string::npos) << result.err;
+  EXPECT_NE(result.err.find("exp.toml:21:1: unknown key 'algorithm[0].bitz'"), std::string::npos) << result.err;
   EXPECT_NE(result.err.find("did you mean 'bits'"), std::string::npos) << result.err;
   EXPECT_FALSE(fs::exists(dir_ / "logs")) << "a rejected experiment must not create results";
 }

@@ -36,15 +36,17 @@ train_labels = "train-labels-idx1-ubyte"
 test_images = "t10k-images-idx3-ubyte"
 test_labels = "t10k-labels-idx1-ubyte"
 hold_out_seed = 1234
-classes = 0
 class_names = []
 max_train_samples = 0
 max_test_samples = 0
 )";
 
-ql::Config options(const fs::path& dir, double valid_fraction, const std::string& normalization = "unit") {
-  return ql::test::config_from_toml(fmt::format("data_dir = \"{}\"\nvalid_fraction = {}\nnormalization = \"{}\"\n{}",
-                                                dir.string(), valid_fraction, normalization, kOptionsFor));
+ql::Config options(const fs::path& dir, double valid_fraction, const std::string& normalization = "unit",
+                   std::int64_t size = 6, std::int64_t classes = 4) {
+  return ql::test::config_from_toml(
+      fmt::format("data_dir = \"{}\"\nvalid_fraction = {}\nnormalization = \"{}\"\nimage_size = [{}, {}]\n"
+                  "classes = {}\n{}",
+                  dir.string(), valid_fraction, normalization, size, size, classes, kOptionsFor));
 }
 
 }  // namespace
@@ -161,21 +163,35 @@ TEST_F(MnistPluginTest, StandardNormalisationCentresTheTrainingSplit) {
   EXPECT_NEAR(batch.inputs.std().item<double>(), 1.0, 1e-2);
 }
 
-TEST_F(MnistPluginTest, MismatchedCountsAndMissingFilesAreErrorsNamingTheFile) {
-  ql::test::write_idx_dataset(dir_.path(), 100, 10, 6, 4, /*gzip=*/false);
-  ql::test::write_bytes(dir_ / "t10k-labels-idx1-ubyte", ql::mnist::encode_idx({{9}, std::vector<std::uint8_t>(9, 1)}));
+TEST_F(MnistPluginTest, SpecNeedsNoFiles) {
+  auto problem = registry_.create<ql::Problem>("mnist", options(dir_ / "nowhere", 0.1, "unit", 28, 10));
+  EXPECT_EQ(problem->spec().input_shape, (std::vector<std::int64_t>{1, 28, 28}));
+  EXPECT_EQ(problem->spec().num_classes, 10);
   try {
-    registry_.create<ql::Problem>("mnist", options(dir_.path(), 0.1));
-    FAIL() << "expected an error";
-  } catch (const ql::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("has 10 images but"), std::string::npos) << e.what();
-  }
-  try {
-    registry_.create<ql::Problem>("mnist", options(dir_ / "nowhere", 0.1));
+    problem->dataset(ql::Split::train);
     FAIL() << "expected an error";
   } catch (const ql::Error& e) {
     EXPECT_NE(std::string(e.what()).find("not found"), std::string::npos) << e.what();
   }
+}
+
+TEST_F(MnistPluginTest, FilesThatDisagreeWithEachOtherOrTheSpecAreErrorsNamingTheFile) {
+  ql::test::write_idx_dataset(dir_.path(), 100, 10, 6, 4, /*gzip=*/false);
+  auto error_of = [&](const ql::Config& config) -> std::string {
+    try {
+      registry_.create<ql::Problem>("mnist", config)->dataset(ql::Split::train);
+    } catch (const ql::Error& e) {
+      return e.what();
+    }
+    ADD_FAILURE() << "no error";
+    return "";
+  };
+  EXPECT_NE(error_of(options(dir_.path(), 0.1, "unit", 8, 4)).find("images of 6x6, but image_size = [8, 8]"),
+            std::string::npos);
+  EXPECT_NE(error_of(options(dir_.path(), 0.1, "unit", 6, 3)).find("label 3 is not below classes = 3"),
+            std::string::npos);
+  ql::test::write_bytes(dir_ / "t10k-labels-idx1-ubyte", ql::mnist::encode_idx({{9}, std::vector<std::uint8_t>(9, 1)}));
+  EXPECT_NE(error_of(options(dir_.path(), 0.1)).find("has 10 images but"), std::string::npos);
 }
 
 TEST_F(MnistPluginTest, OutOfRangeOptionIsAConfigError) {

@@ -26,7 +26,8 @@ test_labels = "t10k-labels-idx1-ubyte"
 valid_fraction = 0.1          # share of the training files held out for validation (0: no validation split)
 hold_out_seed = 1234          # seed of the hold-out draw, fixed so every run validates on the same images
 normalization = "standard"    # standard: (x - mean) / std of the training split | unit: x in [0, 1] | symmetric: x in [-1, 1]
-classes = 0                   # number of classes; 0: one more than the largest training label
+image_size = [28, 28]         # rows and columns of the images (checked against the files)
+classes = 10                  # number of classes (every label must be below it)
 class_names = []              # names of the classes, e.g. ["T-shirt/top", "Trouser", ...]; empty: "0", "1", ...
 max_train_samples = 0         # use only the first N training images (0: all), for quick runs
 max_test_samples = 0          # use only the first N test images (0: all)
@@ -87,63 +88,87 @@ Loaded load_pair(const fs::path& images_path, const fs::path& labels_path, std::
   return out;
 }
 
+// The spec comes from the options alone; the files are read on the first dataset() call, so
+// `qlhost summary` and plugin listings need no data.
 class Mnist : public ql::Problem {
  public:
-  explicit Mnist(const ql::Config& options) {
-    const fs::path dir = options.get_string("data_dir");
-    const double valid_fraction = options.get_double("valid_fraction", 0.0, 0.9);
-    const auto hold_out_seed = static_cast<std::uint64_t>(options.get_int("hold_out_seed", 0, INT64_MAX));
-    const std::string normalization = options.get_choice("normalization", {"standard", "unit", "symmetric"});
-    std::int64_t classes = options.get_int("classes", 0, 1 << 16);
-    std::vector<std::string> names = options.get_string_list("class_names");
-    const std::int64_t max_train = options.get_int("max_train_samples", 0, INT64_MAX);
-    const std::int64_t max_test = options.get_int("max_test_samples", 0, INT64_MAX);
-
-    const fs::path train_images = locate(dir, options.get_string("train_images"));
-    const fs::path train_labels = locate(dir, options.get_string("train_labels"));
-    const fs::path test_images = locate(dir, options.get_string("test_images"));
-    const fs::path test_labels = locate(dir, options.get_string("test_labels"));
-    Loaded train = load_pair(train_images, train_labels, max_train);
-    Loaded test = load_pair(test_images, test_labels, max_test);
-    QL_CHECK(train.images.size(0) > 0, "{}: no training images", train_images.string());
-    QL_CHECK(train.images.sizes().slice(1) == test.images.sizes().slice(1),
-             "{} has images of {}x{} but {} has {}x{}", train_images.string(), train.images.size(2),
-             train.images.size(3), test_images.string(), test.images.size(2), test.images.size(3));
-
-    const std::int64_t largest = train.labels.max().item<std::int64_t>();
-    if (classes == 0) classes = largest + 1;
-    QL_CHECK(largest < classes, "{}: label {} is not below classes = {}", train_labels.string(), largest, classes);
-    if (test.labels.numel() > 0) {
-      const std::int64_t test_largest = test.labels.max().item<std::int64_t>();
-      QL_CHECK(test_largest < classes, "{}: label {} does not occur among the {} training classes",
-               test_labels.string(), test_largest, classes);
+  explicit Mnist(const ql::Config& options)
+      : dir_(options.get_string("data_dir")),
+        valid_fraction_(options.get_double("valid_fraction", 0.0, 0.9)),
+        hold_out_seed_(static_cast<std::uint64_t>(options.get_int("hold_out_seed", 0, INT64_MAX))),
+        normalization_(options.get_choice("normalization", {"standard", "unit", "symmetric"})),
+        max_train_(options.get_int("max_train_samples", 0, INT64_MAX)),
+        max_test_(options.get_int("max_test_samples", 0, INT64_MAX)) {
+    for (const char* key : {"train_images", "train_labels", "test_images", "test_labels"}) {
+      files_.push_back(options.get_string(key));
     }
-    if (names.empty()) {
-      for (std::int64_t c = 0; c < classes; ++c) names.push_back(std::to_string(c));
+    const std::vector<std::int64_t> size = options.get_int_list("image_size");
+    if (size.size() != 2 || size[0] < 1 || size[1] < 1) {
+      throw ql::ConfigError(options.error_message("image_size", "expected [rows, columns], both positive"));
     }
-    if (static_cast<std::int64_t>(names.size()) != classes) {
+    spec_.input_kind = ql::InputKind::image;
+    spec_.input_shape = {1, size[0], size[1]};
+    spec_.num_classes = options.get_int("classes", 2, 1 << 16);
+    spec_.class_names = options.get_string_list("class_names");
+    if (spec_.class_names.empty()) {
+      for (std::int64_t c = 0; c < spec_.num_classes; ++c) spec_.class_names.push_back(std::to_string(c));
+    }
+    if (static_cast<std::int64_t>(spec_.class_names.size()) != spec_.num_classes) {
       throw ql::ConfigError(options.error_message(
-          "class_names", fmt::format("{} names given for {} classes", names.size(), classes)));
+          "class_names", fmt::format("{} names given for {} classes", spec_.class_names.size(), spec_.num_classes)));
     }
+  }
+
+  ql::DatasetSpec spec() const override { return spec_; }
+
+  std::shared_ptr<const ql::Dataset> dataset(ql::Split split) override {
+    if (!train_) load();
+    switch (split) {
+      case ql::Split::train: return train_;
+      case ql::Split::valid: return valid_;
+      case ql::Split::test: return test_;
+    }
+    return nullptr;
+  }
+
+ private:
+  void check_against_spec(const Loaded& set, const fs::path& images, const fs::path& labels) const {
+    QL_CHECK(set.images.size(2) == spec_.input_shape[1] && set.images.size(3) == spec_.input_shape[2],
+             "{}: images of {}x{}, but image_size = [{}, {}]", images.string(), set.images.size(2),
+             set.images.size(3), spec_.input_shape[1], spec_.input_shape[2]);
+    if (set.labels.numel() == 0) return;
+    const std::int64_t largest = set.labels.max().item<std::int64_t>();
+    QL_CHECK(largest < spec_.num_classes, "{}: label {} is not below classes = {}", labels.string(), largest,
+             spec_.num_classes);
+  }
+
+  void load() {
+    std::vector<fs::path> paths;
+    for (const std::string& name : files_) paths.push_back(locate(dir_, name));
+    Loaded train = load_pair(paths[0], paths[1], max_train_);
+    Loaded test = load_pair(paths[2], paths[3], max_test_);
+    QL_CHECK(train.images.size(0) > 0, "{}: no training images", paths[0].string());
+    check_against_spec(train, paths[0], paths[1]);
+    check_against_spec(test, paths[2], paths[3]);
 
     // Hold-out: a seeded permutation; its last valid_fraction share validates.
     const std::int64_t n = train.images.size(0);
-    const auto n_valid = static_cast<std::int64_t>(static_cast<double>(n) * valid_fraction);
+    const auto n_valid = static_cast<std::int64_t>(static_cast<double>(n) * valid_fraction_);
     std::vector<std::int64_t> order(static_cast<std::size_t>(n));
     for (std::int64_t i = 0; i < n; ++i) order[static_cast<std::size_t>(i)] = i;
-    std::mt19937_64 engine(hold_out_seed);
+    std::mt19937_64 engine(hold_out_seed_);
     for (std::size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[engine() % i]);
     const at::Tensor permutation = torch::tensor(order, torch::kInt64);
     const at::Tensor train_index = std::get<0>(permutation.slice(0, 0, n - n_valid).sort());
     const at::Tensor valid_index = std::get<0>(permutation.slice(0, n - n_valid).sort());
 
     double offset = 0.0, scale = 1.0 / 255.0;
-    if (normalization == "standard") {
+    if (normalization_ == "standard") {
       const at::Tensor pixels = train.images.index_select(0, train_index).to(torch::kFloat64);
       offset = pixels.mean().item<double>();
       const double std = pixels.std().item<double>();
       scale = std > 0 ? 1.0 / std : 1.0;
-    } else if (normalization == "symmetric") {
+    } else if (normalization_ == "symmetric") {
       offset = 127.5;
       scale = 1.0 / 127.5;
     }
@@ -154,25 +179,14 @@ class Mnist : public ql::Problem {
     train_ = subset(train, train_index);
     if (n_valid > 0) valid_ = subset(train, valid_index);
     if (test.images.size(0) > 0) test_ = std::make_shared<ImageSet>(test.images, test.labels, offset, scale);
-
-    spec_.input_kind = ql::InputKind::image;
-    spec_.input_shape = {1, train.images.size(2), train.images.size(3)};
-    spec_.num_classes = classes;
-    spec_.class_names = std::move(names);
   }
 
-  ql::DatasetSpec spec() const override { return spec_; }
-
-  std::shared_ptr<const ql::Dataset> dataset(ql::Split split) override {
-    switch (split) {
-      case ql::Split::train: return train_;
-      case ql::Split::valid: return valid_;
-      case ql::Split::test: return test_;
-    }
-    return nullptr;
-  }
-
- private:
+  fs::path dir_;
+  double valid_fraction_;
+  std::uint64_t hold_out_seed_;
+  std::string normalization_;
+  std::int64_t max_train_, max_test_;
+  std::vector<std::string> files_;
   ql::DatasetSpec spec_;
   std::shared_ptr<const ql::Dataset> train_, valid_, test_;
 };

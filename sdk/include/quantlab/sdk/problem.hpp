@@ -60,9 +60,12 @@ class Problem {
   using Interface = Problem;
   static constexpr PluginKind kKind = PluginKind::problem;
   virtual ~Problem();
+  /// The spec, from the options alone: it must not need the data files, so that networks can
+  /// be built and summarised without them (check the files against it when reading them).
   virtual DatasetSpec spec() const = 0;
   /// The data of `split`, or nullptr when this problem has no such split (e.g. no
-  /// validation hold-out configured).
+  /// validation hold-out configured). Reading the files may wait for the first call; it is
+  /// made from the host's main thread.
   virtual std::shared_ptr<const Dataset> dataset(Split split) = 0;
   /// Metrics to report (optional): "top1", "top5". Default: top1, plus top5 with more than
   /// five classes.
