@@ -172,3 +172,17 @@ TEST_F(QlhostCliTest, UsageErrorsGiveExitTwo) {
   EXPECT_EQ(run_qlhost("run --no-such-flag x.toml", dir_.path()).exit_code, 2);
   EXPECT_EQ(run_qlhost("run --help", dir_.path()).exit_code, 0);
 }
+
+TEST_F(QlhostCliTest, SummaryPrintsTheNetworkWithoutData) {
+  fs::remove_all(dir_ / "data");
+  const auto result = run_qlhost("summary '" + (dir_ / "exp.toml").string() + "'", dir_.path());
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_NE(result.out.find("fc1 "), std::string::npos) << result.out;
+  EXPECT_NE(result.out.find("ql::nn::linear"), std::string::npos) << result.out;
+  EXPECT_NE(result.out.find("[1, 32]"), std::string::npos) << result.out;
+  // 8x8 inputs, one hidden layer of 32, 4 classes: 64*32+32 + 32*4+4 parameters.
+  EXPECT_NE(result.out.find("total parameters 2,212; 3 quantisable layers hold 2,212"), std::string::npos) << result.out;
+  const auto resnet = run_qlhost("summary '" + (dir_ / "exp.toml").string() + "' --set topology.plugin=\"resnet\"",
+                                 dir_.path());
+  EXPECT_EQ(resnet.exit_code, 2) << "mlp's 'hidden' is not a resnet option: " << resnet.err;
+}

@@ -3,6 +3,7 @@
 #include "quantlab/core/cli.hpp"
 #include "quantlab/core/experiment_config.hpp"
 #include "quantlab/core/experiment_runner.hpp"
+#include "quantlab/core/network_summary.hpp"
 #include "quantlab/core/plugin_registry.hpp"
 #include "quantlab/sdk/error.hpp"
 
@@ -26,6 +27,8 @@ constexpr char kUsage[] = R"(usage: qlhost COMMAND [OPTIONS]
 
 commands:
   run EXP.toml [--set KEY=VALUE ...]   train and evaluate the experiment EXP.toml
+  summary EXP.toml [--set KEY=VALUE ...]
+                                       print the experiment's network layer by layer (no data needed)
   plugins [--show NAME]                list the plugins found, or show one plugin's options
                                        (NAME "host": the experiment file's own sections)
 
@@ -131,6 +134,33 @@ int command_run(const std::vector<std::string>& args) {
   return kExitOk;
 }
 
+int command_summary(const std::vector<std::string>& args) {
+  po::options_description options = common_options();
+  options.add_options()("set", po::value<std::vector<std::string>>()->composing(),
+                        "override a value of the experiment file; repeatable");
+  po::options_description hidden;
+  hidden.add_options()("experiment", po::value<std::string>());
+  po::positional_options_description positional;
+  positional.add("experiment", 1);
+  const po::variables_map vm = parse(args, options, hidden, positional);
+  if (vm.count("help")) {
+    std::cout << "usage: qlhost summary EXP.toml [--set KEY=VALUE ...] [--plugin-dir DIR ...]\n\n" << options;
+    return kExitOk;
+  }
+  if (!vm.count("experiment")) throw ql::ConfigError("summary: missing the experiment file (qlhost summary EXP.toml)");
+  ql::core::PluginRegistry registry(ql::core::default_search_path(as_paths(plugin_dirs(vm))));
+  report_refusals(registry, vm.count("verbose") > 0);
+  const auto overrides = vm.count("set") ? vm["set"].as<std::vector<std::string>>() : std::vector<std::string>{};
+  const auto config = ql::core::ExperimentConfig::load(vm["experiment"].as<std::string>(), overrides, registry);
+  auto problem = registry.create<ql::Problem>(config.problem().name, config.problem().options);
+  auto topology = registry.create<ql::Topology>(config.topology().name, config.topology().options);
+  const ql::DatasetSpec spec = problem->spec();
+  auto network = topology->build(spec);
+  fmt::print("topology {} for problem {}:\n{}", config.topology().name, config.problem().name,
+             ql::core::summarize_network(*network, spec));
+  return kExitOk;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -148,6 +178,7 @@ int main(int argc, char** argv) {
   return ql::core::guarded_main("qlhost", [&] {
     if (command == "run") return command_run(args);
     if (command == "plugins") return command_plugins(args);
-    throw ql::ConfigError(fmt::format("unknown command '{}' (commands: run, plugins)", command));
+    if (command == "summary") return command_summary(args);
+    throw ql::ConfigError(fmt::format("unknown command '{}' (commands: run, summary, plugins)", command));
   });
 }
