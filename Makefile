@@ -14,14 +14,17 @@ PACKAGES := cmake ninja-build g++ make pkg-config ccache \
             libboost-dev libboost-program-options-dev libboost-filesystem-dev \
             libtomlplusplus-dev libfmt-dev zlib1g-dev libgtest-dev \
             dataset-fashion-mnist
+# Only `make bench` needs these: the Python baseline of bench/forward_backward.py.
+BENCH_PACKAGES := python3-torch
 
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 .PHONY: deps build demo test bench install clean
 
-deps:
+# Installs the packages of $(1) that are missing; quick when all are there.
+define install_missing
 	@missing=""; \
-	for p in $(PACKAGES); do \
+	for p in $(1); do \
 	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -29,8 +32,12 @@ deps:
 	  $(SUDO) apt-get update -q && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
 	else \
-	  echo "deps: all $(words $(PACKAGES)) packages installed"; \
+	  echo "deps: all $(words $(1)) packages installed"; \
 	fi
+endef
+
+deps:
+	$(call install_missing,$(PACKAGES))
 
 $(BUILD_DIR)/build.ninja:
 	cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE)
@@ -47,6 +54,7 @@ test: deps
 	ctest --test-dir $(BUILD_DIR) --output-on-failure -j $(JOBS)
 
 bench: deps
+	$(call install_missing,$(BENCH_PACKAGES))
 	$(MAKE) build
 	bench/run_bench.sh $(BUILD_DIR)
 

@@ -155,22 +155,43 @@ at::Tensor sample_inputs(const DatasetSpec& spec, std::int64_t count) {
 void check_topology(Checker& check, Topology& topology) {
   std::shared_ptr<Network> network;
   DatasetSpec spec;
+  std::vector<DatasetSpec> accepted;
   std::vector<std::string> refusals;
   if (!check("builds a network for a standard spec", [&](std::string& why) {
         for (const DatasetSpec& candidate : candidate_specs()) {
           try {
-            network = topology.build(candidate);
-            spec = candidate;
-            return network != nullptr;
+            auto built = topology.build(candidate);
+            if (!built) {
+              why = "build() returned nothing";
+              return false;
+            }
+            if (!network) {
+              network = built;
+              spec = candidate;
+            }
+            accepted.push_back(candidate);
           } catch (const ConfigError& e) {
             refusals.push_back(e.what());  // refusing a spec it cannot serve is allowed
           }
         }
         why = fmt::format("every spec refused: {}", fmt::join(refusals, " | "));
-        return false;
+        return network != nullptr;
       })) {
     return;
   }
+  check("every accepted spec gives [batch, classes] logits", [&](std::string& why) {
+    torch::NoGradGuard no_grad;
+    for (const DatasetSpec& candidate : accepted) {
+      auto built = topology.build(candidate);
+      built->eval();
+      const at::Tensor out = built->apply(sample_inputs(candidate, 1));
+      if (out.sizes() != c10::IntArrayRef{1, candidate.num_classes}) {
+        why = fmt::format("input [1, {}] gave {}", fmt::join(candidate.input_shape, ", "), shape_of(out.sizes()));
+        return false;
+      }
+    }
+    return true;
+  });
   check("refusals of other specs are ConfigErrors with a message", [&](std::string& why) {
     why = "an empty refusal message";
     return std::all_of(refusals.begin(), refusals.end(), [](const std::string& r) { return !r.empty(); });
