@@ -110,6 +110,13 @@ class TransformerNetwork : public ql::Network {
       : scale_(std::sqrt(static_cast<double>(s.d_model))), max_pooling_(s.pooling == "max") {
     embedding_ = register_module("embedding", torch::nn::Embedding(
                                                   torch::nn::EmbeddingOptions(vocabulary, s.d_model).padding_idx(0)));
+    {
+      // N(0, 1/d_model), so that after the sqrt(d_model) scale the embeddings have unit size,
+      // like the positions; LibTorch's N(0, 1) would drown the positions and leave a bag of characters.
+      torch::NoGradGuard no_grad;
+      embedding_->weight.normal_(0.0, 1.0 / std::sqrt(static_cast<double>(s.d_model)));
+      embedding_->weight[0].zero_();
+    }
     if (s.positions == "learned") {
       learned_positions_ = register_module("positions", torch::nn::Embedding(length, s.d_model));
     } else {
