@@ -12,7 +12,7 @@ JOBS ?= $(shell nproc)
 PACKAGES := cmake ninja-build g++ make pkg-config ccache \
             libtorch-dev libopenblas0-openmp \
             libboost-dev libboost-program-options-dev libboost-filesystem-dev \
-            libtomlplusplus-dev libfmt-dev zlib1g-dev libicu-dev libgtest-dev \
+            libtomlplusplus-dev libfmt-dev zlib1g-dev libicu-dev libjpeg62-turbo-dev libgtest-dev \
             dataset-fashion-mnist
 # Only `make bench` needs these: the Python baseline of bench/forward_backward.py.
 BENCH_PACKAGES := python3-torch

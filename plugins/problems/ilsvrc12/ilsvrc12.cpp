@@ -1,0 +1,344 @@
+// ILSVRC-2012 (ImageNet) as users have it on disk: train/<wnid>/*.JPEG and val/<wnid>/*.JPEG
+// (ImageFolder layout), or a flat val/ with a label file. Images are decoded with libjpeg-turbo
+// on worker threads, at a reduced DCT scale whenever the crop allows (a 1/2-scale decode costs
+// about a quarter), then cropped, resized (antialiased bilinear), flipped and normalised:
+// train: random-resized-crop + flip, as torchvision; eval: resize 256 + centre crop 224.
+#include "jpeg_decoder.hpp"
+
+#include "quantlab/sdk/config.hpp"
+#include "quantlab/sdk/error.hpp"
+#include "quantlab/sdk/plugin.hpp"
+#include "quantlab/sdk/problem.hpp"
+
+#include <ATen/Parallel.h>
+#include <torch/types.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <random>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace {
+
+namespace fs = std::filesystem;
+using ql::ilsvrc12::JpegImage;
+
+constexpr char kOptions[] = R"toml(
+data_dir = ""            # the ImageNet root: train/<wnid>/*.JPEG and val/<wnid>/*.JPEG
+val_labels = ""          # for a flat val/ folder: a file of "FILENAME CLASS" lines (CLASS: a wnid or a 0-based index); "": val/ has class folders
+classes = 1000           # number of classes (= folders of train/)
+crop = 224               # side of the network's input
+resize = 256             # evaluation: shorter side resized to this, then a centre crop of `crop`
+min_scale = 0.08         # training: random-resized-crop takes between min_scale and all of the image's area
+workers = 0              # decoding threads per batch; 0: all cores
+on_corrupt = "error"     # error: stop, naming the file | skip: leave a corrupt or non-JPEG image out of its batch and count it
+valid_fraction = 0.0     # share of train/ held out for validation (val/ is the test split)
+hold_out_seed = 1234     # seed of the hold-out
+)toml";
+
+struct Settings {
+  std::int64_t crop, resize;
+  double min_scale;
+  int workers;
+  bool skip_corrupt;
+};
+
+struct Sample {
+  fs::path file;
+  std::int64_t label;
+};
+
+struct Rect {
+  int x, y, w, h;
+};
+
+// torchvision's RandomResizedCrop.get_params: area share in [min_scale, 1], aspect ratio in
+// [3/4, 4/3] (log-uniform), ten tries, then the centre crop of the clamped ratio.
+Rect random_resized_crop(int width, int height, double min_scale, std::mt19937_64& engine) {
+  const double area = static_cast<double>(width) * height;
+  std::uniform_real_distribution<double> scale(min_scale, 1.0), log_ratio(std::log(3.0 / 4.0), std::log(4.0 / 3.0));
+  for (int attempt = 0; attempt < 10; ++attempt) {
+    const double target = area * scale(engine), ratio = std::exp(log_ratio(engine));
+    const int w = static_cast<int>(std::lround(std::sqrt(target * ratio)));
+    const int h = static_cast<int>(std::lround(std::sqrt(target / ratio)));
+    if (w > 0 && h > 0 && w <= width && h <= height) {
+      const int y = static_cast<int>(engine() % static_cast<std::uint64_t>(height - h + 1));
+      const int x = static_cast<int>(engine() % static_cast<std::uint64_t>(width - w + 1));
+      return {x, y, w, h};
+    }
+  }
+  const double ratio = static_cast<double>(width) / height;
+  int w = width, h = height;
+  if (ratio < 3.0 / 4.0) h = static_cast<int>(std::lround(w / (3.0 / 4.0)));
+  if (ratio > 4.0 / 3.0) w = static_cast<int>(std::lround(h * (4.0 / 3.0)));
+  return {(width - w) / 2, (height - h) / 2, w, h};
+}
+
+// The largest DCT scale-down (8, 4, 2, 1) that keeps `side` source pixels at least `target`.
+int denom_for(int side, std::int64_t target) {
+  for (int denom : {8, 4, 2}) {
+    if (side / denom >= target) return denom;
+  }
+  return 1;
+}
+
+at::Tensor to_tensor(const JpegImage& image) {
+  return torch::from_blob(const_cast<std::uint8_t*>(image.rgb.data()), {image.height, image.width, 3}, torch::kUInt8)
+      .permute({2, 0, 1})
+      .to(torch::kFloat32)
+      .unsqueeze(0);
+}
+
+at::Tensor resize(const at::Tensor& image, std::int64_t height, std::int64_t width) {
+  return at::_upsample_bilinear2d_aa(image, {height, width}, /*align_corners=*/false, c10::nullopt, c10::nullopt);
+}
+
+class ImageFolderSet : public ql::Dataset {
+ public:
+  ImageFolderSet(std::vector<Sample> samples, Settings settings, bool training)
+      : samples_(std::move(samples)), settings_(settings), training_(training) {}
+
+  std::int64_t size() const override { return static_cast<std::int64_t>(samples_.size()); }
+
+  ql::Batch get_batch(const at::Tensor& indices, std::uint64_t seed, bool augment) const override {
+    const std::int64_t n = indices.size(0);
+    const auto* index = indices.data_ptr<std::int64_t>();
+    at::Tensor images = torch::empty({n, 3, settings_.crop, settings_.crop});
+    std::vector<char> ok(static_cast<std::size_t>(n), 0);
+    std::vector<std::string> errors(static_cast<std::size_t>(n));
+    std::atomic<std::int64_t> next{0};
+    auto work = [&] {
+      // One thread per image at a time: ATen ops here must not start OpenMP teams of their own.
+      (void)at::get_num_threads();
+#ifdef _OPENMP
+      omp_set_num_threads(1);
+#endif
+      for (std::int64_t k = next++; k < n; k = next++) {
+        const Sample& sample = samples_.at(static_cast<std::size_t>(index[k]));
+        try {
+          images[k].copy_(load(sample.file, seed + 0x9E3779B97F4A7C15ULL * static_cast<std::uint64_t>(k + 1),
+                               augment && training_));
+          ok[static_cast<std::size_t>(k)] = 1;
+        } catch (const std::exception& e) {
+          errors[static_cast<std::size_t>(k)] = ql::message_of(e);
+        }
+      }
+    };
+    const int threads = std::max<int>(1, std::min<std::int64_t>(settings_.workers, n));
+    std::vector<std::thread> pool;
+    for (int t = 1; t < threads; ++t) pool.emplace_back(work);
+    work();
+    for (auto& thread : pool) thread.join();
+
+    std::vector<std::int64_t> kept;
+    for (std::int64_t k = 0; k < n; ++k) {
+      if (ok[static_cast<std::size_t>(k)]) {
+        kept.push_back(k);
+        continue;
+      }
+      if (!settings_.skip_corrupt) throw ql::Error(errors[static_cast<std::size_t>(k)]);
+      std::lock_guard lock(skipped_mutex_);
+      if (skipped_files_.insert(errors[static_cast<std::size_t>(k)]).second) {
+        std::fprintf(stderr, "warning: skipped %s (%zu so far)\n", errors[static_cast<std::size_t>(k)].c_str(),
+                     skipped_files_.size());
+      }
+    }
+    std::vector<std::int64_t> labels;
+    for (std::int64_t k : kept) labels.push_back(samples_[static_cast<std::size_t>(index[k])].label);
+    ql::Batch batch;
+    const at::Tensor keep = torch::tensor(kept, torch::kInt64);
+    batch.inputs = static_cast<std::int64_t>(kept.size()) == n ? images : images.index_select(0, keep);
+    batch.targets = torch::tensor(labels, torch::kInt64);
+    return batch;
+  }
+
+ private:
+  at::Tensor load(const fs::path& file, std::uint64_t seed, bool augment) const {
+    std::ifstream in(file, std::ios::binary);
+    QL_CHECK(in.good(), "{}: cannot open", file.string());
+    const std::vector<std::uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::mt19937_64 engine(seed);
+    const std::int64_t crop = settings_.crop;
+    Rect region{};
+    bool flip = false;
+    JpegImage image;
+    std::string error;
+    at::Tensor out;
+    if (augment) {
+      const bool decoded = ql::ilsvrc12::decode_jpeg(
+          bytes,
+          [&](int width, int height) {
+            region = random_resized_crop(width, height, settings_.min_scale, engine);
+            flip = (engine() & 1) != 0;
+            return std::min(denom_for(region.w, crop), denom_for(region.h, crop));
+          },
+          image, error);
+      QL_CHECK(decoded, "{}: {}", file.string(), error);
+      const int d = image.scale_denom;
+      const int x = std::min(region.x / d, image.width - 1), y = std::min(region.y / d, image.height - 1);
+      const int w = std::max(1, std::min(region.w / d, image.width - x));
+      const int h = std::max(1, std::min(region.h / d, image.height - y));
+      out = resize(to_tensor(image).slice(2, y, y + h).slice(3, x, x + w), crop, crop);
+      if (flip) out = out.flip({3});
+    } else {
+      const bool decoded = ql::ilsvrc12::decode_jpeg(
+          bytes, [&](int width, int height) { return denom_for(std::min(width, height), settings_.resize); }, image,
+          error);
+      QL_CHECK(decoded, "{}: {}", file.string(), error);
+      // Shorter side to `resize` (as in the full-size image), then the centre crop.
+      const double factor = static_cast<double>(settings_.resize) / std::min(image.full_width, image.full_height);
+      const auto h = std::max<std::int64_t>(crop, std::lround(image.full_height * factor));
+      const auto w = std::max<std::int64_t>(crop, std::lround(image.full_width * factor));
+      out = resize(to_tensor(image), h, w);
+      out = out.slice(2, (h - crop) / 2, (h - crop) / 2 + crop).slice(3, (w - crop) / 2, (w - crop) / 2 + crop);
+    }
+    return out.clamp(0, 255).sub_(mean_).div_(std_)[0];
+  }
+
+  std::vector<Sample> samples_;
+  Settings settings_;
+  bool training_;
+  // ImageNet's per-channel statistics, in byte units.
+  const at::Tensor mean_ = torch::tensor({0.485f * 255, 0.456f * 255, 0.406f * 255}).view({1, 3, 1, 1});
+  const at::Tensor std_ = torch::tensor({0.229f * 255, 0.224f * 255, 0.225f * 255}).view({1, 3, 1, 1});
+  mutable std::mutex skipped_mutex_;
+  mutable std::set<std::string> skipped_files_;
+};
+
+bool is_jpeg_name(const fs::path& path) {
+  std::string extension = path.extension().string();
+  std::transform(extension.begin(), extension.end(), extension.begin(), [](unsigned char c) { return std::tolower(c); });
+  return extension == ".jpeg" || extension == ".jpg";
+}
+
+std::vector<fs::path> jpeg_files(const fs::path& dir) {
+  std::vector<fs::path> files;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    if (entry.is_regular_file() && is_jpeg_name(entry.path())) files.push_back(entry.path());
+  }
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+class Ilsvrc12 : public ql::Problem {
+ public:
+  explicit Ilsvrc12(const ql::Config& options)
+      : root_(options.get_string("data_dir")),
+        val_labels_(options.get_string("val_labels")),
+        valid_fraction_(options.get_double("valid_fraction", 0.0, 0.9)),
+        hold_out_seed_(static_cast<std::uint64_t>(options.get_int("hold_out_seed", 0, INT64_MAX))) {
+    settings_.crop = options.get_int("crop", 8, 4096);
+    settings_.resize = options.get_int("resize", 8, 8192);
+    if (settings_.resize < settings_.crop) {
+      throw ql::ConfigError(options.error_message("resize", "must be at least crop"));
+    }
+    settings_.min_scale = options.get_double("min_scale", 0.001, 1.0);
+    const auto workers = options.get_int("workers", 0, 1024);
+    settings_.workers = workers > 0 ? static_cast<int>(workers) : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    settings_.skip_corrupt = options.get_choice("on_corrupt", {"error", "skip"}) == "skip";
+    spec_.input_kind = ql::InputKind::image;
+    spec_.input_shape = {3, settings_.crop, settings_.crop};
+    spec_.num_classes = options.get_int("classes", 2, 1 << 20);
+  }
+
+  ql::DatasetSpec spec() const override { return spec_; }
+
+  std::shared_ptr<const ql::Dataset> dataset(ql::Split split) override {
+    if (!train_) load();
+    switch (split) {
+      case ql::Split::train: return train_;
+      case ql::Split::valid: return valid_;
+      case ql::Split::test: return test_;
+    }
+    return nullptr;
+  }
+
+ private:
+  void load() {
+    QL_CHECK(!root_.empty(), "problem ilsvrc12: set problem.data_dir to the ImageNet root (train/, val/)");
+    const fs::path train_dir = root_ / "train", val_dir = root_ / "val";
+    QL_CHECK(fs::is_directory(train_dir), "{}: not found (expected train/<wnid>/*.JPEG)", train_dir.string());
+    std::vector<std::string> wnids;
+    for (const auto& entry : fs::directory_iterator(train_dir)) {
+      if (entry.is_directory()) wnids.push_back(entry.path().filename().string());
+    }
+    std::sort(wnids.begin(), wnids.end());
+    QL_CHECK(static_cast<std::int64_t>(wnids.size()) == spec_.num_classes,
+             "{}: {} class folders, but classes = {}", train_dir.string(), wnids.size(), spec_.num_classes);
+    std::map<std::string, std::int64_t> label_of;
+    for (std::size_t c = 0; c < wnids.size(); ++c) label_of[wnids[c]] = static_cast<std::int64_t>(c);
+    spec_.class_names = wnids;
+
+    std::vector<Sample> train;
+    for (const std::string& wnid : wnids) {
+      for (const fs::path& file : jpeg_files(train_dir / wnid)) train.push_back({file, label_of[wnid]});
+    }
+    QL_CHECK(!train.empty(), "{}: no JPEG files", train_dir.string());
+
+    std::vector<Sample> test;
+    if (!val_labels_.empty()) {
+      std::ifstream in(val_labels_);
+      QL_CHECK(in.good(), "{}: cannot open", val_labels_.string());
+      std::string line;
+      for (std::size_t number = 1; std::getline(in, line); ++number) {
+        std::istringstream fields(line);
+        std::string name, label;
+        if (!(fields >> name)) continue;
+        QL_CHECK(static_cast<bool>(fields >> label), "{}:{}: expected FILENAME CLASS", val_labels_.string(), number);
+        std::int64_t value = -1;
+        if (auto it = label_of.find(label); it != label_of.end()) {
+          value = it->second;
+        } else if (std::all_of(label.begin(), label.end(), ::isdigit)) {
+          value = std::stoll(label);
+        }
+        QL_CHECK(value >= 0 && value < spec_.num_classes, "{}:{}: unknown class '{}'", val_labels_.string(), number,
+                 label);
+        test.push_back({val_dir / name, value});
+      }
+    } else if (fs::is_directory(val_dir)) {
+      for (const std::string& wnid : wnids) {
+        if (fs::is_directory(val_dir / wnid)) {
+          for (const fs::path& file : jpeg_files(val_dir / wnid)) test.push_back({file, label_of[wnid]});
+        }
+      }
+    }
+
+    std::vector<Sample> valid;
+    if (valid_fraction_ > 0) {
+      std::mt19937_64 engine(hold_out_seed_);
+      for (std::size_t i = train.size(); i > 1; --i) std::swap(train[i - 1], train[engine() % i]);
+      const auto n_valid = static_cast<std::size_t>(static_cast<double>(train.size()) * valid_fraction_);
+      valid.assign(train.end() - static_cast<std::ptrdiff_t>(n_valid), train.end());
+      train.resize(train.size() - n_valid);
+      auto by_path = [](const Sample& a, const Sample& b) { return a.file < b.file; };
+      std::sort(train.begin(), train.end(), by_path);
+      std::sort(valid.begin(), valid.end(), by_path);
+    }
+    train_ = std::make_shared<ImageFolderSet>(std::move(train), settings_, true);
+    if (!valid.empty()) valid_ = std::make_shared<ImageFolderSet>(std::move(valid), settings_, false);
+    if (!test.empty()) test_ = std::make_shared<ImageFolderSet>(std::move(test), settings_, false);
+  }
+
+  fs::path root_, val_labels_;
+  double valid_fraction_;
+  std::uint64_t hold_out_seed_;
+  Settings settings_{};
+  ql::DatasetSpec spec_;
+  std::shared_ptr<const ql::Dataset> train_, valid_, test_;
+};
+
+}  // namespace
+
+QL_PLUGIN(problem, "ilsvrc12", "0.1.0", "ImageNet (ILSVRC-2012) JPEG folders, decoded with libjpeg-turbo", kOptions,
+          Ilsvrc12)

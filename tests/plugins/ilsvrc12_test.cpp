@@ -1,0 +1,158 @@
+// The ImageNet problem on a tiny JPEG folder tree written here: labels from folders and from a
+// label file, pixel values after decoding, seeded augmentation, scaled decoding, corrupt files.
+#include "plugins/problems/ilsvrc12/jpeg_decoder.hpp"
+#include "quantlab/core/conformance.hpp"
+#include "quantlab/core/experiment_config.hpp"
+#include "quantlab/sdk/error.hpp"
+#include "quantlab/sdk/problem.hpp"
+#include "support/test_support.hpp"
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+#include <torch/types.h>
+
+namespace fs = std::filesystem;
+using ql::ilsvrc12::decode_jpeg;
+using ql::ilsvrc12::encode_jpeg;
+
+namespace {
+
+// A solid-colour image (decodes to the same colour, JPEG loses nothing of it) with a colour
+// per class.
+std::vector<std::uint8_t> solid(int width, int height, std::uint8_t r, std::uint8_t g, std::uint8_t b) {
+  std::vector<std::uint8_t> rgb;
+  for (int i = 0; i < width * height; ++i) rgb.insert(rgb.end(), {r, g, b});
+  return encode_jpeg(rgb, width, height, 95);
+}
+
+const std::uint8_t kColours[3][3] = {{200, 100, 50}, {20, 220, 120}, {90, 90, 240}};
+
+class Ilsvrc12Test : public ::testing::Test {
+ protected:
+  Ilsvrc12Test() : registry_(std::vector<fs::path>{QL_TEST_PLUGIN_DIR}) {
+    const char* wnids[] = {"n01440764", "n01443537", "n01484850"};
+    for (int c = 0; c < 3; ++c) {
+      for (int i = 0; i < 4; ++i) {
+        ql::test::write_bytes(dir_ / fmt::format("train/{}/img_{}.JPEG", wnids[c], i),
+                              solid(120 + 10 * i, 90, kColours[c][0], kColours[c][1], kColours[c][2]));
+      }
+      ql::test::write_bytes(dir_ / fmt::format("val/{}/val_{}.JPEG", wnids[c], c),
+                            solid(100, 80, kColours[c][0], kColours[c][1], kColours[c][2]));
+    }
+    ql::test::write_text(dir_ / "train/n01440764/readme.txt", "not an image, ignored");
+  }
+
+  ql::core::PluginPtr<ql::Problem> imagenet(std::vector<std::string> options) {
+    options.insert(options.end(), {"data_dir=" + dir_.path().string(), "classes=3", "crop=32", "resize=40"});
+    return registry_.create<ql::Problem>(
+        "ilsvrc12", ql::core::plugin_options(registry_.find(ql::PluginKind::problem, "ilsvrc12"), options));
+  }
+
+  static at::Tensor normalised(int c) {
+    const float mean[] = {0.485f, 0.456f, 0.406f}, std[] = {0.229f, 0.224f, 0.225f};
+    std::vector<float> values;
+    for (int k = 0; k < 3; ++k) values.push_back((kColours[c][k] / 255.0f - mean[k]) / std[k]);
+    return torch::tensor(values).view({3, 1, 1}).expand({3, 32, 32});
+  }
+
+  ql::test::TempDir dir_;
+  ql::core::PluginRegistry registry_;
+};
+
+}  // namespace
+
+TEST_F(Ilsvrc12Test, LabelsComeFromSortedFoldersAndPixelsSurviveDecoding) {
+  auto problem = imagenet({});
+  EXPECT_EQ(problem->spec().input_shape, (std::vector<std::int64_t>{3, 32, 32}));
+  auto train = problem->dataset(ql::Split::train);
+  ASSERT_EQ(train->size(), 12);
+  EXPECT_EQ(problem->spec().class_names.at(2), "n01484850");
+  const ql::Batch batch = train->get_batch(torch::tensor({0, 5, 11}, torch::kInt64), 0, false);
+  EXPECT_TRUE(batch.targets.equal(torch::tensor({0, 1, 2}, torch::kInt64)));
+  for (int k = 0; k < 3; ++k) {
+    EXPECT_LT((batch.inputs[k] - normalised(k)).abs().max().item<float>(), 2.5f / 255 / 0.224f) << "class " << k;
+  }
+  auto test = problem->dataset(ql::Split::test);
+  ASSERT_EQ(test->size(), 3);
+  EXPECT_TRUE(test->get_batch(torch::arange(3, torch::kInt64), 0, false).targets.equal(torch::arange(3, torch::kInt64)));
+}
+
+TEST_F(Ilsvrc12Test, FlatValidationFolderWithALabelFile) {
+  ql::test::write_bytes(dir_ / "flat/val/ILSVRC2012_val_00000001.JPEG", solid(64, 64, 20, 220, 120));
+  ql::test::write_bytes(dir_ / "flat/val/ILSVRC2012_val_00000002.JPEG", solid(64, 64, 200, 100, 50));
+  fs::create_directories(dir_ / "flat");
+  fs::copy(dir_ / "train", dir_ / "flat/train", fs::copy_options::recursive);
+  ql::test::write_text(dir_ / "labels.txt", "ILSVRC2012_val_00000001.JPEG n01443537\nILSVRC2012_val_00000002.JPEG 0\n");
+  auto problem = registry_.create<ql::Problem>(
+      "ilsvrc12", ql::core::plugin_options(registry_.find(ql::PluginKind::problem, "ilsvrc12"),
+                                           {"data_dir=" + (dir_ / "flat").string(), "classes=3", "crop=32", "resize=40",
+                                            "val_labels=" + (dir_ / "labels.txt").string()}));
+  const ql::Batch batch = problem->dataset(ql::Split::test)->get_batch(torch::arange(2, torch::kInt64), 0, false);
+  EXPECT_TRUE(batch.targets.equal(torch::tensor({1, 0}, torch::kInt64)));
+}
+
+TEST_F(Ilsvrc12Test, AugmentationIsSeeded) {
+  // A gradient image, so that crops and flips differ.
+  std::vector<std::uint8_t> rgb;
+  for (int y = 0; y < 90; ++y)
+    for (int x = 0; x < 120; ++x) rgb.insert(rgb.end(), {static_cast<std::uint8_t>(2 * x), static_cast<std::uint8_t>(2 * y), 128});
+  ql::test::write_bytes(dir_ / "train/n01440764/img_0.JPEG", encode_jpeg(rgb, 120, 90, 95));
+  auto train = imagenet({})->dataset(ql::Split::train);
+  const at::Tensor index = torch::tensor({0, 0, 0, 0}, torch::kInt64);
+  const ql::Batch a = train->get_batch(index, 5, true), b = train->get_batch(index, 5, true);
+  EXPECT_TRUE(a.inputs.equal(b.inputs));
+  EXPECT_FALSE(a.inputs.equal(train->get_batch(index, 6, true).inputs));
+  EXPECT_FALSE(a.inputs[0].equal(a.inputs[1]));  // each image of a batch draws its own crop
+}
+
+TEST_F(Ilsvrc12Test, DecodesAtAReducedScaleWhenAsked) {
+  const auto bytes = solid(800, 600, 10, 20, 30);
+  ql::ilsvrc12::JpegImage image;
+  std::string error;
+  ASSERT_TRUE(decode_jpeg(bytes, [](int w, int h) { return w == 800 && h == 600 ? 4 : 1; }, image, error)) << error;
+  EXPECT_EQ(image.width, 200);
+  EXPECT_EQ(image.height, 150);
+  EXPECT_EQ(image.full_width, 800);
+  EXPECT_EQ(image.scale_denom, 4);
+  EXPECT_NEAR(image.rgb[0], 10, 2);
+  EXPECT_NEAR(image.rgb[2], 30, 2);
+}
+
+TEST_F(Ilsvrc12Test, CorruptFilesAreNamedOrSkipped) {
+  auto bytes = ql::test::read_bytes(dir_ / "train/n01443537/img_1.JPEG");
+  bytes.resize(bytes.size() / 2);
+  ql::test::write_bytes(dir_ / "train/n01443537/img_1.JPEG", bytes);
+  ql::test::write_text(dir_ / "train/n01443537/img_2.JPEG", "GIF89a not a jpeg");
+  auto train = imagenet({})->dataset(ql::Split::train);
+  for (std::int64_t k : {5, 6}) {
+    try {
+      train->get_batch(torch::tensor({k}, torch::kInt64), 0, false);
+      FAIL() << "expected an error for sample " << k;
+    } catch (const ql::Error& e) {
+      EXPECT_NE(std::string(e.what()).find(fmt::format("img_{}.JPEG", k - 4)), std::string::npos) << e.what();
+    }
+  }
+  auto skipping = imagenet({"on_corrupt=\"skip\""})->dataset(ql::Split::train);
+  const ql::Batch batch = skipping->get_batch(torch::arange(12, torch::kInt64), 0, true);
+  EXPECT_EQ(batch.inputs.size(0), 10);
+  EXPECT_EQ(batch.targets.size(0), 10);
+}
+
+TEST_F(Ilsvrc12Test, SpecNeedsNoFilesAndWrongClassCountIsAnError) {
+  auto problem = registry_.create<ql::Problem>(
+      "ilsvrc12", ql::core::plugin_options(registry_.find(ql::PluginKind::problem, "ilsvrc12"), {}));
+  EXPECT_EQ(problem->spec().num_classes, 1000);
+  EXPECT_EQ(problem->spec().input_shape, (std::vector<std::int64_t>{3, 224, 224}));
+  EXPECT_THROW(problem->dataset(ql::Split::train), ql::Error);
+  auto wrong = registry_.create<ql::Problem>(
+      "ilsvrc12", ql::core::plugin_options(registry_.find(ql::PluginKind::problem, "ilsvrc12"),
+                                           {"data_dir=" + dir_.path().string(), "classes=5"}));
+  EXPECT_THROW(wrong->dataset(ql::Split::train), ql::Error);
+}
+
+TEST_F(Ilsvrc12Test, PassesConformance) {
+  const auto report = ql::core::check_conformance(
+      registry_, registry_.find(ql::PluginKind::problem, "ilsvrc12"),
+      {"data_dir=" + dir_.path().string(), "classes=3", "crop=32", "resize=40"});
+  EXPECT_TRUE(report.passed()) << fmt::format("{}", fmt::join(report.lines, "\n"));
+}
