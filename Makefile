@@ -15,7 +15,7 @@ PACKAGES := cmake ninja-build g++ make pkg-config ccache \
             libtomlplusplus-dev libfmt-dev zlib1g-dev libicu-dev libjpeg62-turbo-dev libgtest-dev \
             dataset-fashion-mnist
 # Only `make bench` needs these: the Python baseline of bench/forward_backward.py.
-BENCH_PACKAGES := python3-torch
+BENCH_PACKAGES := python3-torch python3-torchvision python3-pil
 
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 

@@ -109,13 +109,44 @@ TEST_F(Ilsvrc12Test, DecodesAtAReducedScaleWhenAsked) {
   const auto bytes = solid(800, 600, 10, 20, 30);
   ql::ilsvrc12::JpegImage image;
   std::string error;
-  ASSERT_TRUE(decode_jpeg(bytes, [](int w, int h) { return w == 800 && h == 600 ? 4 : 1; }, image, error)) << error;
+  ASSERT_TRUE(decode_jpeg(bytes, [](int w, int h) { return ql::ilsvrc12::DecodePlan{w == 800 && h == 600 ? 2 : 8}; },
+                          image, error))
+      << error;
   EXPECT_EQ(image.width, 200);
   EXPECT_EQ(image.height, 150);
   EXPECT_EQ(image.full_width, 800);
-  EXPECT_EQ(image.scale_denom, 4);
+  EXPECT_EQ(image.scale_eighths, 2);
+  ASSERT_TRUE(decode_jpeg(bytes, [](int, int) { return ql::ilsvrc12::DecodePlan{3}; }, image, error)) << error;
+  EXPECT_EQ(image.width, 300);  // 3/8 of 800
   EXPECT_NEAR(image.rgb[0], 10, 2);
   EXPECT_NEAR(image.rgb[2], 30, 2);
+}
+
+TEST_F(Ilsvrc12Test, DecodesOnlyThePartACropNeeds) {
+  std::vector<std::uint8_t> rgb;
+  for (int y = 0; y < 256; ++y)
+    for (int x = 0; x < 320; ++x) rgb.insert(rgb.end(), {static_cast<std::uint8_t>(x / 2), static_cast<std::uint8_t>(y), 100});
+  const auto bytes = encode_jpeg(rgb, 320, 256, 98);
+  ql::ilsvrc12::JpegImage whole, part;
+  std::string error;
+  ASSERT_TRUE(decode_jpeg(bytes, [](int, int) { return ql::ilsvrc12::DecodePlan{}; }, whole, error)) << error;
+  ASSERT_TRUE(decode_jpeg(bytes, [](int, int) { return ql::ilsvrc12::DecodePlan{8, 100, 60, 50, 40}; }, part, error))
+      << error;
+  EXPECT_EQ(part.y, 60);
+  EXPECT_EQ(part.height, 40);
+  EXPECT_LE(part.x, 100);                       // widened to block boundaries
+  EXPECT_GE(part.x + part.width, 150);
+  EXPECT_LT(part.width, 320);
+  // The part holds the same pixels as the whole decode at the same place.
+  for (int r = 0; r < part.height; r += 7) {
+    for (int c = 0; c < part.width; c += 5) {
+      for (int k = 0; k < 3; ++k) {
+        const int a = part.rgb[static_cast<std::size_t>((r * part.width + c) * 3 + k)];
+        const int b = whole.rgb[static_cast<std::size_t>(((r + part.y) * 320 + c + part.x) * 3 + k)];
+        EXPECT_NEAR(a, b, 1) << r << "," << c;
+      }
+    }
+  }
 }
 
 TEST_F(Ilsvrc12Test, CorruptFilesAreNamedOrSkipped) {

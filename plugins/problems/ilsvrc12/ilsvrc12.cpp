@@ -1,7 +1,7 @@
 // ILSVRC-2012 (ImageNet) as users have it on disk: train/<wnid>/*.JPEG and val/<wnid>/*.JPEG
 // (ImageFolder layout), or a flat val/ with a label file. Images are decoded with libjpeg-turbo
-// on worker threads, at a reduced DCT scale whenever the crop allows (a 1/2-scale decode costs
-// about a quarter), then cropped, resized (antialiased bilinear), flipped and normalised:
+// on worker threads, scaled in the DCT to just above the size the crop needs and only the rows
+// and blocks the crop covers, then resized (antialiased bilinear), flipped and normalised:
 // train: random-resized-crop + flip, as torchvision; eval: resize 256 + centre crop 224.
 #include "jpeg_decoder.hpp"
 
@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -85,12 +86,13 @@ Rect random_resized_crop(int width, int height, double min_scale, std::mt19937_6
   return {(width - w) / 2, (height - h) / 2, w, h};
 }
 
-// The largest DCT scale-down (8, 4, 2, 1) that keeps `side` source pixels at least `target`.
-int denom_for(int side, std::int64_t target) {
-  for (int denom : {8, 4, 2}) {
-    if (side / denom >= target) return denom;
+// The smallest DCT scale n/8 that keeps `side` source pixels at least `target`; n is 1, 2, 4
+// or 8, the scales libjpeg-turbo decodes with SIMD (the others are slower than n = 8).
+int eighths_for(int side, std::int64_t target) {
+  for (int n : {1, 2, 4}) {
+    if (side * n / 8 >= target) return n;
   }
-  return 1;
+  return 8;
 }
 
 at::Tensor to_tensor(const JpegImage& image) {
@@ -104,10 +106,90 @@ at::Tensor resize(const at::Tensor& image, std::int64_t height, std::int64_t wid
   return at::_upsample_bilinear2d_aa(image, {height, width}, /*align_corners=*/false, c10::nullopt, c10::nullopt);
 }
 
+// Threads that live as long as the data set and share the images of each batch with the
+// calling thread. Short-lived threads would not do: ATen initialises every new thread's
+// parallelism on its first op, which re-creates LibTorch's thread pool each time (measured:
+// a third of the throughput lost).
+class WorkerPool {
+ public:
+  explicit WorkerPool(int threads) : threads_(threads) {}
+  ~WorkerPool() {
+    {
+      std::lock_guard lock(mutex_);
+      stop_ = true;
+    }
+    wake_.notify_all();
+    for (auto& worker : workers_) worker.join();
+  }
+
+  // Runs task(k) for every k in [0, n) on the pool and the calling thread; returns when done.
+  void run(std::int64_t n, const std::function<void(std::int64_t)>& task) {
+    std::lock_guard one_at_a_time(run_mutex_);
+    std::unique_lock lock(mutex_);
+    while (static_cast<int>(workers_.size()) < threads_ - 1) workers_.emplace_back([this] { serve(); });
+    task_ = &task;
+    size_ = n;
+    next_ = 0;
+    active_ = static_cast<int>(workers_.size());
+    ++generation_;
+    lock.unlock();
+    wake_.notify_all();
+#ifdef _OPENMP
+    // The caller's share runs on it alone too; its OpenMP team (the trainer's) stays idle.
+    const int previous = omp_get_max_threads();
+    omp_set_num_threads(1);
+    work();
+    omp_set_num_threads(previous);
+#else
+    work();
+#endif
+    lock.lock();
+    done_.wait(lock, [this] { return active_ == 0; });
+    task_ = nullptr;
+  }
+
+ private:
+  void work() {
+    for (std::int64_t k = next_++; k < size_; k = next_++) (*task_)(k);
+  }
+
+  void serve() {
+    // This thread's own tensor ops stay on it (no OpenMP team of its own).
+    (void)at::get_num_threads();
+#ifdef _OPENMP
+    omp_set_num_threads(1);
+#endif
+    std::uint64_t seen = 0;
+    while (true) {
+      {
+        std::unique_lock lock(mutex_);
+        wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
+        if (stop_) return;
+        seen = generation_;
+      }
+      work();
+      std::lock_guard lock(mutex_);
+      if (--active_ == 0) done_.notify_all();
+    }
+  }
+
+  int threads_;
+  std::vector<std::thread> workers_;
+  std::mutex run_mutex_, mutex_;
+  std::condition_variable wake_, done_;
+  const std::function<void(std::int64_t)>* task_ = nullptr;
+  std::int64_t size_ = 0;
+  std::atomic<std::int64_t> next_{0};
+  int active_ = 0;
+  std::uint64_t generation_ = 0;
+  bool stop_ = false;
+};
+
 class ImageFolderSet : public ql::Dataset {
  public:
   ImageFolderSet(std::vector<Sample> samples, Settings settings, bool training)
-      : samples_(std::move(samples)), settings_(settings), training_(training) {}
+      : samples_(std::move(samples)), settings_(settings), training_(training),
+        pool_(std::make_unique<WorkerPool>(settings.workers)) {}
 
   std::int64_t size() const override { return static_cast<std::int64_t>(samples_.size()); }
 
@@ -117,29 +199,16 @@ class ImageFolderSet : public ql::Dataset {
     at::Tensor images = torch::empty({n, 3, settings_.crop, settings_.crop});
     std::vector<char> ok(static_cast<std::size_t>(n), 0);
     std::vector<std::string> errors(static_cast<std::size_t>(n));
-    std::atomic<std::int64_t> next{0};
-    auto work = [&] {
-      // One thread per image at a time: ATen ops here must not start OpenMP teams of their own.
-      (void)at::get_num_threads();
-#ifdef _OPENMP
-      omp_set_num_threads(1);
-#endif
-      for (std::int64_t k = next++; k < n; k = next++) {
-        const Sample& sample = samples_.at(static_cast<std::size_t>(index[k]));
-        try {
-          images[k].copy_(load(sample.file, seed + 0x9E3779B97F4A7C15ULL * static_cast<std::uint64_t>(k + 1),
-                               augment && training_));
-          ok[static_cast<std::size_t>(k)] = 1;
-        } catch (const std::exception& e) {
-          errors[static_cast<std::size_t>(k)] = ql::message_of(e);
-        }
+    pool_->run(n, [&](std::int64_t k) {
+      const Sample& sample = samples_.at(static_cast<std::size_t>(index[k]));
+      try {
+        images[k].copy_(load(sample.file, seed + 0x9E3779B97F4A7C15ULL * static_cast<std::uint64_t>(k + 1),
+                             augment && training_));
+        ok[static_cast<std::size_t>(k)] = 1;
+      } catch (const std::exception& e) {
+        errors[static_cast<std::size_t>(k)] = ql::message_of(e);
       }
-    };
-    const int threads = std::max<int>(1, std::min<std::int64_t>(settings_.workers, n));
-    std::vector<std::thread> pool;
-    for (int t = 1; t < threads; ++t) pool.emplace_back(work);
-    work();
-    for (auto& thread : pool) thread.join();
+    });
 
     std::vector<std::int64_t> kept;
     for (std::int64_t k = 0; k < n; ++k) {
@@ -165,9 +234,12 @@ class ImageFolderSet : public ql::Dataset {
 
  private:
   at::Tensor load(const fs::path& file, std::uint64_t seed, bool augment) const {
-    std::ifstream in(file, std::ios::binary);
+    std::ifstream in(file, std::ios::binary | std::ios::ate);
     QL_CHECK(in.good(), "{}: cannot open", file.string());
-    const std::vector<std::uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::vector<std::uint8_t> bytes(static_cast<std::size_t>(in.tellg()));
+    in.seekg(0);
+    QL_CHECK(in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(bytes.size())).good(),
+             "{}: read error", file.string());
     std::mt19937_64 engine(seed);
     const std::int64_t crop = settings_.crop;
     Rect region{};
@@ -181,20 +253,26 @@ class ImageFolderSet : public ql::Dataset {
           [&](int width, int height) {
             region = random_resized_crop(width, height, settings_.min_scale, engine);
             flip = (engine() & 1) != 0;
-            return std::min(denom_for(region.w, crop), denom_for(region.h, crop));
+            return ql::ilsvrc12::DecodePlan{std::max(eighths_for(region.w, crop), eighths_for(region.h, crop)), region.x,
+                                            region.y, region.w, region.h};
           },
           image, error);
       QL_CHECK(decoded, "{}: {}", file.string(), error);
-      const int d = image.scale_denom;
-      const int x = std::min(region.x / d, image.width - 1), y = std::min(region.y / d, image.height - 1);
-      const int w = std::max(1, std::min(region.w / d, image.width - x));
-      const int h = std::max(1, std::min(region.h / d, image.height - y));
+      // The region at the decoded scale, relative to the decoded part.
+      const int n = image.scale_eighths;
+      const int x = std::clamp(region.x * n / 8 - image.x, 0, image.width - 1);
+      const int y = std::clamp(region.y * n / 8 - image.y, 0, image.height - 1);
+      const int w = std::max(1, std::min(region.w * n / 8, image.width - x));
+      const int h = std::max(1, std::min(region.h * n / 8, image.height - y));
       out = resize(to_tensor(image).slice(2, y, y + h).slice(3, x, x + w), crop, crop);
       if (flip) out = out.flip({3});
     } else {
       const bool decoded = ql::ilsvrc12::decode_jpeg(
-          bytes, [&](int width, int height) { return denom_for(std::min(width, height), settings_.resize); }, image,
-          error);
+          bytes,
+          [&](int width, int height) {
+            return ql::ilsvrc12::DecodePlan{eighths_for(std::min(width, height), settings_.resize)};
+          },
+          image, error);
       QL_CHECK(decoded, "{}: {}", file.string(), error);
       // Shorter side to `resize` (as in the full-size image), then the centre crop.
       const double factor = static_cast<double>(settings_.resize) / std::min(image.full_width, image.full_height);
@@ -212,6 +290,7 @@ class ImageFolderSet : public ql::Dataset {
   // ImageNet's per-channel statistics, in byte units.
   const at::Tensor mean_ = torch::tensor({0.485f * 255, 0.456f * 255, 0.406f * 255}).view({1, 3, 1, 1});
   const at::Tensor std_ = torch::tensor({0.229f * 255, 0.224f * 255, 0.225f * 255}).view({1, 3, 1, 1});
+  std::unique_ptr<WorkerPool> pool_;
   mutable std::mutex skipped_mutex_;
   mutable std::set<std::string> skipped_files_;
 };

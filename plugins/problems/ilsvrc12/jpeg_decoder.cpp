@@ -5,7 +5,9 @@
 #include "jpeg_decoder.hpp"
 
 #include <csetjmp>
+#include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <cstdio>
 // jpeglib.h needs FILE and size_t declared first.
 #include <jpeglib.h>
@@ -34,7 +36,7 @@ void on_message(j_common_ptr info, int level) {
 
 }  // namespace
 
-bool decode_jpeg(const std::vector<std::uint8_t>& bytes, const std::function<int(int, int)>& choose_denom,
+bool decode_jpeg(const std::vector<std::uint8_t>& bytes, const std::function<DecodePlan(int, int)>& plan,
                  JpegImage& image, std::string& error) {
   if (bytes.size() < 4 || bytes[0] != 0xFF || bytes[1] != 0xD8) {
     error = "not a JPEG file (no SOI marker)";
@@ -56,37 +58,55 @@ bool decode_jpeg(const std::vector<std::uint8_t>& bytes, const std::function<int
   jpeg_read_header(&info, TRUE);
   const bool cmyk = info.jpeg_color_space == JCS_CMYK || info.jpeg_color_space == JCS_YCCK;
   info.out_color_space = cmyk ? JCS_CMYK : JCS_RGB;
-  info.scale_num = 1;
-  info.scale_denom = static_cast<unsigned>(choose_denom(static_cast<int>(info.image_width),
-                                                        static_cast<int>(info.image_height)));
+  const DecodePlan chosen = plan(static_cast<int>(info.image_width), static_cast<int>(info.image_height));
+  const int eighths = std::clamp(chosen.scale_eighths, 1, 8);
+  info.scale_num = static_cast<unsigned>(eighths);
+  info.scale_denom = 8;
   jpeg_start_decompress(&info);
-  const int width = static_cast<int>(info.output_width), height = static_cast<int>(info.output_height);
+  // The part to decode, at the decoded scale; libjpeg widens the columns to whole blocks.
+  auto scaled = [eighths](int v) { return v * eighths / 8; };
+  auto scaled_up = [eighths](int v) { return (v * eighths + 7) / 8; };
+  JDIMENSION x = 0, width = info.output_width;
+  JDIMENSION y = 0, height = info.output_height;
+  if (chosen.width > 0 && chosen.height > 0) {
+    const int out_w = static_cast<int>(info.output_width), out_h = static_cast<int>(info.output_height);
+    x = static_cast<JDIMENSION>(std::min(scaled(chosen.x), out_w - 1));
+    y = static_cast<JDIMENSION>(std::min(scaled(chosen.y), out_h - 1));
+    width = static_cast<JDIMENSION>(std::max(1, std::min(scaled_up(chosen.x + chosen.width), out_w) - static_cast<int>(x)));
+    height = static_cast<JDIMENSION>(std::max(1, std::min(scaled_up(chosen.y + chosen.height), out_h) - static_cast<int>(y)));
+    if (width < info.output_width) jpeg_crop_scanline(&info, &x, &width);
+    if (y > 0) jpeg_skip_scanlines(&info, y);
+  }
   const int components = info.output_components;
   JSAMPARRAY row = (*info.mem->alloc_sarray)(reinterpret_cast<j_common_ptr>(&info), JPOOL_IMAGE,
-                                             static_cast<JDIMENSION>(width * components), 1);
-  image.rgb.resize(static_cast<std::size_t>(width) * static_cast<std::size_t>(height) * 3);
+                                             static_cast<JDIMENSION>(info.output_width * components), 1);
+  image.rgb.resize(static_cast<std::size_t>(width) * height * 3);
   std::uint8_t* out = image.rgb.data();
-  while (info.output_scanline < info.output_height) {
+  for (JDIMENSION r = 0; r < height; ++r) {
     jpeg_read_scanlines(&info, row, 1);
     const JSAMPLE* in = row[0];
     if (cmyk) {
       // Adobe's CMYK JPEGs are stored inverted: R = C * K / 255, and so on.
-      for (int x = 0; x < width; ++x, in += 4) {
+      for (JDIMENSION c = 0; c < width; ++c, in += 4) {
         *out++ = static_cast<std::uint8_t>(in[0] * in[3] / 255);
         *out++ = static_cast<std::uint8_t>(in[1] * in[3] / 255);
         *out++ = static_cast<std::uint8_t>(in[2] * in[3] / 255);
       }
     } else {
-      for (int x = 0; x < width * 3; ++x) *out++ = in[x];
+      std::memcpy(out, in, static_cast<std::size_t>(width) * 3);
+      out += static_cast<std::size_t>(width) * 3;
     }
   }
-  jpeg_finish_decompress(&info);
   const bool corrupt = errors.manager.num_warnings > 0;
-  image.width = width;
-  image.height = height;
+  image.width = static_cast<int>(width);
+  image.height = static_cast<int>(height);
+  image.x = static_cast<int>(x);
+  image.y = static_cast<int>(y);
   image.full_width = static_cast<int>(info.image_width);
   image.full_height = static_cast<int>(info.image_height);
-  image.scale_denom = static_cast<int>(info.scale_denom);
+  image.scale_eighths = eighths;
+  // The rows below the part are not needed: stop without decoding them.
+  jpeg_abort_decompress(&info);
   jpeg_destroy_decompress(&info);
   if (corrupt) {
     error = std::string("corrupt JPEG data: ") + errors.message;
