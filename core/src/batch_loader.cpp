@@ -28,15 +28,7 @@ std::vector<std::int64_t> sequential_order(std::int64_t size) {
 }
 
 std::vector<std::int64_t> epoch_order(std::int64_t size, std::uint64_t seed, std::int64_t epoch) {
-  std::vector<std::int64_t> order = sequential_order(size);
-  // Fisher-Yates with an explicit engine and bounded draws: the same order on every platform
-  // and standard library, which std::shuffle does not promise.
-  std::mt19937_64 engine(derive_seed(seed, static_cast<std::uint64_t>(epoch)));
-  for (std::size_t i = order.size(); i > 1; --i) {
-    const std::uint64_t j = engine() % i;
-    std::swap(order[i - 1], order[j]);
-  }
-  return order;
+  return seeded_permutation(size, derive_seed(seed, static_cast<std::uint64_t>(epoch)));
 }
 
 BatchLoader::BatchLoader(std::shared_ptr<const Dataset> dataset, std::vector<std::int64_t> order,

@@ -9,6 +9,10 @@
 
 #include <c10/util/Exception.h>
 
+#include <algorithm>
+#include <numeric>
+#include <random>
+
 namespace ql {
 
 std::string message_of(const std::exception& error) {
@@ -36,6 +40,23 @@ std::string_view to_string(Split split) {
     case Split::test: return "test";
   }
   return "unknown";
+}
+
+std::shared_ptr<const Dataset> Splits::of(Split split) const {
+  switch (split) {
+    case Split::train: return train;
+    case Split::valid: return valid;
+    case Split::test: return test;
+  }
+  return nullptr;
+}
+
+std::vector<std::int64_t> seeded_permutation(std::int64_t n, std::uint64_t seed) {
+  std::vector<std::int64_t> order(static_cast<std::size_t>(std::max<std::int64_t>(n, 0)));
+  std::iota(order.begin(), order.end(), 0);
+  std::mt19937_64 engine(seed);
+  for (std::size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[engine() % i]);
+  return order;
 }
 
 std::vector<std::string> Problem::metrics() const {

@@ -124,13 +124,8 @@ class Cifar : public ql::Problem {
   ql::DatasetSpec spec() const override { return spec_; }
 
   std::shared_ptr<const ql::Dataset> dataset(ql::Split split) override {
-    if (!train_) load();
-    switch (split) {
-      case ql::Split::train: return train_;
-      case ql::Split::valid: return valid_;
-      case ql::Split::test: return test_;
-    }
-    return nullptr;
+    if (!splits_.train) load();
+    return splits_.of(split);
   }
 
  private:
@@ -164,18 +159,14 @@ class Cifar : public ql::Problem {
 
     const std::int64_t n = train.pixels.size(0);
     const auto n_valid = static_cast<std::int64_t>(static_cast<double>(n) * valid_fraction_);
-    std::vector<std::int64_t> order(static_cast<std::size_t>(n));
-    for (std::int64_t i = 0; i < n; ++i) order[static_cast<std::size_t>(i)] = i;
-    std::mt19937_64 engine(hold_out_seed_);
-    for (std::size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[engine() % i]);
-    const at::Tensor permutation = torch::tensor(order, torch::kInt64);
+    const at::Tensor permutation = torch::tensor(ql::seeded_permutation(n, hold_out_seed_), torch::kInt64);
     auto subset = [&](const at::Tensor& index) {
       const at::Tensor sorted = std::get<0>(index.sort());
       return Images{train.pixels.index_select(0, sorted), train.labels.index_select(0, sorted)};
     };
-    train_ = std::make_shared<CifarSet>(subset(permutation.slice(0, 0, n - n_valid)), augment_, mean, std);
-    if (n_valid > 0) valid_ = std::make_shared<CifarSet>(subset(permutation.slice(0, n - n_valid)), false, mean, std);
-    test_ = std::make_shared<CifarSet>(std::move(test), false, mean, std);
+    splits_.train = std::make_shared<CifarSet>(subset(permutation.slice(0, 0, n - n_valid)), augment_, mean, std);
+    if (n_valid > 0) splits_.valid = std::make_shared<CifarSet>(subset(permutation.slice(0, n - n_valid)), false, mean, std);
+    splits_.test = std::make_shared<CifarSet>(std::move(test), false, mean, std);
   }
 
   fs::path dir_;
@@ -185,7 +176,7 @@ class Cifar : public ql::Problem {
   bool augment_, standard_;
   std::int64_t max_train_;
   ql::DatasetSpec spec_;
-  std::shared_ptr<const ql::Dataset> train_, valid_, test_;
+  ql::Splits splits_;
 };
 
 }  // namespace

@@ -334,13 +334,8 @@ class Ilsvrc12 : public ql::Problem {
   ql::DatasetSpec spec() const override { return spec_; }
 
   std::shared_ptr<const ql::Dataset> dataset(ql::Split split) override {
-    if (!train_) load();
-    switch (split) {
-      case ql::Split::train: return train_;
-      case ql::Split::valid: return valid_;
-      case ql::Split::test: return test_;
-    }
-    return nullptr;
+    if (!splits_.train) load();
+    return splits_.of(split);
   }
 
  private:
@@ -395,8 +390,11 @@ class Ilsvrc12 : public ql::Problem {
 
     std::vector<Sample> valid;
     if (valid_fraction_ > 0) {
-      std::mt19937_64 engine(hold_out_seed_);
-      for (std::size_t i = train.size(); i > 1; --i) std::swap(train[i - 1], train[engine() % i]);
+      std::vector<Sample> shuffled;
+      for (std::int64_t i : ql::seeded_permutation(static_cast<std::int64_t>(train.size()), hold_out_seed_)) {
+        shuffled.push_back(train[static_cast<std::size_t>(i)]);
+      }
+      train = std::move(shuffled);
       const auto n_valid = static_cast<std::size_t>(static_cast<double>(train.size()) * valid_fraction_);
       valid.assign(train.end() - static_cast<std::ptrdiff_t>(n_valid), train.end());
       train.resize(train.size() - n_valid);
@@ -404,9 +402,9 @@ class Ilsvrc12 : public ql::Problem {
       std::sort(train.begin(), train.end(), by_path);
       std::sort(valid.begin(), valid.end(), by_path);
     }
-    train_ = std::make_shared<ImageFolderSet>(std::move(train), settings_, true);
-    if (!valid.empty()) valid_ = std::make_shared<ImageFolderSet>(std::move(valid), settings_, false);
-    if (!test.empty()) test_ = std::make_shared<ImageFolderSet>(std::move(test), settings_, false);
+    splits_.train = std::make_shared<ImageFolderSet>(std::move(train), settings_, true);
+    if (!valid.empty()) splits_.valid = std::make_shared<ImageFolderSet>(std::move(valid), settings_, false);
+    if (!test.empty()) splits_.test = std::make_shared<ImageFolderSet>(std::move(test), settings_, false);
   }
 
   fs::path root_, val_labels_;
@@ -414,7 +412,7 @@ class Ilsvrc12 : public ql::Problem {
   std::uint64_t hold_out_seed_;
   Settings settings_{};
   ql::DatasetSpec spec_;
-  std::shared_ptr<const ql::Dataset> train_, valid_, test_;
+  ql::Splits splits_;
 };
 
 }  // namespace

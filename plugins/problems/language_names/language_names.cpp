@@ -17,7 +17,6 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
-#include <random>
 #include <string_view>
 
 namespace {
@@ -158,9 +157,11 @@ class LanguageNames : public ql::Problem {
 
     // Stratified split: each language's names shuffled with the seed, then cut.
     std::vector<std::int64_t> train, valid, test;
-    std::mt19937_64 engine(seed);
-    for (auto& members : by_class) {
-      for (std::size_t i = members.size(); i > 1; --i) std::swap(members[i - 1], members[engine() % i]);
+    for (std::size_t c = 0; c < by_class.size(); ++c) {
+      std::vector<std::int64_t> members;
+      for (std::int64_t i : ql::seeded_permutation(static_cast<std::int64_t>(by_class[c].size()), seed + c)) {
+        members.push_back(by_class[c][static_cast<std::size_t>(i)]);
+      }
       const auto n = static_cast<double>(members.size());
       const auto n_test = static_cast<std::size_t>(std::round(n * test_fraction));
       const auto n_valid = static_cast<std::size_t>(std::round(n * valid_fraction));
@@ -175,10 +176,10 @@ class LanguageNames : public ql::Problem {
       const at::Tensor i = torch::tensor(index, torch::kInt64);
       return std::make_shared<NameSet>(all_tokens.index_select(0, i), all_labels.index_select(0, i));
     };
-    train_ = subset(train);
-    valid_ = subset(valid);
-    test_ = subset(test);
-    QL_CHECK(train_ != nullptr, "{}: no names left for training", dir.string());
+    splits_.train = subset(train);
+    splits_.valid = subset(valid);
+    splits_.test = subset(test);
+    QL_CHECK(splits_.train != nullptr, "{}: no names left for training", dir.string());
 
     spec_.input_kind = ql::InputKind::tokens;
     spec_.input_shape = {length};
@@ -188,19 +189,12 @@ class LanguageNames : public ql::Problem {
 
   ql::DatasetSpec spec() const override { return spec_; }
 
-  std::shared_ptr<const ql::Dataset> dataset(ql::Split split) override {
-    switch (split) {
-      case ql::Split::train: return train_;
-      case ql::Split::valid: return valid_;
-      case ql::Split::test: return test_;
-    }
-    return nullptr;
-  }
+  std::shared_ptr<const ql::Dataset> dataset(ql::Split split) override { return splits_.of(split); }
 
  private:
   ql::DatasetSpec spec_;
   std::int64_t truncated_ = 0;
-  std::shared_ptr<const ql::Dataset> train_, valid_, test_;
+  ql::Splits splits_;
 };
 
 }  // namespace

@@ -11,7 +11,6 @@
 #include <torch/types.h>
 
 #include <filesystem>
-#include <random>
 
 namespace {
 
@@ -122,13 +121,8 @@ class Mnist : public ql::Problem {
   ql::DatasetSpec spec() const override { return spec_; }
 
   std::shared_ptr<const ql::Dataset> dataset(ql::Split split) override {
-    if (!train_) load();
-    switch (split) {
-      case ql::Split::train: return train_;
-      case ql::Split::valid: return valid_;
-      case ql::Split::test: return test_;
-    }
-    return nullptr;
+    if (!splits_.train) load();
+    return splits_.of(split);
   }
 
  private:
@@ -154,11 +148,7 @@ class Mnist : public ql::Problem {
     // Hold-out: a seeded permutation; its last valid_fraction share validates.
     const std::int64_t n = train.images.size(0);
     const auto n_valid = static_cast<std::int64_t>(static_cast<double>(n) * valid_fraction_);
-    std::vector<std::int64_t> order(static_cast<std::size_t>(n));
-    for (std::int64_t i = 0; i < n; ++i) order[static_cast<std::size_t>(i)] = i;
-    std::mt19937_64 engine(hold_out_seed_);
-    for (std::size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[engine() % i]);
-    const at::Tensor permutation = torch::tensor(order, torch::kInt64);
+    const at::Tensor permutation = torch::tensor(ql::seeded_permutation(n, hold_out_seed_), torch::kInt64);
     const at::Tensor train_index = std::get<0>(permutation.slice(0, 0, n - n_valid).sort());
     const at::Tensor valid_index = std::get<0>(permutation.slice(0, n - n_valid).sort());
 
@@ -176,9 +166,9 @@ class Mnist : public ql::Problem {
       return std::make_shared<ImageSet>(set.images.index_select(0, index), set.labels.index_select(0, index),
                                         offset, scale);
     };
-    train_ = subset(train, train_index);
-    if (n_valid > 0) valid_ = subset(train, valid_index);
-    if (test.images.size(0) > 0) test_ = std::make_shared<ImageSet>(test.images, test.labels, offset, scale);
+    splits_.train = subset(train, train_index);
+    if (n_valid > 0) splits_.valid = subset(train, valid_index);
+    if (test.images.size(0) > 0) splits_.test = std::make_shared<ImageSet>(test.images, test.labels, offset, scale);
   }
 
   fs::path dir_;
@@ -188,7 +178,7 @@ class Mnist : public ql::Problem {
   std::int64_t max_train_, max_test_;
   std::vector<std::string> files_;
   ql::DatasetSpec spec_;
-  std::shared_ptr<const ql::Dataset> train_, valid_, test_;
+  ql::Splits splits_;
 };
 
 }  // namespace

@@ -55,6 +55,16 @@ class Dataset {
   virtual Batch get_batch(const at::Tensor& indices, std::uint64_t seed, bool augment) const = 0;
 };
 
+/// The splits of a problem, as Problem::dataset hands them out (a missing one is nullptr).
+struct Splits {
+  std::shared_ptr<const Dataset> train, valid, test;
+  std::shared_ptr<const Dataset> of(Split split) const;
+};
+
+/// 0..n-1 shuffled by Fisher-Yates with std::mt19937_64(seed) and bounded draws: the same
+/// order on every platform and standard library (std::shuffle promises none), for hold-outs.
+std::vector<std::int64_t> seeded_permutation(std::int64_t n, std::uint64_t seed);
+
 class Problem {
  public:
   using Interface = Problem;
