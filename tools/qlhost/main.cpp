@@ -12,6 +12,7 @@
 
 #include <cstdio>
 #include <iostream>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -110,7 +111,15 @@ int command_plugins(const std::vector<std::string>& args) {
   return kExitOk;
 }
 
-int command_run(const std::vector<std::string>& args) {
+// What `run` and `summary` share: EXP.toml, --set overrides, the plugin registry. Empty
+// `experiment` when --help was asked for (the usage is printed).
+struct ExperimentCommand {
+  std::string experiment;
+  std::vector<std::string> overrides;
+  std::unique_ptr<ql::core::PluginRegistry> registry;
+};
+
+ExperimentCommand parse_experiment_command(const std::string& name, const std::vector<std::string>& args) {
   po::options_description options = common_options();
   options.add_options()("set", po::value<std::vector<std::string>>()->composing(),
                         "override a value of the experiment file, e.g. training.epochs=3; repeatable");
@@ -119,39 +128,35 @@ int command_run(const std::vector<std::string>& args) {
   po::positional_options_description positional;
   positional.add("experiment", 1);
   const po::variables_map vm = parse(args, options, hidden, positional);
+  ExperimentCommand command;
   if (vm.count("help")) {
-    std::cout << "usage: qlhost run EXP.toml [--set KEY=VALUE ...] [--plugin-dir DIR ...]\n\n" << options;
-    return kExitOk;
+    std::cout << "usage: qlhost " << name << " EXP.toml [--set KEY=VALUE ...] [--plugin-dir DIR ...]\n\n" << options;
+    return command;
   }
-  if (!vm.count("experiment")) throw ql::ConfigError("run: missing the experiment file (qlhost run EXP.toml)");
-  ql::core::RunRequest request;
-  request.experiment = vm["experiment"].as<std::string>();
-  if (vm.count("set")) request.overrides = vm["set"].as<std::vector<std::string>>();
-  ql::core::PluginRegistry registry(ql::core::default_search_path(as_paths(plugin_dirs(vm))));
-  report_refusals(registry, vm.count("verbose") > 0);
+  if (!vm.count("experiment")) {
+    throw ql::ConfigError(fmt::format("{}: missing the experiment file (qlhost {} EXP.toml)", name, name));
+  }
+  command.experiment = vm["experiment"].as<std::string>();
+  if (vm.count("set")) command.overrides = vm["set"].as<std::vector<std::string>>();
+  command.registry = std::make_unique<ql::core::PluginRegistry>(
+      ql::core::default_search_path(as_paths(plugin_dirs(vm))));
+  report_refusals(*command.registry, vm.count("verbose") > 0);
+  return command;
+}
+
+int command_run(const std::vector<std::string>& args) {
+  ExperimentCommand command = parse_experiment_command("run", args);
+  if (command.experiment.empty()) return kExitOk;
   ql::core::Console console;
-  ql::core::run_experiment(request, registry, console);
+  ql::core::run_experiment({command.experiment, command.overrides}, *command.registry, console);
   return kExitOk;
 }
 
 int command_summary(const std::vector<std::string>& args) {
-  po::options_description options = common_options();
-  options.add_options()("set", po::value<std::vector<std::string>>()->composing(),
-                        "override a value of the experiment file; repeatable");
-  po::options_description hidden;
-  hidden.add_options()("experiment", po::value<std::string>());
-  po::positional_options_description positional;
-  positional.add("experiment", 1);
-  const po::variables_map vm = parse(args, options, hidden, positional);
-  if (vm.count("help")) {
-    std::cout << "usage: qlhost summary EXP.toml [--set KEY=VALUE ...] [--plugin-dir DIR ...]\n\n" << options;
-    return kExitOk;
-  }
-  if (!vm.count("experiment")) throw ql::ConfigError("summary: missing the experiment file (qlhost summary EXP.toml)");
-  ql::core::PluginRegistry registry(ql::core::default_search_path(as_paths(plugin_dirs(vm))));
-  report_refusals(registry, vm.count("verbose") > 0);
-  const auto overrides = vm.count("set") ? vm["set"].as<std::vector<std::string>>() : std::vector<std::string>{};
-  const auto config = ql::core::ExperimentConfig::load(vm["experiment"].as<std::string>(), overrides, registry);
+  ExperimentCommand command = parse_experiment_command("summary", args);
+  if (command.experiment.empty()) return kExitOk;
+  auto& registry = *command.registry;
+  const auto config = ql::core::ExperimentConfig::load(command.experiment, command.overrides, registry);
   auto problem = registry.create<ql::Problem>(config.problem().name, config.problem().options);
   auto topology = registry.create<ql::Topology>(config.topology().name, config.topology().options);
   const ql::DatasetSpec spec = problem->spec();

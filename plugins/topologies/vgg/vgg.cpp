@@ -116,16 +116,7 @@ class VggNetwork : public ql::Network {
       features_->push_back(relu());
       channels = out;
     }
-    pool_ = torch::nn::AdaptiveAvgPool2d(torch::nn::AdaptiveAvgPool2dOptions({4, 4}));
-    const std::int64_t hidden = width(1024);
-    classifier_->push_back(linear(channels * 16, hidden, false));
-    classifier_->push_back(torch::nn::BatchNorm1d(hidden));
-    classifier_->push_back(relu());
-    classifier_->push_back(linear(hidden, hidden, false));
-    classifier_->push_back(torch::nn::BatchNorm1d(hidden));
-    classifier_->push_back(relu());
-    classifier_->push_back(linear(hidden, classes, false));
-    classifier_->push_back(torch::nn::BatchNorm1d(classes));
+    add_cifar_classifier(channels, width(1024), classes, /*final_norm=*/true);
   }
 
   // A 128-channel pilot conv, then the feature list; BN after each conv and hidden FC.
@@ -144,15 +135,21 @@ class VggNetwork : public ql::Network {
       features_->push_back(relu());
       channels = out;
     }
+    add_cifar_classifier(channels, width(1024), classes, /*final_norm=*/false);
+  }
+
+  // Average pool 4x4, then Linear-BN-ReLU twice (no biases) and the last Linear: followed by
+  // BN1d(classes) without bias (ANA) or with a bias and no BN (new QuantLab).
+  void add_cifar_classifier(std::int64_t channels, std::int64_t hidden, std::int64_t classes, bool final_norm) {
     pool_ = torch::nn::AdaptiveAvgPool2d(torch::nn::AdaptiveAvgPool2dOptions({4, 4}));
-    const std::int64_t hidden = width(1024);
-    classifier_->push_back(linear(channels * 16, hidden, false));
-    classifier_->push_back(torch::nn::BatchNorm1d(hidden));
-    classifier_->push_back(relu());
-    classifier_->push_back(linear(hidden, hidden, false));
-    classifier_->push_back(torch::nn::BatchNorm1d(hidden));
-    classifier_->push_back(relu());
-    classifier_->push_back(linear(hidden, classes));
+    std::int64_t in = channels * 16;
+    for (int i = 0; i < 2; ++i, in = hidden) {
+      classifier_->push_back(linear(in, hidden, false));
+      classifier_->push_back(torch::nn::BatchNorm1d(hidden));
+      classifier_->push_back(relu());
+    }
+    classifier_->push_back(linear(hidden, classes, !final_norm));
+    if (final_norm) classifier_->push_back(torch::nn::BatchNorm1d(classes));
   }
 
   torch::nn::Sequential features_;
