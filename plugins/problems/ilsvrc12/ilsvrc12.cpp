@@ -202,8 +202,8 @@ class ImageFolderSet : public ql::Dataset {
     pool_->run(n, [&](std::int64_t k) {
       const Sample& sample = samples_.at(static_cast<std::size_t>(index[k]));
       try {
-        images[k].copy_(load(sample.file, seed + 0x9E3779B97F4A7C15ULL * static_cast<std::uint64_t>(k + 1),
-                             augment && training_));
+        load(sample.file, seed + 0x9E3779B97F4A7C15ULL * static_cast<std::uint64_t>(k + 1), augment && training_,
+             images[k]);
         ok[static_cast<std::size_t>(k)] = 1;
       } catch (const std::exception& e) {
         errors[static_cast<std::size_t>(k)] = ql::message_of(e);
@@ -233,7 +233,8 @@ class ImageFolderSet : public ql::Dataset {
   }
 
  private:
-  at::Tensor load(const fs::path& file, std::uint64_t seed, bool augment) const {
+  // Decodes, crops, resizes, flips and normalises `file` into `target` ([3, crop, crop]).
+  void load(const fs::path& file, std::uint64_t seed, bool augment, at::Tensor target) const {
     std::ifstream in(file, std::ios::binary | std::ios::ate);
     QL_CHECK(in.good(), "{}: cannot open", file.string());
     std::vector<std::uint8_t> bytes(static_cast<std::size_t>(in.tellg()));
@@ -281,7 +282,8 @@ class ImageFolderSet : public ql::Dataset {
       out = resize(to_tensor(image), h, w);
       out = out.slice(2, (h - crop) / 2, (h - crop) / 2 + crop).slice(3, (w - crop) / 2, (w - crop) / 2 + crop);
     }
-    return out.clamp(0, 255).sub_(mean_).div_(std_)[0];
+    at::clamp_out(target, out[0], 0, 255);
+    target.sub_(mean_[0]).div_(std_[0]);
   }
 
   std::vector<Sample> samples_;
