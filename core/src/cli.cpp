@@ -1,6 +1,7 @@
 #include "quantlab/core/cli.hpp"
 
 #include "quantlab/sdk/error.hpp"
+#include "quantlab/sdk/plugin.hpp"
 
 #include <fmt/format.h>
 
@@ -26,6 +27,29 @@ int guarded_main(std::string_view tool, const std::function<int()>& body) {
     fmt::print(stderr, "{}: error: {}\n", tool, one_line(message_of(e)));
     return kExitFailure;
   }
+}
+
+int run_tool(std::string_view tool, std::string_view usage, int argc, char** argv,
+             const std::vector<Subcommand>& commands) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+    fmt::print("{}", usage);
+    return args.empty() ? kExitUsage : kExitOk;
+  }
+  if (args[0] == "--version") {
+    fmt::print("{} {} ({})\n", tool, QL_SDK_VERSION, build_fingerprint());
+    return kExitOk;
+  }
+  const std::string name = args[0];
+  args.erase(args.begin());
+  return guarded_main(tool, [&] {
+    std::vector<std::string> names;
+    for (const auto& [command, run] : commands) {
+      if (command == name) return run(args);
+      names.push_back(command);
+    }
+    throw ConfigError(fmt::format("unknown command '{}' (commands: {})", name, fmt::join(names, ", ")));
+  });
 }
 
 }  // namespace ql::core

@@ -169,21 +169,6 @@ int command_summary(const std::vector<std::string>& args) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::vector<std::string> args(argv + 1, argv + argc);
-  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
-    std::cout << kUsage;
-    return args.empty() ? kExitUsage : kExitOk;
-  }
-  if (args[0] == "--version") {
-    fmt::print("qlhost {} ({})\n", QL_SDK_VERSION, ql::build_fingerprint());
-    return kExitOk;
-  }
-  const std::string command = args[0];
-  args.erase(args.begin());
-  return ql::core::guarded_main("qlhost", [&] {
-    if (command == "run") return command_run(args);
-    if (command == "plugins") return command_plugins(args);
-    if (command == "summary") return command_summary(args);
-    throw ql::ConfigError(fmt::format("unknown command '{}' (commands: run, summary, plugins)", command));
-  });
+  return ql::core::run_tool("qlhost", kUsage, argc, argv,
+                            {{"run", command_run}, {"summary", command_summary}, {"plugins", command_plugins}});
 }

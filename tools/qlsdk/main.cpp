@@ -236,18 +236,9 @@ int command_check(const std::vector<std::string>& args) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::vector<std::string> args(argv + 1, argv + argc);
-  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
-    std::cout << kUsage;
-    return args.empty() ? kExitUsage : kExitOk;
-  }
-  const std::string command = args[0];
-  args.erase(args.begin());
-  return ql::core::guarded_main("qlsdk", [&] {
-    if (command == "new-plugin") return command_new_plugin(args);
-    if (command == "build") return command_build(args);
-    if (command == "inspect") return command_inspect(args);
-    if (command == "check") return command_check(args);
-    throw ql::ConfigError(fmt::format("unknown command '{}' (commands: new-plugin, build, inspect, check)", command));
-  });
+  return ql::core::run_tool("qlsdk", kUsage, argc, argv,
+                            {{"new-plugin", command_new_plugin},
+                             {"build", command_build},
+                             {"inspect", command_inspect},
+                             {"check", command_check}});
 }

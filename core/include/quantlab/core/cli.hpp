@@ -2,13 +2,15 @@
 // stderr and an exit code (0 success, 1 failure during the work, 2 bad usage or config).
 //
 //   int main(int argc, char** argv) {
-//     return ql::core::guarded_main("qlsdk", [&] { return run(argc, argv); });
+//     return ql::core::run_tool("qlsdk", kUsage, argc, argv, {{"inspect", command_inspect}});
 //   }
 #pragma once
 
 #include <functional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 namespace ql::core {
 
@@ -19,6 +21,14 @@ inline constexpr int kExitUsage = 2;
 /// Runs `body`; a ql::ConfigError exits 2, any other exception 1, each printed as
 /// "TOOL: error: MESSAGE" on one line.
 int guarded_main(std::string_view tool, const std::function<int()>& body);
+
+/// A subcommand: its name and what runs it with the arguments after the name.
+using Subcommand = std::pair<std::string, std::function<int(const std::vector<std::string>&)>>;
+
+/// The whole of a tool's main(): no arguments or --help print `usage`, --version prints
+/// `tool` and the build fingerprint, otherwise the named subcommand runs under guarded_main.
+int run_tool(std::string_view tool, std::string_view usage, int argc, char** argv,
+             const std::vector<Subcommand>& commands);
 
 /// `message` with line breaks replaced by spaces.
 std::string one_line(std::string message);
