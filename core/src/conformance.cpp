@@ -380,6 +380,19 @@ void check_algorithm(Checker& check, Algorithm& algorithm, const Config& options
   });
 }
 
+// Creates the plugin's object from `options` (itself a check), then runs `checks` on it.
+template <typename Interface, typename Checks>
+void create_then_check(Checker& check, PluginRegistry& registry, const PluginMetadata& plugin,
+                       const Config& options, Checks&& checks) {
+  PluginPtr<Interface> object;
+  if (check("is created from its defaults", [&](std::string&) {
+        object = registry.create<Interface>(plugin.name, options);
+        return object != nullptr;
+      })) {
+    checks(*object);
+  }
+}
+
 }  // namespace
 
 ConformanceReport check_conformance(PluginRegistry& registry, const PluginMetadata& plugin,
@@ -394,36 +407,16 @@ ConformanceReport check_conformance(PluginRegistry& registry, const PluginMetada
     return report;
   }
   switch (plugin.kind) {
-    case PluginKind::problem: {
-      PluginPtr<Problem> problem;
-      if (check("is created from its defaults", [&](std::string&) {
-            problem = registry.create<Problem>(plugin.name, options);
-            return problem != nullptr;
-          })) {
-        check_problem(check, *problem);
-      }
+    case PluginKind::problem:
+      create_then_check<Problem>(check, registry, plugin, options, [&](Problem& p) { check_problem(check, p); });
       break;
-    }
-    case PluginKind::topology: {
-      PluginPtr<Topology> topology;
-      if (check("is created from its defaults", [&](std::string&) {
-            topology = registry.create<Topology>(plugin.name, options);
-            return topology != nullptr;
-          })) {
-        check_topology(check, *topology);
-      }
+    case PluginKind::topology:
+      create_then_check<Topology>(check, registry, plugin, options, [&](Topology& t) { check_topology(check, t); });
       break;
-    }
-    case PluginKind::algorithm: {
-      PluginPtr<Algorithm> algorithm;
-      if (check("is created from its defaults", [&](std::string&) {
-            algorithm = registry.create<Algorithm>(plugin.name, options);
-            return algorithm != nullptr;
-          })) {
-        check_algorithm(check, *algorithm, options);
-      }
+    case PluginKind::algorithm:
+      create_then_check<Algorithm>(check, registry, plugin, options,
+                                   [&](Algorithm& a) { check_algorithm(check, a, options); });
       break;
-    }
   }
   return report;
 }

@@ -20,15 +20,11 @@ struct PluginRegistry::Loaded {
   const PluginDescriptor* descriptor = nullptr;
 };
 
-namespace {
-
 fs::path executable_dir() {
   std::error_code error;
   fs::path self = fs::read_symlink("/proc/self/exe", error);
   return error ? fs::path() : self.parent_path();
 }
-
-}  // namespace
 
 std::vector<fs::path> default_search_path(const std::vector<fs::path>& extra_dirs) {
   std::vector<fs::path> path(extra_dirs);

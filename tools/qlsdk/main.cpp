@@ -139,12 +139,6 @@ int command_new_plugin(const std::vector<std::string>& args) {
   return kExitOk;
 }
 
-fs::path executable_dir() {
-  std::error_code error;
-  const fs::path self = fs::read_symlink("/proc/self/exe", error);
-  return error ? fs::path() : self.parent_path();
-}
-
 std::string quoted(const std::string& text) { return "'" + replace_all(text, "'", "'\\''") + "'"; }
 
 int command_build(const std::vector<std::string>& args) {
@@ -165,7 +159,7 @@ int command_build(const std::vector<std::string>& args) {
   }
   const fs::path build = vm.count("build-dir") ? fs::path(vm["build-dir"].as<std::string>()) : dir / "build";
   // This SDK's own installation prefix (qlsdk lives in <prefix>/bin).
-  const fs::path prefix = executable_dir().parent_path();
+  const fs::path prefix = ql::core::executable_dir().parent_path();
   const bool ninja = std::system("command -v ninja >/dev/null 2>&1") == 0;
   const std::string configure =
       fmt::format("cmake -S {} -B {} {} -DCMAKE_BUILD_TYPE={} -DCMAKE_PREFIX_PATH={}", quoted(dir.string()),

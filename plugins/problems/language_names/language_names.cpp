@@ -137,10 +137,7 @@ class LanguageNames : public ql::Problem {
         if (line.empty()) continue;
         std::vector<std::int64_t> tokens = tokenize(line, files[c], number);
         if (tokens.empty()) continue;
-        if (static_cast<std::int64_t>(tokens.size()) > length) {
-          tokens.resize(static_cast<std::size_t>(length));
-          ++truncated_;
-        }
+        if (static_cast<std::int64_t>(tokens.size()) > length) tokens.resize(static_cast<std::size_t>(length));
         by_class[c].push_back(static_cast<std::int64_t>(names.size()));
         names.push_back(std::move(tokens));
         labels.push_back(static_cast<std::int64_t>(c));
@@ -193,7 +190,6 @@ class LanguageNames : public ql::Problem {
 
  private:
   ql::DatasetSpec spec_;
-  std::int64_t truncated_ = 0;
   ql::Splits splits_;
 };
 

@@ -28,6 +28,10 @@ namespace ql::core {
 template <typename Interface>
 using PluginPtr = std::unique_ptr<Interface, std::function<void(Interface*)>>;
 
+/// The folder of the running executable (empty if /proc/self/exe cannot be read); the
+/// install prefix is its parent.
+std::filesystem::path executable_dir();
+
 /// The search path in order: `extra_dirs` (--plugin-dir), QL_PLUGIN_PATH, the user directory
 /// ~/.local/lib/quantlab/plugins, the install's plugin directory, the build tree's.
 std::vector<std::filesystem::path> default_search_path(
