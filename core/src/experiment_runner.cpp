@@ -36,18 +36,6 @@ enum SeedStream : std::uint64_t {
   kPluginStreams = 100,
 };
 
-struct Datasets {
-  std::shared_ptr<const Dataset> train, valid, test;
-  std::shared_ptr<const Dataset> of(Split split) const {
-    switch (split) {
-      case Split::train: return train;
-      case Split::valid: return valid;
-      case Split::test: return test;
-    }
-    return nullptr;
-  }
-};
-
 // Scalar series of the run, one line per value, in fold0/metrics.csv.
 class MetricsFile {
  public:
@@ -68,7 +56,7 @@ class MetricsFile {
 };
 
 struct RunState {
-  const Datasets* data;
+  const Splits* data;
   DatasetSpec spec;
   c10::Device device{c10::kCPU};
   std::int64_t eval_batch_size;
@@ -295,7 +283,7 @@ RunSummary run_experiment(const RunRequest& request, PluginRegistry& registry, C
     algorithms.push_back(registry.create<Algorithm>(choice.name, choice.options));
   }
 
-  Datasets data{problem->dataset(Split::train), problem->dataset(Split::valid),
+  Splits data{problem->dataset(Split::train), problem->dataset(Split::valid),
                 problem->dataset(Split::test)};
   QL_CHECK(data.train && data.train->size() > 0, "problem '{}' has no training data",
            config.problem().name);
