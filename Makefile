@@ -13,7 +13,9 @@ PACKAGES := cmake ninja-build g++ make pkg-config ccache \
             libtorch-dev libopenblas0-openmp \
             libboost-dev libboost-program-options-dev libboost-filesystem-dev \
             libtomlplusplus-dev libfmt-dev zlib1g-dev libicu-dev libjpeg62-turbo-dev libgtest-dev \
-            dataset-fashion-mnist
+            dataset-fashion-mnist \
+            libhdf5-dev libprotobuf-dev protobuf-compiler libplplot-dev plplot-driver-cairo \
+            hdf5-tools python3-protobuf python3-h5py
 # Only `make bench` needs these: the Python baseline of bench/forward_backward.py.
 BENCH_PACKAGES := python3-torch python3-torchvision python3-pil
 

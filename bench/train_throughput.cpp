@@ -90,7 +90,7 @@ int main(int argc, char** argv) {
   auto host_epoch = [&](int epoch) {
     ql::core::BatchLoader loader(train, ql::core::epoch_order(n, 1, epoch), batch_size, 2, true, 4);
     // A step callback, as qlhost always passes one (it reads each step's loss).
-    const auto stats = ql::core::train_epoch(*network, *optimizer, loader, c10::kCPU, [](std::int64_t, double) {});
+    const auto stats = ql::core::train_epoch(*network, *optimizer, loader, c10::kCPU, {}, [](const ql::core::EpochProgress&, double) {});
     return stats.images_per_second();
   };
 

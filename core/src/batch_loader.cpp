@@ -1,5 +1,7 @@
 #include "quantlab/core/batch_loader.hpp"
 
+#include "quantlab/sdk/error.hpp"
+
 #include <ATen/Parallel.h>
 #include <torch/types.h>
 
@@ -115,6 +117,12 @@ Batch BatchLoader::make_here(std::int64_t index) {
     if (slow_batches_ >= 3) worker_ = std::thread([this] { produce(); });
   }
   return batch;
+}
+
+void BatchLoader::start_at(std::int64_t first) {
+  std::lock_guard lock(mutex_);
+  QL_CHECK(consumed_ == 0 && next_claim_ == 0, "BatchLoader::start_at after the first batch");
+  consumed_ = next_claim_ = std::clamp<std::int64_t>(first, 0, batches_);
 }
 
 std::optional<Batch> BatchLoader::next() {

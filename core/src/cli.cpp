@@ -1,5 +1,6 @@
 #include "quantlab/core/cli.hpp"
 
+#include "quantlab/core/experiment_runner.hpp"
 #include "quantlab/sdk/error.hpp"
 #include "quantlab/sdk/plugin.hpp"
 
@@ -23,6 +24,9 @@ int guarded_main(std::string_view tool, const std::function<int()>& body) {
   } catch (const ConfigError& e) {
     fmt::print(stderr, "{}: error: {}\n", tool, one_line(e.what()));
     return kExitUsage;
+  } catch (const Interrupted& e) {
+    fmt::print(stderr, "{}: interrupted: {}\n", tool, one_line(e.what()));
+    return kExitInterrupted;
   } catch (const std::exception& e) {
     fmt::print(stderr, "{}: error: {}\n", tool, one_line(message_of(e)));
     return kExitFailure;

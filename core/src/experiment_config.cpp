@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include <charconv>
+#include <map>
 #include <fstream>
 #include <sstream>
 
@@ -15,7 +16,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr std::string_view kHostSections[] = {"experiment", "storage", "training", "run"};
+constexpr std::string_view kHostSections[] = {"experiment", "storage", "training", "metrics", "run"};
 constexpr std::string_view kPluginSections[] = {"problem", "topology", "algorithm"};
 
 std::string dotted(const std::string& path, std::string_view key) {
@@ -162,6 +163,54 @@ toml::table plugin_defaults(const PluginMetadata& plugin) {
 }
 
 }  // namespace
+
+namespace {
+
+void flatten(const toml::table& table, const std::string& prefix, std::map<std::string, std::string>& out);
+
+void flatten_node(const toml::node& node, const std::string& key, std::map<std::string, std::string>& out) {
+  if (const toml::table* table = node.as_table()) {
+    flatten(*table, key, out);
+  } else if (const toml::array* array = node.as_array(); array && array->is_array_of_tables()) {
+    for (std::size_t i = 0; i < array->size(); ++i) flatten_node(*array->get(i), fmt::format("{}.{}", key, i), out);
+  } else {
+    std::ostringstream text;
+    node.visit([&](const auto& value) { text << value; });
+    out[key] = text.str();
+  }
+}
+
+void flatten(const toml::table& table, const std::string& prefix, std::map<std::string, std::string>& out) {
+  for (const auto& [key, node] : table) {
+    flatten_node(node, prefix.empty() ? std::string(key.str()) : prefix + "." + std::string(key.str()), out);
+  }
+}
+
+std::map<std::string, std::string> flattened(const std::string& text) {
+  std::map<std::string, std::string> values;
+  try {
+    flatten(toml::parse(text), "", values);
+  } catch (const toml::parse_error& e) {
+    throw Error(fmt::format("malformed resolved configuration: {}", e.description()));
+  }
+  return values;
+}
+
+}  // namespace
+
+std::vector<std::string> config_differences(const std::string& before, const std::string& after) {
+  const auto a = flattened(before), b = flattened(after);
+  std::vector<std::string> differences;
+  for (const auto& [key, value] : a) {
+    const auto found = b.find(key);
+    if (found == b.end()) differences.push_back(fmt::format("{}: {} -> (none)", key, value));
+    else if (found->second != value) differences.push_back(fmt::format("{}: {} -> {}", key, value, found->second));
+  }
+  for (const auto& [key, value] : b) {
+    if (!a.count(key)) differences.push_back(fmt::format("{}: (none) -> {}", key, value));
+  }
+  return differences;
+}
 
 Config plugin_options(const PluginMetadata& plugin, const std::vector<std::string>& overrides) {
   auto options = std::make_shared<toml::table>();

@@ -3,24 +3,34 @@
 #include "quantlab/core/batch_loader.hpp"
 #include "quantlab/core/experiment_config.hpp"
 #include "quantlab/core/experiment_store.hpp"
+#include "quantlab/core/folds.hpp"
+#include "quantlab/core/metrics_log.hpp"
+#include "quantlab/core/report.hpp"
+#include "quantlab/core/storage.hpp"
 #include "quantlab/core/trainer.hpp"
+#include "quantlab/core/unit_record.hpp"
 #include "quantlab/sdk/algorithm.hpp"
 #include "quantlab/sdk/error.hpp"
+#include "quantlab/sdk/nn.hpp"
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Context.h>
 #include <ATen/Parallel.h>
 #include <torch/cuda.h>
 #include <torch/optim/optimizer.h>
+#include <torch/serialize/input-archive.h>
 #include <torch/serialize/output-archive.h>
 #include <torch/utils.h>
 
-#include <fmt/chrono.h>
 #include <fmt/format.h>
 
+#include <atomic>
 #include <chrono>
 #include <cmath>
-#include <fstream>
+#include <csignal>
+#include <map>
 #include <thread>
+#include <unistd.h>
 
 namespace ql::core {
 
@@ -33,26 +43,40 @@ enum SeedStream : std::uint64_t {
   kShuffleStream = 1,
   kAugmentStream = 2,
   kCalibrationStream = 3,
+  kFoldStream = 4,
   kPluginStreams = 100,
 };
 
-// Scalar series of the run, one line per value, in fold0/metrics.csv.
-class MetricsFile {
+// The signal that asked the run to stop (0: none). A signal handler can do no more than set a
+// flag; the training loop polls it after every step.
+std::atomic<int> stop_signal{0};
+
+extern "C" void request_stop(int signal) { stop_signal.store(signal); }
+
+// Installs the SIGINT/SIGTERM handlers for the duration of a run. They are one-shot: a second
+// Ctrl-C kills the process the usual way.
+class StopOnSignals {
  public:
-  explicit MetricsFile(const fs::path& path) : out_(path) {
-    QL_CHECK(out_.good(), "cannot create {}", path.string());
-    out_ << "series,step,value\n";
+  StopOnSignals() {
+    stop_signal.store(0);
+    struct sigaction action {};
+    action.sa_handler = request_stop;
+    action.sa_flags = SA_RESETHAND;
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGINT, &action, &old_int_);
+    sigaction(SIGTERM, &action, &old_term_);
   }
-  void scalar(std::string_view name, double value, std::int64_t step) {
-    out_ << name << ',' << step << ',' << fmt::format("{:.9g}", value) << '\n';
+  ~StopOnSignals() {
+    sigaction(SIGINT, &old_int_, nullptr);
+    sigaction(SIGTERM, &old_term_, nullptr);
   }
-  void flush() {
-    out_.flush();
-    QL_CHECK(out_.good(), "cannot write the metrics file (disk full?)");
-  }
+  StopOnSignals(const StopOnSignals&) = delete;
+  StopOnSignals& operator=(const StopOnSignals&) = delete;
+  static int requested() { return stop_signal.load(); }
 
  private:
-  std::ofstream out_;
+  struct sigaction old_int_ {};
+  struct sigaction old_term_ {};
 };
 
 struct RunState {
@@ -63,7 +87,8 @@ struct RunState {
   std::size_t prefetch;
   bool top5;
   Console* console;
-  MetricsFile* metrics;
+  MetricsLog* metrics;
+  std::string fold_label;  // "" or "fold 2/5: "
 };
 
 Evaluation evaluate_split(const RunState& run, Network& network, Split split) {
@@ -92,21 +117,15 @@ class HostContext : public Context {
     return artifacts_;
   }
   void log(LogLevel level, std::string_view message) override {
-    const std::string line = fmt::format("[{}] {}", plugin_, message);
+    const std::string line = fmt::format("{}[{}] {}", run_.fold_label, plugin_, message);
     if (level == LogLevel::warning) run_.console->warn(line);
     else if (level == LogLevel::info) run_.console->info(line);
   }
   void scalar(std::string_view name, double value, std::int64_t step) override {
-    run_.metrics->scalar(name, value, step);
+    run_.metrics->scalar(fmt::format("{}/{}", plugin_, name), value, step);
   }
   void histogram(std::string_view name, const at::Tensor& values, std::int64_t step) override {
-    // Summarised until the HDF5/TensorBoard writers exist: min, max, mean, std.
-    const at::Tensor v = values.detach().to(torch::kFloat64).flatten();
-    if (v.numel() == 0) return;
-    run_.metrics->scalar(fmt::format("{}/min", name), v.min().item<double>(), step);
-    run_.metrics->scalar(fmt::format("{}/max", name), v.max().item<double>(), step);
-    run_.metrics->scalar(fmt::format("{}/mean", name), v.mean().item<double>(), step);
-    run_.metrics->scalar(fmt::format("{}/std", name), v.numel() > 1 ? v.std().item<double>() : 0.0, step);
+    run_.metrics->histogram(fmt::format("{}/{}", plugin_, name), values, step);
   }
   void progress(std::string_view what, std::int64_t done, std::int64_t total) override {
     run_.console->progress(fmt::format("[{}] {}", plugin_, what), done, total);
@@ -172,11 +191,6 @@ void restore(Network& network, const NetworkState& state) {
   network.set_input_quantizer(state.input);
 }
 
-void write_network(torch::serialize::OutputArchive& archive, Network& network) {
-  for (const auto& p : network.named_parameters()) archive.write("model/" + p.key(), p.value().detach());
-  for (const auto& b : network.named_buffers()) archive.write("model/" + b.key(), b.value(), true);
-}
-
 std::string percent(double fraction) {
   return fraction < 0 ? "-" : fmt::format("{:.2f}%", 100.0 * fraction);
 }
@@ -197,34 +211,49 @@ c10::Device choose_device(const std::string& choice) {
   return cuda ? c10::Device(c10::kCUDA) : c10::Device(c10::kCPU);
 }
 
-// The variants table of one algorithm: one row per variant plus the trained network.
-struct SweepTable {
+// A table of rows of text cells, written as CSV for tools and as Markdown for people.
+struct Table {
   std::vector<std::string> columns;
   std::vector<std::vector<std::string>> rows;
 
   std::string csv() const {
-    std::string text = fmt::format("{}\n", fmt::join(columns, ","));
-    for (const auto& row : rows) text += fmt::format("{}\n", fmt::join(row, ","));
+    std::string text = csv_line(columns) + "\n";
+    for (const auto& row : rows) text += csv_line(row) + "\n";
     return text;
   }
-  std::string markdown() const {
-    std::string text = fmt::format("| {} |\n|", fmt::join(columns, " | "));
-    for (std::size_t i = 0; i < columns.size(); ++i) text += " ---: |";
-    text += "\n";
-    for (const auto& row : rows) text += fmt::format("| {} |\n", fmt::join(row, " | "));
-    return text;
-  }
+  std::string markdown() const { return markdown_table(columns, rows); }
 };
 
-SweepTable sweep(Algorithm& algorithm, const std::vector<Variant>& variants, Network& network,
-                 Calibration& calibration, Context& ctx, const RunState& run,
-                 const Evaluation& trained) {
-  SweepTable table;
+// The relative change ||W_variant - W_trained|| / ||W_trained|| of each quantisable layer's
+// effective weight: how far the variant moved each layer from the trained network.
+std::vector<std::pair<std::string, double>> layer_errors(Network& network, const std::map<std::string, at::Tensor>& trained) {
+  torch::NoGradGuard no_grad;
+  std::vector<std::pair<std::string, double>> errors;
+  for (const auto& [name, layer] : network.quantizable_layers()) {
+    if (!layer->has_weight()) continue;
+    const at::Tensor& reference = trained.at(name);
+    const double norm = reference.norm().item<double>();
+    const double difference = (layer->effective_weight() - reference).norm().item<double>();
+    errors.emplace_back(name, norm > 0 ? difference / norm : 0.0);
+  }
+  return errors;
+}
+
+struct VariantTables {
+  Table accuracy;
+  Table layer_error;
+};
+
+VariantTables sweep(Algorithm& algorithm, const std::vector<Variant>& variants, Network& network,
+                    Calibration& calibration, Context& ctx, const RunState& run, const Evaluation& trained) {
+  VariantTables tables;
+  Table& table = tables.accuracy;
   table.columns.push_back("variant");
   for (const auto& [name, value] : variants.front().values) table.columns.push_back(name);
   table.columns.insert(table.columns.end(), {"loss", "top1"});
   if (run.top5) table.columns.push_back("top5");
   table.columns.insert(table.columns.end(), {"loss_ratio", "top1_ratio"});
+  tables.layer_error.columns = {"variant", "layer", "relative_error"};
   auto add_row = [&](const std::string& label, const std::vector<std::string>& values,
                      const Evaluation& e) {
     std::vector<std::string> row{label};
@@ -239,6 +268,10 @@ SweepTable sweep(Algorithm& algorithm, const std::vector<Variant>& variants, Net
   add_row("float", std::vector<std::string>(variants.front().values.size(), "-"), trained);
 
   const NetworkState trained_state = snapshot(network);
+  std::map<std::string, at::Tensor> trained_weights;
+  for (const auto& [name, layer] : network.quantizable_layers()) {
+    if (layer->has_weight()) trained_weights[name] = layer->effective_weight().detach().clone();
+  }
   std::int64_t done = 0;
   for (const Variant& variant : variants) {
     restore(network, trained_state);
@@ -247,198 +280,493 @@ SweepTable sweep(Algorithm& algorithm, const std::vector<Variant>& variants, Net
     std::vector<std::string> values;
     for (const auto& [name, value] : variant.values) values.push_back(fmt::format("{:g}", value));
     add_row(variant.label, values, e);
+    for (const auto& [layer, error] : layer_errors(network, trained_weights)) {
+      tables.layer_error.rows.push_back({variant.label, layer, fmt::format("{:.6g}", error)});
+    }
     ctx.progress("variants", ++done, static_cast<std::int64_t>(variants.size()));
   }
   restore(network, trained_state);
-  return table;
+  return tables;
+}
+
+// The checkpoint of a fold: network, optimiser, position (epoch, batch, step), the epoch's
+// running totals, the default generator's state (dropout, ...), the best score so far and
+// every algorithm's own state.
+struct TrainingPosition {
+  std::int64_t epoch = 0;  // the epoch in progress (= epochs completed when batch is 0)
+  std::int64_t step = 0;   // optimiser steps so far
+  EpochProgress progress;  // of the epoch in progress
+  double best_score = -INFINITY;
+  std::int64_t best_epoch = 0;
+};
+
+class FoldCheckpoints {
+ public:
+  FoldCheckpoints(fs::path dir, Network& network, torch::optim::Optimizer& optimizer,
+                  std::vector<PluginPtr<Algorithm>>& algorithms)
+      : dir_(std::move(dir)), network_(network), optimizer_(optimizer), algorithms_(algorithms) {}
+
+  fs::path path(const std::string& name) const { return dir_ / "checkpoints" / (name + ".pt"); }
+
+  void save(const std::string& name, const TrainingPosition& at) {
+    save_checkpoint(path(name), [&](torch::serialize::OutputArchive& archive) {
+      for (const auto& p : network_.named_parameters()) archive.write("model/" + p.key(), p.value().detach());
+      for (const auto& b : network_.named_buffers()) archive.write("model/" + b.key(), b.value(), true);
+      torch::serialize::OutputArchive optimizer_archive;
+      optimizer_.save(optimizer_archive);
+      archive.write("optimizer", optimizer_archive);
+      archive.write("position", torch::tensor({at.epoch, at.step, at.progress.batches, at.progress.samples,
+                                               at.progress.correct, at.best_epoch}));
+      archive.write("totals", torch::tensor({at.progress.loss_sum, at.progress.seconds, at.best_score},
+                                            torch::kFloat64));
+      auto generator = at::detail::getDefaultCPUGenerator();
+      archive.write("rng/cpu", generator.get_state());
+      for (std::size_t i = 0; i < algorithms_.size(); ++i) {
+        torch::serialize::OutputArchive state;
+        algorithms_[i]->save_state(state);
+        archive.write(fmt::format("algorithm/{}", i), state);
+      }
+    });
+  }
+
+  TrainingPosition load(const std::string& name) {
+    const fs::path file = path(name);
+    try {
+      torch::serialize::InputArchive archive;
+      archive.load_from(file.string());
+      torch::NoGradGuard no_grad;
+      for (auto& p : network_.named_parameters()) {
+        at::Tensor value;
+        archive.read("model/" + p.key(), value);
+        p.value().copy_(value);
+      }
+      for (auto& b : network_.named_buffers()) {
+        at::Tensor value;
+        archive.read("model/" + b.key(), value, true);
+        b.value().copy_(value);
+      }
+      torch::serialize::InputArchive optimizer_archive;
+      archive.read("optimizer", optimizer_archive);
+      optimizer_.load(optimizer_archive);
+      at::Tensor position, totals, rng;
+      archive.read("position", position);
+      archive.read("totals", totals);
+      archive.read("rng/cpu", rng);
+      auto generator = at::detail::getDefaultCPUGenerator();
+      generator.set_state(rng);
+      for (std::size_t i = 0; i < algorithms_.size(); ++i) {
+        torch::serialize::InputArchive state;
+        archive.read(fmt::format("algorithm/{}", i), state);
+        algorithms_[i]->load_state(state);
+      }
+      const auto p = position.accessor<std::int64_t, 1>();
+      const auto t = totals.accessor<double, 1>();
+      TrainingPosition at;
+      at.epoch = p[0];
+      at.step = p[1];
+      at.progress.batches = p[2];
+      at.progress.samples = p[3];
+      at.progress.correct = p[4];
+      at.best_epoch = p[5];
+      at.progress.loss_sum = t[0];
+      at.progress.seconds = t[1];
+      at.best_score = t[2];
+      return at;
+    } catch (const std::exception& e) {
+      throw Error(fmt::format("{}: cannot resume from this checkpoint: {}", file.string(), message_of(e)));
+    }
+  }
+
+ private:
+  fs::path dir_;
+  Network& network_;
+  torch::optim::Optimizer& optimizer_;
+  std::vector<PluginPtr<Algorithm>>& algorithms_;
+};
+
+// What every fold shares: the loaded experiment, its plugins' choices, the unit and its record.
+struct Experiment {
+  const RunRequest& request;
+  const ExperimentConfig& config;
+  PluginRegistry& registry;
+  Console& console;
+  Problem& problem;
+  Topology& topology;
+  std::vector<PluginChoice> algorithm_choices;
+  TrainingSettings settings;
+  std::uint64_t seed;
+  c10::Device device{c10::kCPU};
+  std::size_t prefetch;
+  bool top5;
+  bool step_scalars;
+  std::int64_t histogram_every;
+  bool resuming;
+  fs::path unit;
+  UnitRecord record;
+};
+
+struct FoldResult {
+  Evaluation trained, result;
+  std::vector<std::pair<std::string, std::string>> tables;  // (file name, Markdown) for the report
+};
+
+void update_record(Experiment& x) { write_unit_record(x.unit, x.record); }
+
+FoldResult run_fold(Experiment& x, std::size_t k, const Splits& data) {
+  const TrainingSettings& settings = x.settings;
+  const std::size_t folds = x.record.folds.size();
+  const fs::path fold_dir = x.unit / fmt::format("fold{}", k);
+  fs::create_directories(fold_dir / "checkpoints");
+  FoldRecord& record = x.record.folds[k];
+
+  RunState run;
+  run.data = &data;
+  run.spec = x.problem.spec();
+  run.device = x.device;
+  run.eval_batch_size = settings.eval_batch_size;
+  run.prefetch = x.prefetch;
+  run.top5 = x.top5;
+  run.console = &x.console;
+  run.fold_label = folds > 1 ? fmt::format("fold {}/{}: ", k + 1, folds) : "";
+
+  torch::manual_seed(x.seed);
+  std::shared_ptr<Network> network = x.topology.build(run.spec);
+  QL_CHECK(network != nullptr, "topology '{}' built no network", x.config.topology().name);
+  network->to(run.device);
+  std::vector<PluginPtr<Algorithm>> algorithms;
+  for (const PluginChoice& choice : x.algorithm_choices) {
+    algorithms.push_back(x.registry.create<Algorithm>(choice.name, choice.options));
+  }
+  std::vector<std::unique_ptr<HostContext>> contexts;
+  for (std::size_t i = 0; i < algorithms.size(); ++i) {
+    const PluginChoice& choice = x.algorithm_choices[i];
+    contexts.push_back(std::make_unique<HostContext>(choice.options, choice.name, run,
+                                                     derive_seed(x.seed, kPluginStreams + i), fold_dir / choice.name));
+    algorithms[i]->attach(*network, *contexts[i]);
+  }
+  auto optimizer = make_optimizer(settings, network->parameters());
+  FoldCheckpoints checkpoints(fold_dir, *network, *optimizer, algorithms);
+
+  TrainingPosition at;
+  const bool resume_here = x.resuming && fs::exists(checkpoints.path("last"));
+  if (resume_here) {
+    at = checkpoints.load("last");
+    x.console.info(fmt::format("{}resuming at epoch {} batch {} (step {}) from {}", run.fold_label, at.epoch + 1,
+                               at.progress.batches, at.step, checkpoints.path("last").string()));
+  }
+  MetricsLog metrics(fold_dir, resume_here ? at.step : -1);
+  run.metrics = &metrics;
+  record.status = "running";
+  update_record(x);
+
+  const bool has_valid = data.valid != nullptr;
+  const std::string best_metric = has_valid ? settings.best_metric : "train/loss";
+  auto histograms = [&](std::int64_t step) {
+    for (const auto& [name, layer] : network->quantizable_layers()) {
+      if (layer->has_weight()) metrics.histogram("weights/" + name, layer->weight, step);
+    }
+  };
+  if (x.histogram_every > 0 && at.step == 0) histograms(0);
+
+  for (std::int64_t epoch = at.epoch; epoch < settings.epochs; ++epoch) {
+    const double lr = scheduled_lr(settings, epoch);
+    set_lr(*optimizer, lr);
+    for (std::size_t i = 0; i < algorithms.size(); ++i) algorithms[i]->on_epoch_begin(epoch, *contexts[i]);
+    BatchLoader loader(data.train, epoch_order(data.train->size(), derive_seed(x.seed, kShuffleStream), epoch),
+                       settings.batch_size, derive_seed(derive_seed(x.seed, kAugmentStream), epoch),
+                       /*augment=*/true, x.prefetch, settings.drop_last);
+    const EpochProgress start = epoch == at.epoch ? at.progress : EpochProgress{};
+    loader.start_at(start.batches);
+    const std::string label = fmt::format("{}epoch {}/{}", run.fold_label, epoch + 1, settings.epochs);
+    auto position = [&](const EpochProgress& progress) {
+      TrainingPosition p = at;
+      p.epoch = epoch;
+      p.progress = progress;
+      return p;
+    };
+    const EpochStats stats = train_epoch(
+        *network, *optimizer, loader, run.device, start, [&](const EpochProgress& progress, double loss) {
+          ++at.step;
+          if (x.step_scalars) metrics.scalar("train/loss_step", loss, at.step);
+          for (std::size_t i = 0; i < algorithms.size(); ++i) algorithms[i]->on_step_end(at.step, *contexts[i]);
+          x.console.progress(label, progress.batches, loader.batches(), fmt::format("loss {:.4f}", loss));
+          const bool stop = StopOnSignals::requested() != 0;
+          const bool periodic = settings.checkpoint_every_steps > 0 && at.step % settings.checkpoint_every_steps == 0;
+          if ((stop || periodic) && progress.batches < loader.batches()) {
+            checkpoints.save("last", position(progress));
+            metrics.flush();
+            record.steps = at.step;
+            update_record(x);
+          }
+          if (stop) {
+            throw Interrupted(fmt::format("stopped by signal {} at epoch {} batch {}; checkpoint {}",
+                                          StopOnSignals::requested(), epoch + 1, progress.batches,
+                                          checkpoints.path("last").string()));
+          }
+        });
+    std::string line = fmt::format("{}  train loss {:.4f} top1 {}", label, stats.loss(), percent(stats.top1()));
+    metrics.scalar("train/loss", stats.loss(), at.step);
+    metrics.scalar("train/top1", stats.top1(), at.step);
+    metrics.scalar("train/lr", lr, at.step);
+    metrics.scalar("train/images_per_second", stats.images_per_second(), at.step);
+    metrics.scalar("epoch", static_cast<double>(epoch + 1), at.step);
+
+    const bool last = epoch + 1 == settings.epochs;
+    double score = -stats.loss();
+    if (has_valid && ((epoch + 1) % settings.valid_every == 0 || last)) {
+      const Evaluation valid = evaluate_split(run, *network, Split::valid);
+      line += fmt::format("  valid {}", describe(valid));
+      metrics.scalar("valid/loss", valid.loss, at.step);
+      metrics.scalar("valid/top1", valid.top1, at.step);
+      if (valid.top5 >= 0) metrics.scalar("valid/top5", valid.top5, at.step);
+      score = best_metric == "valid/loss" ? -valid.loss : valid.top1;
+    } else if (has_valid) {
+      score = -INFINITY;  // not evaluated this epoch
+    }
+    if (x.histogram_every > 0 && (epoch + 1) % x.histogram_every == 0) histograms(at.step);
+    x.console.info(fmt::format("{}  lr {:.3g}  {:.0f} img/s  {:.1f} s", line, lr, stats.images_per_second(),
+                               stats.seconds));
+    at.epoch = epoch + 1;
+    at.progress = {};
+    if (score > at.best_score) {
+      at.best_score = score;
+      at.best_epoch = epoch + 1;
+      checkpoints.save("best", at);
+    }
+    if ((epoch + 1) % settings.checkpoint_every == 0 || last || StopOnSignals::requested()) {
+      checkpoints.save("last", at);
+    }
+    metrics.flush();
+    record.epochs_done = epoch + 1;
+    record.steps = at.step;
+    record.best_metric = best_metric;
+    record.best_value = best_metric == "valid/top1" ? at.best_score : -at.best_score;
+    record.best_epoch = at.best_epoch;
+    update_record(x);
+    if (StopOnSignals::requested()) {
+      throw Interrupted(fmt::format("stopped by signal {} after epoch {}; checkpoint {}", StopOnSignals::requested(),
+                                    epoch + 1, checkpoints.path("last").string()));
+    }
+  }
+
+  FoldResult result;
+  const Split final_split = data.test ? Split::test : Split::valid;
+  QL_CHECK(data.of(final_split) != nullptr, "the problem has neither a test nor a validation split");
+  result.trained = evaluate_split(run, *network, final_split);
+  x.console.info(fmt::format("{}trained network on {}: {}", run.fold_label, to_string(final_split),
+                             describe(result.trained)));
+  record.trained_top1 = result.trained.top1;
+  record.trained_loss = result.trained.loss;
+
+  HostCalibration calibration(run, derive_seed(x.seed, kCalibrationStream));
+  for (std::size_t i = 0; i < algorithms.size(); ++i) {
+    const std::vector<Variant> variants = algorithms[i]->variants();
+    if (variants.empty()) continue;
+    const std::string& name = x.algorithm_choices[i].name;
+    QL_CHECK(data.test != nullptr, "the variants sweep of '{}' needs a test split", name);
+    const VariantTables tables = sweep(*algorithms[i], variants, *network, calibration, *contexts[i], run,
+                                       result.trained);
+    write_file_atomically(fold_dir / fmt::format("{}_variants.csv", name), tables.accuracy.csv());
+    write_file_atomically(fold_dir / fmt::format("{}_layer_error.csv", name), tables.layer_error.csv());
+    x.console.info(fmt::format("{}variants of {} on the test split:\n{}", run.fold_label, name,
+                               tables.accuracy.markdown()));
+  }
+  for (std::size_t i = 0; i < algorithms.size(); ++i) {
+    algorithms[i]->post_training(*network, calibration, *contexts[i]);
+  }
+  result.result = result.trained;
+  if (!algorithms.empty()) {
+    result.result = evaluate_split(run, *network, final_split);
+    checkpoints.save("result", at);
+    x.console.info(fmt::format("{}result after post-training on {}: {}", run.fold_label, to_string(final_split),
+                               describe(result.result)));
+  }
+  record.result_top1 = result.result.top1;
+  record.status = "done";
+  metrics.flush();
+  update_record(x);
+  return result;
+}
+
+std::string resolved_config_text(const RunRequest& request, const ExperimentConfig& config) {
+  return fmt::format("# resolved configuration of {}\n# quantlab {} fingerprint {}\n\n{}\n", request.experiment.string(),
+                     QL_SDK_VERSION, build_fingerprint(), config.to_toml());
+}
+
+// The keys whose values differ between two resolved configurations, [run] and [storage] aside
+// (threads, device and paths may change between a run and its resume).
+std::vector<std::string> relevant_differences(const std::string& before, const std::string& after) {
+  std::vector<std::string> differences;
+  for (const std::string& line : config_differences(before, after)) {
+    if (line.rfind("run.", 0) != 0 && line.rfind("storage.", 0) != 0) differences.push_back(line);
+  }
+  return differences;
 }
 
 }  // namespace
 
+fs::path find_unit(const fs::path& logs, const std::string& problem, const std::string& topology,
+                   const std::string& which) {
+  const fs::path parent = logs / problem / topology;
+  if (!which.empty() && which.find('/') != std::string::npos) {
+    QL_CHECK(fs::is_directory(which), "--resume {}: no such results unit", which);
+    return which;
+  }
+  if (!which.empty()) {
+    std::string digits = which.rfind("exp", 0) == 0 ? which.substr(3) : which;
+    QL_CHECK(!digits.empty() && digits.find_first_not_of("0123456789") == std::string::npos,
+             "--resume {}: expected expNNNN, a number or a unit folder", which);
+    const fs::path unit = parent / fmt::format("exp{:04d}", std::stoi(digits));
+    QL_CHECK(fs::is_directory(unit), "--resume {}: {} does not exist", which, unit.string());
+    return unit;
+  }
+  const std::vector<fs::path> units = list_units(parent);
+  QL_CHECK(!units.empty(), "--resume: no results unit in {}", parent.string());
+  return units.back();
+}
+
 RunSummary run_experiment(const RunRequest& request, PluginRegistry& registry, Console& console) {
-  const auto started = std::chrono::system_clock::now();
+  const auto started = std::chrono::steady_clock::now();
   const ExperimentConfig config = ExperimentConfig::load(request.experiment, request.overrides, registry);
 
   // Every option is read and checked before any work starts or any folder is made.
-  const Config experiment = config.section("experiment");
-  const auto seed = static_cast<std::uint64_t>(experiment.get_int("seed", 0, INT64_MAX));
+  const Config experiment_options = config.section("experiment");
+  const auto seed = static_cast<std::uint64_t>(experiment_options.get_int("seed", 0, INT64_MAX));
   const Config run_options = config.section("run");
   const std::string device_choice = run_options.get_choice("device", {"auto", "cpu", "cuda"});
   const auto threads = run_options.get_int("threads", 0, 4096);
   const bool deterministic = run_options.get_bool("deterministic");
-  const auto prefetch = static_cast<std::size_t>(run_options.get_int("prefetch", 0, 1024));
-  const TrainingSettings settings = TrainingSettings::from(config.section("training"));
-  fs::path logs = config.section("storage").get_string("logs");
+  const Config metrics_options = config.section("metrics");
+  const StoragePaths storage = resolve_storage(config.section("storage"), request.experiment);
 
   const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
   at::set_num_threads(threads > 0 ? static_cast<int>(threads) : static_cast<int>(cores));
   if (deterministic) at::globalContext().setDeterministicAlgorithms(true, /*warn_only=*/false);
-  torch::manual_seed(seed);
 
-  auto problem = registry.create<Problem>(config.problem().name, config.problem().options);
+  auto problem = registry.create<Problem>(config.problem().name, config.problem().options.with_base_dir(storage.data));
   auto topology = registry.create<Topology>(config.topology().name, config.topology().options);
-  const std::vector<PluginChoice> algorithm_choices = config.algorithms();
-  std::vector<PluginPtr<Algorithm>> algorithms;
-  for (const PluginChoice& choice : algorithm_choices) {
-    algorithms.push_back(registry.create<Algorithm>(choice.name, choice.options));
-  }
-
-  Splits data{problem->dataset(Split::train), problem->dataset(Split::valid),
-                problem->dataset(Split::test)};
-  QL_CHECK(data.train && data.train->size() > 0, "problem '{}' has no training data",
-           config.problem().name);
-  RunState run;
-  run.data = &data;
-  run.spec = problem->spec();
-  QL_CHECK(run.spec.num_classes > 1 && !run.spec.input_shape.empty(),
-           "problem '{}' gave an invalid spec ({} classes, input rank {})", config.problem().name,
-           run.spec.num_classes, run.spec.input_shape.size());
-  run.device = choose_device(device_choice);
-  run.eval_batch_size = settings.eval_batch_size;
-  run.prefetch = prefetch;
+  Experiment x{request, config, registry, console, *problem, *topology, config.algorithms(),
+               TrainingSettings::from(config.section("training"))};
+  x.seed = seed;
+  x.prefetch = static_cast<std::size_t>(run_options.get_int("prefetch", 0, 1024));
+  x.step_scalars = metrics_options.get_bool("step_scalars");
+  x.histogram_every = metrics_options.get_int("histogram_every", 0, 1'000'000);
+  x.device = choose_device(device_choice);
   const auto metric_names = problem->metrics();
-  run.top5 = std::find(metric_names.begin(), metric_names.end(), "top5") != metric_names.end();
-  run.console = &console;
+  x.top5 = std::find(metric_names.begin(), metric_names.end(), "top5") != metric_names.end();
+  for (const PluginChoice& choice : x.algorithm_choices) registry.find(PluginKind::algorithm, choice.name);
 
-  std::shared_ptr<Network> network = topology->build(run.spec);
-  QL_CHECK(network != nullptr, "topology '{}' built no network", config.topology().name);
-  network->to(run.device);
+  Splits problem_data{problem->dataset(Split::train), problem->dataset(Split::valid), problem->dataset(Split::test)};
+  QL_CHECK(problem_data.train && problem_data.train->size() > 0, "problem '{}' has no training data",
+           config.problem().name);
+  const DatasetSpec spec = problem->spec();
+  QL_CHECK(spec.num_classes > 1 && !spec.input_shape.empty(),
+           "problem '{}' gave an invalid spec ({} classes, input rank {})", config.problem().name, spec.num_classes,
+           spec.input_shape.size());
+  if (x.settings.folds > 1) fold_indices(problem_data.train->size(), x.settings.folds, 0, 0);  // checks the count
 
-  const fs::path unit = allocate_unit(logs, config.problem().name, config.topology().name);
-  const fs::path fold = unit / "fold0";
-  fs::create_directories(fold / "checkpoints");
-  write_file_atomically(
-      unit / "config.toml",
-      fmt::format("# resolved configuration of {} ({})\n# quantlab {} fingerprint {}\n\n{}\n",
-                  request.experiment.string(), fmt::format("{:%Y-%m-%d %H:%M:%S}", fmt::localtime(std::chrono::system_clock::to_time_t(started))),
-                  QL_SDK_VERSION, build_fingerprint(), config.to_toml()));
-  MetricsFile metrics(fold / "metrics.csv");
-  run.metrics = &metrics;
-
-  std::int64_t parameters = 0;
-  for (const auto& p : network->parameters()) parameters += p.numel();
-  console.info(fmt::format("experiment {} -> {}", request.experiment.string(), unit.string()));
-  console.info(fmt::format("problem {} ({} train / {} valid / {} test), topology {} ({} parameters), "
-                           "device {}, {} threads",
-                           config.problem().name, data.train->size(), data.valid ? data.valid->size() : 0,
-                           data.test ? data.test->size() : 0, config.topology().name, parameters,
-                           run.device.str(), at::get_num_threads()));
-
-  std::vector<std::unique_ptr<HostContext>> contexts;
-  for (std::size_t i = 0; i < algorithms.size(); ++i) {
-    contexts.push_back(std::make_unique<HostContext>(
-        algorithm_choices[i].options, algorithm_choices[i].name, run,
-        derive_seed(seed, kPluginStreams + i), unit / algorithm_choices[i].name));
-    algorithms[i]->attach(*network, *contexts[i]);
-  }
-
-  auto optimizer = make_optimizer(settings, network->parameters());
-  auto save = [&](const fs::path& path, std::int64_t epoch) {
-    save_checkpoint(path, [&](torch::serialize::OutputArchive& archive) {
-      write_network(archive, *network);
-      torch::serialize::OutputArchive optimizer_archive;
-      optimizer->save(optimizer_archive);
-      archive.write("optimizer", optimizer_archive);
-      archive.write("epoch", torch::tensor(epoch));
-      for (std::size_t i = 0; i < algorithms.size(); ++i) {
-        torch::serialize::OutputArchive state;
-        algorithms[i]->save_state(state);
-        archive.write(fmt::format("algorithm/{}", i), state);
-      }
-    });
-  };
-
-  double best_score = -INFINITY;
-  std::int64_t step = 0;
-  for (std::int64_t epoch = 0; epoch < settings.epochs; ++epoch) {
-    const double lr = scheduled_lr(settings, epoch);
-    set_lr(*optimizer, lr);
-    for (std::size_t i = 0; i < algorithms.size(); ++i) algorithms[i]->on_epoch_begin(epoch, *contexts[i]);
-    BatchLoader loader(data.train, epoch_order(data.train->size(), derive_seed(seed, kShuffleStream), epoch),
-                       settings.batch_size, derive_seed(derive_seed(seed, kAugmentStream), epoch),
-                       /*augment=*/true, prefetch, settings.drop_last);
-    const std::string label = fmt::format("epoch {}/{}", epoch + 1, settings.epochs);
-    const EpochStats stats = train_epoch(*network, *optimizer, loader, run.device,
-                                         [&](std::int64_t batch, double loss) {
-                                           ++step;
-                                           metrics.scalar("train/loss_step", loss, step);
-                                           for (std::size_t i = 0; i < algorithms.size(); ++i) {
-                                             algorithms[i]->on_step_end(step, *contexts[i]);
-                                           }
-                                           console.progress(label, batch, loader.batches(),
-                                                            fmt::format("loss {:.4f}", loss));
-                                         });
-    std::string line = fmt::format("{}  train loss {:.4f} top1 {}", label, stats.loss, percent(stats.top1));
-    metrics.scalar("train/loss", stats.loss, epoch + 1);
-    metrics.scalar("train/top1", stats.top1, epoch + 1);
-    metrics.scalar("train/lr", lr, epoch + 1);
-    metrics.scalar("train/images_per_second", stats.images_per_second(), epoch + 1);
-
-    const bool last = epoch + 1 == settings.epochs;
-    double score = -stats.loss;  // without a validation split, the best epoch has the lowest train loss
-    if (data.valid && ((epoch + 1) % settings.valid_every == 0 || last)) {
-      const Evaluation valid = evaluate_split(run, *network, Split::valid);
-      line += fmt::format("  valid {}", describe(valid));
-      metrics.scalar("valid/loss", valid.loss, epoch + 1);
-      metrics.scalar("valid/top1", valid.top1, epoch + 1);
-      if (valid.top5 >= 0) metrics.scalar("valid/top5", valid.top5, epoch + 1);
-      score = valid.top1;
-    } else if (data.valid) {
-      score = -INFINITY;  // not evaluated this epoch
+  console.info(fmt::format("data: {} ({})", storage.data.string(), storage.data_origin));
+  console.info(fmt::format("logs: {} ({})", storage.logs.string(), storage.logs_origin));
+  const std::string config_text = resolved_config_text(request, config);
+  x.resuming = request.resume.has_value();
+  if (x.resuming) {
+    x.unit = find_unit(storage.logs, config.problem().name, config.topology().name, *request.resume);
+    x.record = read_unit_record(x.unit);
+    QL_CHECK(x.record.live_status() != "running", "{} is still running (pid {} on {})", x.unit.string(),
+             x.record.pid, x.record.host);
+    QL_CHECK(x.record.status != "done", "{} is already done; nothing to resume", x.unit.string());
+    const auto differences = relevant_differences(read_text_file(x.unit / "config.toml"), config_text);
+    if (!differences.empty()) {
+      throw ConfigError(fmt::format("{} was run with another configuration ({}); resume it with the same "
+                                    "experiment file and --set options",
+                                    x.unit.string(), fmt::join(differences, "; ")));
     }
-    console.info(fmt::format("{}  lr {:.3g}  {:.0f} img/s  {:.1f} s", line, lr,
-                             stats.images_per_second(), stats.seconds));
-    metrics.flush();
-    if ((epoch + 1) % settings.checkpoint_every == 0 || last) save(fold / "checkpoints/last.pt", epoch + 1);
-    if (score > best_score) {
-      best_score = score;
-      save(fold / "checkpoints/best.pt", epoch + 1);
+    ++x.record.resumes;
+    x.record.message.clear();
+  } else {
+    x.unit = allocate_unit(storage.logs, config.problem().name, config.topology().name);
+    write_file_atomically(x.unit / "config.toml", config_text);
+    x.record.experiment = request.experiment.string();
+    x.record.problem = config.problem().name;
+    x.record.topology = config.topology().name;
+    x.record.started = local_time_now();
+    x.record.epochs = x.settings.epochs;
+    x.record.quantlab_version = QL_SDK_VERSION;
+    x.record.fingerprint = build_fingerprint();
+    x.record.git_revision = git_revision_of(request.experiment);
+    std::vector<std::pair<PluginKind, std::string>> used{{PluginKind::problem, config.problem().name},
+                                                         {PluginKind::topology, config.topology().name}};
+    for (const PluginChoice& choice : x.algorithm_choices) used.emplace_back(PluginKind::algorithm, choice.name);
+    for (const auto& [kind, name] : used) {
+      const PluginMetadata& p = registry.find(kind, name);
+      x.record.plugins.push_back({std::string(to_string(kind)), p.name, p.version, p.fingerprint, p.path.string()});
     }
+    x.record.folds.assign(static_cast<std::size_t>(x.settings.folds), FoldRecord{});
   }
+  x.record.status = "running";
+  x.record.pid = ::getpid();
+  x.record.host = host_name();
+  x.record.ended.clear();
+  update_record(x);
+  if (!request.unit_file.empty()) write_file_atomically(request.unit_file, x.unit.string() + "\n");
+  console.info(fmt::format("experiment {} -> {}{}", request.experiment.string(), x.unit.string(),
+                           x.resuming ? " (resumed)" : ""));
+  console.info(fmt::format("problem {} ({} train / {} valid / {} test), topology {}, device {}, {} threads{}",
+                           config.problem().name, problem_data.train->size(),
+                           problem_data.valid ? problem_data.valid->size() : 0,
+                           problem_data.test ? problem_data.test->size() : 0, config.topology().name, x.device.str(),
+                           at::get_num_threads(),
+                           x.settings.folds > 1 ? fmt::format(", {} folds", x.settings.folds) : ""));
 
+  StopOnSignals stop_on_signals;
   RunSummary summary;
-  summary.unit = unit;
-  const Split final_split = data.test ? Split::test : Split::valid;
-  QL_CHECK(data.of(final_split) != nullptr, "the problem has neither a test nor a validation split");
-  summary.trained = evaluate_split(run, *network, final_split);
-  console.info(fmt::format("trained network on {}: {}", to_string(final_split), describe(summary.trained)));
-  std::string report = fmt::format("# {}\n\nproblem `{}`, topology `{}`, seed {}\n\n"
-                                   "trained network on the {} split: {}\n",
-                                   request.experiment.stem().string(), config.problem().name,
-                                   config.topology().name, seed, to_string(final_split),
-                                   describe(summary.trained));
-
-  HostCalibration calibration(run, derive_seed(seed, kCalibrationStream));
-  for (std::size_t i = 0; i < algorithms.size(); ++i) {
-    const std::vector<Variant> variants = algorithms[i]->variants();
-    if (variants.empty()) continue;
-    QL_CHECK(data.test != nullptr, "the variants sweep of '{}' needs a test split", algorithm_choices[i].name);
-    const SweepTable table = sweep(*algorithms[i], variants, *network, calibration, *contexts[i], run,
-                                   summary.trained);
-    const fs::path table_file = unit / fmt::format("{}_variants.csv", algorithm_choices[i].name);
-    write_file_atomically(table_file, table.csv());
-    console.info(fmt::format("variants of {} on the test split ({}):\n{}", algorithm_choices[i].name,
-                             table_file.string(), table.markdown()));
-    report += fmt::format("\n## Variants of `{}` (test split)\n\n{}", algorithm_choices[i].name, table.markdown());
+  summary.unit = x.unit;
+  try {
+    for (std::size_t k = 0; k < x.record.folds.size(); ++k) {
+      if (x.record.folds[k].status == "done") continue;
+      Splits data = problem_data;
+      if (x.settings.folds > 1) {
+        FoldIndices fold = fold_indices(problem_data.train->size(), x.settings.folds, static_cast<std::int64_t>(k),
+                                        derive_seed(seed, kFoldStream));
+        data.train = subset(problem_data.train, std::move(fold.train));
+        data.valid = subset(problem_data.train, std::move(fold.valid));
+      }
+      const FoldResult result = run_fold(x, k, data);
+      if (k == 0) {
+        summary.trained = result.trained;
+        summary.result = result.result;
+      }
+    }
+  } catch (const Interrupted& e) {
+    x.record.status = "interrupted";
+    x.record.message = e.what();
+    x.record.ended = local_time_now();
+    update_record(x);
+    throw;
+  } catch (const std::exception& e) {
+    x.record.status = "failed";
+    x.record.message = message_of(e);
+    x.record.ended = local_time_now();
+    try {
+      update_record(x);
+    } catch (const std::exception&) {
+      // The original failure (a full disk, say) is the one to report.
+    }
+    throw;
   }
-
-  for (std::size_t i = 0; i < algorithms.size(); ++i) {
-    algorithms[i]->post_training(*network, calibration, *contexts[i]);
+  if (summary.trained.samples == 0 && !x.record.folds.empty()) {
+    summary.trained.top1 = x.record.folds[0].trained_top1;
+    summary.trained.loss = x.record.folds[0].trained_loss;
+    summary.result.top1 = x.record.folds[0].result_top1;
   }
-  summary.result = summary.trained;
-  if (!algorithms.empty()) {
-    summary.result = evaluate_split(run, *network, final_split);
-    save(fold / "checkpoints/result.pt", settings.epochs);
-    console.info(fmt::format("result after post-training on {}: {}", to_string(final_split),
-                             describe(summary.result)));
-    report += fmt::format("\nresult after post-training on the {} split: {}\n", to_string(final_split),
-                          describe(summary.result));
-  }
-  const double seconds =
-      std::chrono::duration<double>(std::chrono::system_clock::now() - started).count();
-  report += fmt::format("\nwall time {:.1f} s\n", seconds);
-  write_file_atomically(unit / "report.md", report);
-  console.info(fmt::format("done in {:.1f} s; results in {}", seconds, unit.string()));
+  x.record.status = "done";
+  x.record.ended = local_time_now();
+  update_record(x);
+  const ReportFiles report = write_report(x.unit);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  if (x.record.folds.size() > 1) console.info(report.summary);
+  console.info(fmt::format("done in {:.1f} s; results in {} (report: {})", seconds, x.unit.string(),
+                           report.markdown.string()));
   return summary;
 }
 

@@ -4,7 +4,10 @@
 
 #include <torch/serialize/output-archive.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <fstream>
+#include <sstream>
 #include <cstring>
 #include <fcntl.h>
 #include <fmt/format.h>
@@ -50,25 +53,50 @@ void commit(const fs::path& temporary, const fs::path& path) {
 
 }  // namespace
 
-fs::path allocate_unit(const fs::path& logs, std::string_view problem, std::string_view topology) {
-  const fs::path parent = logs / problem / topology;
+fs::path allocate_numbered(const fs::path& parent, std::string_view prefix) {
   std::error_code error;
   fs::create_directories(parent, error);
   if (error) throw Error(fmt::format("cannot create {}: {}", parent.string(), error.message()));
   int next = 1;
   for (const auto& entry : fs::directory_iterator(parent, error)) {
     const std::string name = entry.path().filename().string();
-    if (name.size() == 7 && name.rfind("exp", 0) == 0) {
-      next = std::max(next, std::atoi(name.c_str() + 3) + 1);
+    if (name.size() == prefix.size() + 4 && name.rfind(prefix, 0) == 0) {
+      next = std::max(next, std::atoi(name.c_str() + prefix.size()) + 1);
     }
   }
   // mkdir is atomic: a racing process that took the same number makes us try the next one.
   for (int attempt = 0; attempt < 10000; ++attempt, ++next) {
-    const fs::path unit = parent / fmt::format("exp{:04d}", next);
+    const fs::path unit = parent / fmt::format("{}{:04d}", prefix, next);
     if (::mkdir(unit.c_str(), 0777) == 0) return unit;
     if (errno != EEXIST) throw Error(system_error("cannot create", unit));
   }
-  throw Error(fmt::format("cannot allocate an experiment folder in {}", parent.string()));
+  throw Error(fmt::format("cannot allocate a {}NNNN folder in {}", prefix, parent.string()));
+}
+
+fs::path allocate_unit(const fs::path& logs, std::string_view problem, std::string_view topology) {
+  return allocate_numbered(logs / problem / topology, "exp");
+}
+
+std::vector<fs::path> list_units(const fs::path& parent) {
+  std::vector<fs::path> units;
+  std::error_code error;
+  for (const auto& entry : fs::directory_iterator(parent, error)) {
+    const std::string name = entry.path().filename().string();
+    if (entry.is_directory() && name.size() == 7 && name.rfind("exp", 0) == 0 &&
+        name.find_first_not_of("0123456789", 3) == std::string::npos) {
+      units.push_back(entry.path());
+    }
+  }
+  std::sort(units.begin(), units.end());
+  return units;
+}
+
+std::string read_text_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  QL_CHECK(in.good(), "cannot read {}", path.string());
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
 }
 
 void write_file_atomically(const fs::path& path, std::string_view content) {
@@ -92,19 +120,29 @@ void write_file_atomically(const fs::path& path, std::string_view content) {
   commit(temporary, path);
 }
 
-void save_checkpoint(const fs::path& path,
-                     const std::function<void(torch::serialize::OutputArchive&)>& fill) {
+void write_atomically(const fs::path& path, const std::function<void(const fs::path&)>& write) {
   const fs::path temporary = temporary_for(path);
   try {
-    torch::serialize::OutputArchive archive;
-    fill(archive);
-    archive.save_to(temporary.string());
-  } catch (const std::exception& e) {
+    write(temporary);
+  } catch (...) {
     std::error_code ignored;
     fs::remove(temporary, ignored);
-    throw Error(fmt::format("cannot write checkpoint {}: {}", path.string(), message_of(e)));
+    throw;
   }
   commit(temporary, path);
+}
+
+void save_checkpoint(const fs::path& path,
+                     const std::function<void(torch::serialize::OutputArchive&)>& fill) {
+  write_atomically(path, [&](const fs::path& temporary) {
+    try {
+      torch::serialize::OutputArchive archive;
+      fill(archive);
+      archive.save_to(temporary.string());
+    } catch (const std::exception& e) {
+      throw Error(fmt::format("cannot write checkpoint {}: {}", path.string(), message_of(e)));
+    }
+  });
 }
 
 }  // namespace ql::core

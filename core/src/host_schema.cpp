@@ -13,7 +13,9 @@ description = ""          # free text kept with the results
 seed = 42                 # seeds initialisation, shuffling, hold-out splits and plugin RNGs
 
 [storage]
-logs = "logs"             # results root: <logs>/<problem>/<topology>/expNNNN/ (relative: to the working directory)
+data = ""                 # data root: relative data paths of [problem] start here; "": $QL_DATA, the per-user file, else the working directory
+logs = ""                 # results root: <logs>/<problem>/<topology>/expNNNN/; "": $QL_LOGS, the per-user file, else ./logs
+                          # (relative paths here are relative to the experiment file; per-user file: ~/.config/quantlab/storage.toml)
 
 [training]
 epochs = 10               # passes over the training split
@@ -22,6 +24,9 @@ eval_batch_size = 1000    # samples per batch when evaluating
 loss = "cross_entropy"    # cross_entropy
 valid_every = 1           # evaluate on the validation split every N epochs (if the problem has one)
 checkpoint_every = 1      # write checkpoints/last.pt every N epochs (and always after the last)
+checkpoint_every_steps = 0  # also write checkpoints/last.pt every N optimiser steps within an epoch (0: never)
+best_metric = "valid/top1"  # checkpoints/best.pt keeps the epoch with the highest valid/top1 or the lowest valid/loss
+folds = 1                 # K > 1: K-fold cross-validation on the training split (fold k validates on samples k, k+K, ... of a seeded permutation)
 drop_last = false         # skip the last, smaller training batch of each epoch
 
 [training.optimizer]
@@ -39,6 +44,10 @@ step_size = 10            # step: multiply by gamma every step_size epochs
 gamma = 0.1               # step, multistep: decay factor
 milestones = [30, 60]     # multistep: epochs at which the rate is multiplied by gamma
 min_lr = 0.0              # cosine: rate reached after the last epoch
+
+[metrics]
+step_scalars = true       # also record the loss of every optimiser step (train/loss_step)
+histogram_every = 1       # weight histograms of the quantisable layers every N epochs (0: never)
 
 [run]
 device = "auto"           # auto | cpu | cuda

@@ -19,6 +19,9 @@ TrainingSettings TrainingSettings::from(const Config& training) {
   s.eval_batch_size = training.get_int("eval_batch_size", 1, 1 << 24);
   s.valid_every = training.get_int("valid_every", 1, 1'000'000);
   s.checkpoint_every = training.get_int("checkpoint_every", 1, 1'000'000);
+  s.checkpoint_every_steps = training.get_int("checkpoint_every_steps", 0, INT64_MAX);
+  s.best_metric = training.get_choice("best_metric", {"valid/top1", "valid/loss"});
+  s.folds = training.get_int("folds", 1, 1000);
   s.drop_last = training.get_bool("drop_last");
   training.get_choice("loss", {"cross_entropy"});
 
@@ -99,15 +102,11 @@ void check_finite(double loss, std::int64_t batch) {
 }  // namespace
 
 EpochStats train_epoch(Network& network, torch::optim::Optimizer& optimizer, BatchLoader& loader,
-                       c10::Device device, const StepCallback& on_step) {
+                       c10::Device device, EpochProgress progress, const StepCallback& on_step) {
   network.train();
-  EpochStats stats;
   const auto start = Clock::now();
-  at::Tensor loss_sum = torch::zeros({}, torch::dtype(torch::kFloat64).device(device));
-  at::Tensor correct = torch::zeros({}, torch::dtype(torch::kInt64).device(device));
-  std::int64_t batch_number = 0;
+  const double seconds_before = progress.seconds;
   while (auto batch = loader.next()) {
-    ++batch_number;
     const at::Tensor inputs = batch->inputs.to(device, /*non_blocking=*/true);
     const at::Tensor targets = batch->targets.to(device, /*non_blocking=*/true);
     optimizer.zero_grad();
@@ -116,25 +115,22 @@ EpochStats train_epoch(Network& network, torch::optim::Optimizer& optimizer, Bat
     loss.backward();
     optimizer.step();
     const auto count = targets.size(0);
+    std::int64_t correct = 0;
     {
       torch::NoGradGuard no_grad;
-      loss_sum += loss.detach().to(torch::kFloat64) * static_cast<double>(count);
-      correct += logits.argmax(1).eq(targets).sum();
+      correct = logits.argmax(1).eq(targets).sum().item<std::int64_t>();
     }
-    stats.samples += count;
-    if (on_step) {
-      const double value = loss.item<double>();
-      check_finite(value, batch_number);
-      on_step(batch_number, value);
-    }
+    const double value = loss.item<double>();
+    ++progress.batches;
+    check_finite(value, progress.batches);
+    progress.samples += count;
+    progress.loss_sum += value * static_cast<double>(count);
+    progress.correct += correct;
+    progress.seconds = seconds_before + std::chrono::duration<double>(Clock::now() - start).count();
+    if (on_step) on_step(progress, value);
   }
-  stats.seconds = std::chrono::duration<double>(Clock::now() - start).count();
-  if (stats.samples > 0) {
-    stats.loss = loss_sum.item<double>() / static_cast<double>(stats.samples);
-    stats.top1 = static_cast<double>(correct.item<std::int64_t>()) / static_cast<double>(stats.samples);
-    check_finite(stats.loss, batch_number);
-  }
-  return stats;
+  progress.seconds = seconds_before + std::chrono::duration<double>(Clock::now() - start).count();
+  return progress;
 }
 
 Evaluation evaluate(Network& network, BatchLoader& loader, c10::Device device, bool top5) {

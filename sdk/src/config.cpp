@@ -133,6 +133,20 @@ std::string Config::get_string(std::string_view key) const {
   return *value;
 }
 
+std::filesystem::path Config::get_path(std::string_view key) const {
+  const std::filesystem::path value = get_string(key);
+  if (value.empty() || value.is_absolute() || impl_->base_dir.empty()) return value;
+  return impl_->base_dir / value;
+}
+
+const std::filesystem::path& Config::base_dir() const { return impl_->base_dir; }
+
+Config Config::with_base_dir(std::filesystem::path dir) const {
+  auto impl = std::make_shared<Impl>(*impl_);
+  impl->base_dir = std::move(dir);
+  return Config(std::move(impl));
+}
+
 std::string Config::get_choice(std::string_view key,
                                std::initializer_list<std::string_view> choices) const {
   std::string value = get_string(key);
@@ -192,6 +206,7 @@ Config Config::table(std::string_view key) const {
   impl->root = impl_->root;
   impl->table = table;
   impl->path = dotted(impl_->path, key);
+  impl->base_dir = impl_->base_dir;
   return Config(std::move(impl));
 }
 

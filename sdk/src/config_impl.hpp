@@ -15,6 +15,7 @@ struct Config::Impl {
   std::shared_ptr<const toml::table> root;  ///< keeps the document alive
   const toml::table* table = nullptr;       ///< the viewed table inside `root`
   std::string path;                         ///< dotted path of `table`, "" for the root
+  std::filesystem::path base_dir;           ///< what relative get_path() values are relative to
 };
 
 /// "file:line:column" of a node ("<defaults>" when the node came from no file).

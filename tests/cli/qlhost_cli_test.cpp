@@ -66,8 +66,21 @@ TEST_F(QlhostCliTest, RunTrainsSweepsAndWritesResults) {
   EXPECT_TRUE(fs::exists(unit / "fold0/checkpoints/last.pt"));
   EXPECT_TRUE(fs::exists(unit / "fold0/checkpoints/best.pt"));
   EXPECT_TRUE(fs::exists(unit / "fold0/checkpoints/result.pt"));
-  EXPECT_TRUE(fs::exists(unit / "fold0/metrics.csv"));
+  EXPECT_TRUE(fs::exists(unit / "fold0/metrics.h5"));
   EXPECT_TRUE(fs::exists(unit / "report.md"));
+  EXPECT_TRUE(fs::exists(unit / "unit.toml"));
+  // The report's plots: curves, accuracy per bit depth, per-layer error; real PNG files.
+  for (const char* plot : {"loss.png", "accuracy.png", "uniform_accuracy.png", "uniform_layer_error.png"}) {
+    ASSERT_TRUE(fs::exists(unit / plot)) << plot;
+    EXPECT_EQ(ql::test::read_text(unit / plot).substr(1, 3), "PNG") << plot;
+  }
+  bool events = false;
+  for (const auto& entry : fs::directory_iterator(unit / "fold0")) {
+    events |= entry.path().filename().string().rfind("events.out.tfevents.", 0) == 0;
+  }
+  EXPECT_TRUE(events);
+  const std::string record = ql::test::read_text(unit / "unit.toml");
+  EXPECT_NE(record.find("status = 'done'"), std::string::npos) << record;
   // No temporary file is left behind.
   for (const auto& entry : fs::recursive_directory_iterator(unit)) {
     EXPECT_EQ(entry.path().filename().string().find(".tmp"), std::string::npos) << entry.path();
@@ -77,7 +90,7 @@ TEST_F(QlhostCliTest, RunTrainsSweepsAndWritesResults) {
   EXPECT_NE(config.find("hold_out_seed = 1234"), std::string::npos);
   EXPECT_NE(config.find("fingerprint"), std::string::npos);
   // The sweep table: header, the float row, one row per bit depth 2..5.
-  const std::string table = ql::test::read_text(unit / "uniform_variants.csv");
+  const std::string table = ql::test::read_text(unit / "fold0/uniform_variants.csv");
   EXPECT_EQ(lines(table), 6u) << table;
   EXPECT_EQ(table.rfind("variant,bits,loss,top1,loss_ratio,top1_ratio\n", 0), 0u) << table;
   EXPECT_NE(table.find("\n5 bits,5,"), std::string::npos) << table;

@@ -83,7 +83,7 @@ max_bits = 4
   ASSERT_EQ(ran.exit_code, 0) << ran.out << ran.err;
   const fs::path unit = dir_ / "logs/my_problem/my_topology/exp0001";
   EXPECT_TRUE(fs::exists(unit / "config.toml"));
-  EXPECT_TRUE(fs::exists(unit / "my_algorithm_variants.csv"));
+  EXPECT_TRUE(fs::exists(unit / "fold0/my_algorithm_variants.csv"));
   EXPECT_TRUE(fs::exists(unit / "fold0/checkpoints/result.pt"));
 
   // The user plugin directory works as well as --plugin-dir.

@@ -4,7 +4,12 @@
 #include "quantlab/core/experiment_config.hpp"
 #include "quantlab/core/experiment_runner.hpp"
 #include "quantlab/core/network_summary.hpp"
+#include "quantlab/core/experiment_store.hpp"
 #include "quantlab/core/plugin_registry.hpp"
+#include "quantlab/core/report.hpp"
+#include "quantlab/core/storage.hpp"
+#include "quantlab/core/sweep.hpp"
+#include "quantlab/core/unit_record.hpp"
 #include "quantlab/sdk/error.hpp"
 
 #include <boost/program_options.hpp>
@@ -27,7 +32,13 @@ using ql::core::kExitUsage;
 constexpr char kUsage[] = R"(usage: qlhost COMMAND [OPTIONS]
 
 commands:
-  run EXP.toml [--set KEY=VALUE ...]   train and evaluate the experiment EXP.toml
+  run EXP.toml [--set KEY=VALUE ...] [--resume [ID]]
+                                       train and evaluate the experiment EXP.toml, or resume one of
+                                       its units (ID: expNNNN or a unit folder; none: the latest)
+  sweep EXP.toml --grid KEY=[V1,V2] ... [--jobs N] [--launcher local|slurm]
+                                       one unit per combination of the grids' values
+  report DIR                           write DIR/report.md and plots for a unit or a sweep
+  experiments [PROBLEM[/TOPOLOGY]]     list the results units with status and results
   summary EXP.toml [--set KEY=VALUE ...]
                                        print the experiment's network layer by layer (no data needed)
   plugins [--show NAME]                list the plugins found, or show one plugin's options
@@ -119,15 +130,20 @@ struct ExperimentCommand {
   std::unique_ptr<ql::core::PluginRegistry> registry;
 };
 
-ExperimentCommand parse_experiment_command(const std::string& name, const std::vector<std::string>& args) {
+ExperimentCommand parse_experiment_command(const std::string& name, const std::vector<std::string>& args,
+                                           po::options_description extra = po::options_description(),
+                                           po::variables_map* parsed = nullptr) {
   po::options_description options = common_options();
   options.add_options()("set", po::value<std::vector<std::string>>()->composing(),
                         "override a value of the experiment file, e.g. training.epochs=3; repeatable");
+  options.add(extra);
   po::options_description hidden;
-  hidden.add_options()("experiment", po::value<std::string>());
+  hidden.add_options()("experiment", po::value<std::string>())(
+      "unit-file", po::value<std::string>(), "write the unit's path to this file (used by sweeps)");
   po::positional_options_description positional;
   positional.add("experiment", 1);
   const po::variables_map vm = parse(args, options, hidden, positional);
+  if (parsed) *parsed = vm;
   ExperimentCommand command;
   if (vm.count("help")) {
     std::cout << "usage: qlhost " << name << " EXP.toml [--set KEY=VALUE ...] [--plugin-dir DIR ...]\n\n" << options;
@@ -145,10 +161,142 @@ ExperimentCommand parse_experiment_command(const std::string& name, const std::v
 }
 
 int command_run(const std::vector<std::string>& args) {
-  ExperimentCommand command = parse_experiment_command("run", args);
+  po::options_description extra;
+  extra.add_options()("resume", po::value<std::string>()->implicit_value(""),
+                      "continue a unit from its last checkpoint: expNNNN, a unit folder, or nothing for the "
+                      "latest unit of the experiment's problem/topology");
+  po::variables_map vm;
+  ExperimentCommand command = parse_experiment_command("run", args, extra, &vm);
   if (command.experiment.empty()) return kExitOk;
+  ql::core::RunRequest request{command.experiment, command.overrides};
+  if (vm.count("resume")) request.resume = vm["resume"].as<std::string>();
+  if (vm.count("unit-file")) request.unit_file = vm["unit-file"].as<std::string>();
   ql::core::Console console;
-  ql::core::run_experiment({command.experiment, command.overrides}, *command.registry, console);
+  ql::core::run_experiment(request, *command.registry, console);
+  return kExitOk;
+}
+
+int command_sweep(const std::vector<std::string>& args) {
+  po::options_description extra;
+  extra.add_options()("grid", po::value<std::vector<std::string>>()->composing(),
+                      "KEY=[V1,V2,...]: one unit per value (and per combination with the other grids)")(
+      "jobs,j", po::value<int>()->default_value(1), "units run at the same time (local launcher)")(
+      "launcher", po::value<std::string>()->default_value("local"),
+      "local: run the units here; slurm: write a job-array script sweep.sbatch instead");
+  po::variables_map vm;
+  ExperimentCommand command = parse_experiment_command("sweep", args, extra, &vm);
+  if (command.experiment.empty()) return kExitOk;
+  if (!vm.count("grid")) throw ql::ConfigError("sweep: give at least one --grid KEY=[V1,V2,...]");
+  ql::core::SweepRequest request;
+  request.experiment = command.experiment;
+  request.overrides = command.overrides;
+  request.grids = vm["grid"].as<std::vector<std::string>>();
+  request.jobs = vm["jobs"].as<int>();
+  request.launcher = vm["launcher"].as<std::string>();
+  request.plugin_dirs = plugin_dirs(vm);
+  ql::core::Console console;
+  ql::core::run_sweep(request, *command.registry, console);
+  return kExitOk;
+}
+
+int command_report(const std::vector<std::string>& args) {
+  po::options_description options("options");
+  options.add_options()("help,h", "show this help");
+  po::options_description hidden;
+  hidden.add_options()("dir", po::value<std::string>());
+  po::positional_options_description positional;
+  positional.add("dir", 1);
+  const po::variables_map vm = parse(args, options, hidden, positional);
+  if (vm.count("help")) {
+    std::cout << "usage: qlhost report DIR   (DIR: a results unit expNNNN or a sweep folder)\n\n" << options;
+    return kExitOk;
+  }
+  if (!vm.count("dir")) throw ql::ConfigError("report: missing the unit or sweep folder (qlhost report DIR)");
+  const ql::core::ReportFiles report = ql::core::write_report(vm["dir"].as<std::string>());
+  fmt::print("{}\n", report.text);
+  if (!report.summary.empty()) fmt::print("{}\n", report.summary);
+  fmt::print("wrote {}", report.markdown.string());
+  for (const fs::path& plot : report.plots) fmt::print(", {}", plot.filename().string());
+  fmt::print("\n");
+  return kExitOk;
+}
+
+std::string percent_or_dash(double value) { return value < 0 ? "-" : fmt::format("{:.2f}%", 100 * value); }
+
+int command_experiments(const std::vector<std::string>& args) {
+  po::options_description options("options");
+  options.add_options()("help,h", "show this help")("logs", po::value<std::string>(),
+                                                     "results root (default: $QL_LOGS, the per-user file, ./logs)");
+  po::options_description hidden;
+  hidden.add_options()("filter", po::value<std::string>());
+  po::positional_options_description positional;
+  positional.add("filter", 1);
+  const po::variables_map vm = parse(args, options, hidden, positional);
+  if (vm.count("help")) {
+    std::cout << "usage: qlhost experiments [PROBLEM[/TOPOLOGY]] [--logs DIR]\n\n" << options;
+    return kExitOk;
+  }
+  const fs::path logs = vm.count("logs") ? fs::path(vm["logs"].as<std::string>()) : ql::core::default_storage().logs;
+  const std::string filter = vm.count("filter") ? vm["filter"].as<std::string>() : "";
+  const std::string problem_filter = filter.substr(0, filter.find('/'));
+  const std::string topology_filter = filter.find('/') == std::string::npos ? "" : filter.substr(filter.find('/') + 1);
+  std::vector<std::vector<std::string>> rows;
+  std::error_code error;
+  std::vector<fs::path> problems, topologies;
+  for (const auto& p : fs::directory_iterator(logs, error)) {
+    if (p.is_directory() && (problem_filter.empty() || p.path().filename() == problem_filter)) problems.push_back(p);
+  }
+  std::sort(problems.begin(), problems.end());
+  for (const fs::path& problem : problems) {
+    std::vector<fs::path> topology_dirs;
+    for (const auto& t : fs::directory_iterator(problem, error)) {
+      if (t.is_directory() && (topology_filter.empty() || t.path().filename() == topology_filter)) {
+        topology_dirs.push_back(t);
+      }
+    }
+    std::sort(topology_dirs.begin(), topology_dirs.end());
+    for (const fs::path& topology : topology_dirs) {
+      std::string previous_config;
+      for (const fs::path& unit : ql::core::list_units(topology)) {
+        std::vector<std::string> row{fmt::format("{}/{}/{}", problem.filename().string(),
+                                                 topology.filename().string(), unit.filename().string())};
+        std::string config;
+        try {
+          const ql::core::UnitRecord r = ql::core::read_unit_record(unit);
+          config = ql::core::read_text_file(unit / "config.toml");
+          std::int64_t epochs = 0;
+          for (const auto& f : r.folds) epochs += f.epochs_done;
+          const auto& f0 = r.folds.empty() ? ql::core::FoldRecord{} : r.folds[0];
+          std::string difference = "-";
+          if (!previous_config.empty()) {
+            std::vector<std::string> changes;
+            for (const std::string& d : ql::core::config_differences(previous_config, config)) {
+              if (d.rfind("storage.", 0) != 0) changes.push_back(d);
+            }
+            difference = changes.empty() ? "same" : fmt::format("{}", fmt::join(changes.begin(),
+                changes.begin() + static_cast<std::ptrdiff_t>(std::min<std::size_t>(3, changes.size())), "; "));
+            if (changes.size() > 3) difference += fmt::format(" (+{})", changes.size() - 3);
+          }
+          row.insert(row.end(), {r.live_status(), r.started,
+                                 fmt::format("{}/{}", epochs, r.epochs * static_cast<std::int64_t>(r.folds.size())),
+                                 f0.best_metric == "valid/top1" ? percent_or_dash(f0.best_value) : "-",
+                                 percent_or_dash(f0.trained_top1), percent_or_dash(f0.result_top1), difference});
+        } catch (const std::exception& e) {
+          row.insert(row.end(), {"unreadable", "-", "-", "-", "-", "-", ql::core::one_line(ql::message_of(e))});
+        }
+        if (!config.empty()) previous_config = config;
+        rows.push_back(std::move(row));
+      }
+    }
+  }
+  if (rows.empty()) {
+    fmt::print("no results units under {}\n", logs.string());
+    return kExitOk;
+  }
+  fmt::print("results under {}\n{}", logs.string(),
+             ql::core::markdown_table({"unit", "status", "started", "epochs", "best valid", "test (trained)",
+                                       "test (result)", "config vs previous unit"},
+                                      rows));
   return kExitOk;
 }
 
@@ -157,7 +305,8 @@ int command_summary(const std::vector<std::string>& args) {
   if (command.experiment.empty()) return kExitOk;
   auto& registry = *command.registry;
   const auto config = ql::core::ExperimentConfig::load(command.experiment, command.overrides, registry);
-  auto problem = registry.create<ql::Problem>(config.problem().name, config.problem().options);
+  const auto storage = ql::core::resolve_storage(config.section("storage"), command.experiment);
+  auto problem = registry.create<ql::Problem>(config.problem().name, config.problem().options.with_base_dir(storage.data));
   auto topology = registry.create<ql::Topology>(config.topology().name, config.topology().options);
   const ql::DatasetSpec spec = problem->spec();
   auto network = topology->build(spec);
@@ -170,5 +319,10 @@ int command_summary(const std::vector<std::string>& args) {
 
 int main(int argc, char** argv) {
   return ql::core::run_tool("qlhost", kUsage, argc, argv,
-                            {{"run", command_run}, {"summary", command_summary}, {"plugins", command_plugins}});
+                            {{"run", command_run},
+                             {"sweep", command_sweep},
+                             {"report", command_report},
+                             {"experiments", command_experiments},
+                             {"summary", command_summary},
+                             {"plugins", command_plugins}});
 }

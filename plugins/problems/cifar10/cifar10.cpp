@@ -18,7 +18,7 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr char kOptions[] = R"toml(
-data_dir = ""             # folder of the binary files: cifar-10-batches-bin (data_batch_1.bin ... data_batch_5.bin, test_batch.bin) or cifar-100-binary (train.bin, test.bin)
+data_dir = ""             # folder of the binary files (relative: to [storage] data): cifar-10-batches-bin (data_batch_1.bin ... data_batch_5.bin, test_batch.bin) or cifar-100-binary (train.bin, test.bin)
 variant = "cifar10"       # cifar10 | cifar100 (fine labels)
 valid_fraction = 0.1      # share of the training images held out for validation (0: none)
 hold_out_seed = 1234      # seed of the hold-out draw
@@ -104,7 +104,7 @@ class CifarSet : public ql::Dataset {
 class Cifar : public ql::Problem {
  public:
   explicit Cifar(const ql::Config& options)
-      : dir_(options.get_string("data_dir")),
+      : dir_(options.get_path("data_dir")),
         cifar100_(options.get_choice("variant", {"cifar10", "cifar100"}) == "cifar100"),
         valid_fraction_(options.get_double("valid_fraction", 0.0, 0.9)),
         hold_out_seed_(static_cast<std::uint64_t>(options.get_int("hold_out_seed", 0, INT64_MAX))),

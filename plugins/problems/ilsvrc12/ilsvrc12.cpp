@@ -36,7 +36,7 @@ namespace fs = std::filesystem;
 using ql::ilsvrc12::JpegImage;
 
 constexpr char kOptions[] = R"toml(
-data_dir = ""            # the ImageNet root: train/<wnid>/*.JPEG and val/<wnid>/*.JPEG
+data_dir = ""            # the ImageNet root (relative: to [storage] data): train/<wnid>/*.JPEG and val/<wnid>/*.JPEG
 val_labels = ""          # for a flat val/ folder: a file of "FILENAME CLASS" lines (CLASS: a wnid or a 0-based index); "": val/ has class folders
 classes = 1000           # number of classes (= folders of train/)
 crop = 224               # side of the network's input
@@ -315,8 +315,8 @@ std::vector<fs::path> jpeg_files(const fs::path& dir) {
 class Ilsvrc12 : public ql::Problem {
  public:
   explicit Ilsvrc12(const ql::Config& options)
-      : root_(options.get_string("data_dir")),
-        val_labels_(options.get_string("val_labels")),
+      : root_(options.get_path("data_dir")),
+        val_labels_(options.get_path("val_labels")),
         valid_fraction_(options.get_double("valid_fraction", 0.0, 0.9)),
         hold_out_seed_(static_cast<std::uint64_t>(options.get_int("hold_out_seed", 0, INT64_MAX))) {
     settings_.crop = options.get_int("crop", 8, 4096);

@@ -107,8 +107,8 @@ class NameSet : public ql::Dataset {
 class LanguageNames : public ql::Problem {
  public:
   explicit LanguageNames(const ql::Config& options) {
-    const std::string configured = options.get_string("data_dir");
-    const fs::path dir = configured.empty() ? installed_data_dir() : fs::path(configured);
+    const fs::path configured = options.get_path("data_dir");
+    const fs::path dir = configured.empty() ? installed_data_dir() : configured;
     const bool ascii = options.get_choice("encoding", {"ascii", "codepoints"}) == "ascii";
     const std::int64_t length = options.get_int("max_length", 1, 4096);
     const double valid_fraction = options.get_double("valid_fraction", 0.0, 0.5);

@@ -17,7 +17,7 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr char kOptions[] = R"toml(
-data_dir = "/usr/share/datasets/fashion-mnist"  # folder of the IDX files (Debian's dataset-fashion-mnist)
+data_dir = "/usr/share/datasets/fashion-mnist"  # folder of the IDX files (Debian's dataset-fashion-mnist; relative: to [storage] data)
 train_images = "train-images-idx3-ubyte"        # file names in data_dir; "NAME.gz" is tried when NAME is absent
 train_labels = "train-labels-idx1-ubyte"
 test_images = "t10k-images-idx3-ubyte"
@@ -92,7 +92,7 @@ Loaded load_pair(const fs::path& images_path, const fs::path& labels_path, std::
 class Mnist : public ql::Problem {
  public:
   explicit Mnist(const ql::Config& options)
-      : dir_(options.get_string("data_dir")),
+      : dir_(options.get_path("data_dir")),
         valid_fraction_(options.get_double("valid_fraction", 0.0, 0.9)),
         hold_out_seed_(static_cast<std::uint64_t>(options.get_int("hold_out_seed", 0, INT64_MAX))),
         normalization_(options.get_choice("normalization", {"standard", "unit", "symmetric"})),

@@ -45,6 +45,8 @@ class BatchLoader {
   BatchLoader(const BatchLoader&) = delete;
   BatchLoader& operator=(const BatchLoader&) = delete;
 
+  /// Starts at batch `first` instead of 0 (a resumed epoch); call before the first next().
+  void start_at(std::int64_t first);
   /// The next batch, or nothing after the last. Rethrows a failure of the loader thread.
   std::optional<Batch> next();
   std::int64_t batches() const { return batches_; }

@@ -1,5 +1,6 @@
 // What the command-line tools share: the one place where errors become a single line on
-// stderr and an exit code (0 success, 1 failure during the work, 2 bad usage or config).
+// stderr and an exit code (0 success, 1 failure during the work, 2 bad usage or config, 130
+// stopped by a signal after a checkpoint).
 //
 //   int main(int argc, char** argv) {
 //     return ql::core::run_tool("qlsdk", kUsage, argc, argv, {{"inspect", command_inspect}});
@@ -17,6 +18,8 @@ namespace ql::core {
 inline constexpr int kExitOk = 0;
 inline constexpr int kExitFailure = 1;
 inline constexpr int kExitUsage = 2;
+/// A run stopped by SIGINT/SIGTERM after writing its checkpoint (128 + SIGINT, as shells do).
+inline constexpr int kExitInterrupted = 130;
 
 /// Runs `body`; a ql::ConfigError exits 2, any other exception 1, each printed as
 /// "TOOL: error: MESSAGE" on one line.

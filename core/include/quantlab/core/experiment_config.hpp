@@ -26,6 +26,10 @@ std::string_view host_schema();
 /// applied and checked like an experiment file's table.
 Config plugin_options(const PluginMetadata& plugin, const std::vector<std::string>& overrides);
 
+/// "key: before -> after" for each leaf value that differs between two TOML texts (resolved
+/// configurations), "key: (none) -> after" for added ones and the reverse for removed ones.
+std::vector<std::string> config_differences(const std::string& before, const std::string& after);
+
 /// A plugin chosen by an experiment and its merged options.
 struct PluginChoice {
   PluginKind kind;
@@ -41,7 +45,7 @@ class ExperimentConfig {
                                const PluginRegistry& registry);
 
   const std::filesystem::path& file() const { return file_; }
-  /// One of the host's sections: "experiment", "storage", "training", "run".
+  /// One of the host's sections: "experiment", "storage", "training", "metrics", "run".
   Config section(std::string_view name) const;
   const PluginChoice& problem() const { return plugins_.at(0); }
   const PluginChoice& topology() const { return plugins_.at(1); }

@@ -9,7 +9,9 @@
 
 #include <filesystem>
 #include <functional>
+#include <string>
 #include <string_view>
+#include <vector>
 
 namespace torch::serialize {
 class OutputArchive;
@@ -20,6 +22,20 @@ namespace ql::core {
 /// Creates and returns the next free expNNNN folder; two processes never get the same one.
 std::filesystem::path allocate_unit(const std::filesystem::path& logs, std::string_view problem,
                                     std::string_view topology);
+
+/// Creates and returns the next free <prefix>NNNN folder of `parent` (made if needed).
+std::filesystem::path allocate_numbered(const std::filesystem::path& parent, std::string_view prefix);
+
+/// The expNNNN folders of `parent` in increasing order (none when it does not exist).
+std::vector<std::filesystem::path> list_units(const std::filesystem::path& parent);
+
+/// The whole of a text file; throws ql::Error naming it when it cannot be read.
+std::string read_text_file(const std::filesystem::path& path);
+
+/// Calls `write` with a temporary path next to `path`, then syncs it and renames it to
+/// `path`; on any failure the temporary file is removed and `path` keeps its old content.
+void write_atomically(const std::filesystem::path& path,
+                      const std::function<void(const std::filesystem::path& temporary)>& write);
 
 /// Writes `content` to `path` via a synced temporary file and a rename.
 void write_file_atomically(const std::filesystem::path& path, std::string_view content);

@@ -32,6 +32,9 @@ struct TrainingSettings {
   std::int64_t eval_batch_size;
   std::int64_t valid_every;
   std::int64_t checkpoint_every;
+  std::int64_t checkpoint_every_steps;
+  std::string best_metric;  ///< "valid/top1" (higher is better) or "valid/loss" (lower)
+  std::int64_t folds;
   bool drop_last;
   std::string optimizer;
   double lr;
@@ -57,21 +60,28 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(const TrainingSettings& 
 double scheduled_lr(const TrainingSettings& settings, std::int64_t epoch);
 void set_lr(torch::optim::Optimizer& optimizer, double lr);
 
-struct EpochStats {
-  double loss = 0.0;
-  double top1 = 0.0;
+/// Where an epoch stands: what a mid-epoch checkpoint saves and a resumed epoch starts from.
+struct EpochProgress {
+  std::int64_t batches = 0;  ///< batches done
   std::int64_t samples = 0;
+  double loss_sum = 0.0;     ///< sum over samples of the loss
+  std::int64_t correct = 0;
   double seconds = 0.0;
+
+  double loss() const { return samples > 0 ? loss_sum / static_cast<double>(samples) : 0.0; }
+  double top1() const { return samples > 0 ? static_cast<double>(correct) / static_cast<double>(samples) : 0.0; }
   double images_per_second() const { return seconds > 0 ? samples / seconds : 0.0; }
 };
+using EpochStats = EpochProgress;
 
-/// Called after each optimiser step with the batch number within the epoch (1-based) and the
-/// batch's loss.
-using StepCallback = std::function<void(std::int64_t batch, double loss)>;
+/// Called after each optimiser step with the progress so far (progress.batches is the 1-based
+/// number of the batch just done) and the batch's loss.
+using StepCallback = std::function<void(const EpochProgress& progress, double loss)>;
 
-/// One pass of minibatch SGD over `loader`: forward, cross-entropy, backward, step.
+/// One pass of minibatch SGD over `loader` (forward, cross-entropy, backward, step), continuing
+/// `progress` (the loader starts at batch progress.batches). Returns the epoch's totals.
 EpochStats train_epoch(Network& network, torch::optim::Optimizer& optimizer, BatchLoader& loader,
-                       c10::Device device, const StepCallback& on_step);
+                       c10::Device device, EpochProgress progress, const StepCallback& on_step);
 
 /// Mean loss and accuracy of `network` on all of `loader`, in inference mode.
 Evaluation evaluate(Network& network, BatchLoader& loader, c10::Device device, bool top5);

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
 #include <initializer_list>
 #include <memory>
 #include <string>
@@ -38,6 +39,13 @@ class Config {
   double get_double(std::string_view key, double min, double max) const;
   bool get_bool(std::string_view key) const;
   std::string get_string(std::string_view key) const;
+  /// A string naming a file or folder. A relative path is resolved against the base folder the
+  /// host gives this table: for [problem], the data root ([storage] data, $QL_DATA). "" stays "".
+  std::filesystem::path get_path(std::string_view key) const;
+  /// The folder relative paths of get_path() are resolved against ("" : the working directory).
+  const std::filesystem::path& base_dir() const;
+  /// The same table with relative paths resolved against `dir`.
+  Config with_base_dir(std::filesystem::path dir) const;
   /// A string that must be one of `choices`.
   std::string get_choice(std::string_view key,
                          std::initializer_list<std::string_view> choices) const;

@@ -33,13 +33,14 @@ class QuantizableLayer : public torch::nn::Module {
   const std::shared_ptr<Quantizer>& weight_quantizer() const { return weight_quantizer_; }
   const std::shared_ptr<Quantizer>& output_quantizer() const { return output_quantizer_; }
 
+  /// The weight as the forward pass uses it: through the weight quantiser if one is set.
+  at::Tensor effective_weight() const;
+
   /// The float ("latent") parameters the optimiser updates; `bias` may be undefined.
   at::Tensor weight;
   at::Tensor bias;
 
  protected:
-  /// The weight as the forward pass uses it: through the weight quantiser if one is set.
-  at::Tensor effective_weight() const;
   /// `y` through the output quantiser if one is set.
   at::Tensor quantize_output(at::Tensor y) const;
 

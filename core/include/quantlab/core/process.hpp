@@ -1,0 +1,31 @@
+// Child processes without a shell: run a program, capture what it prints, wait for it.
+//
+//   auto [status, out] = capture_output({"git", "-C", dir, "rev-parse", "HEAD"});
+//   pid_t child = spawn({"/usr/bin/qlhost", "run", "exp.toml"}, "run.log");
+//   int exit_code = wait_for(child);
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <sys/types.h>
+
+namespace ql::core {
+
+/// Runs `argv` (argv[0] looked up in PATH), returns its exit code (-1: it could not start or
+/// died by a signal) and its standard output; its standard error is discarded.
+std::pair<int, std::string> capture_output(const std::vector<std::string>& argv);
+
+/// Starts `argv` with standard output and error appended to `log`; throws ql::Error when it
+/// cannot start.
+pid_t spawn(const std::vector<std::string>& argv, const std::filesystem::path& log);
+
+/// Waits for `child`; its exit code, or 128 + signal number when a signal ended it.
+int wait_for(pid_t child);
+
+/// The path of the running executable.
+std::filesystem::path current_executable();
+
+}  // namespace ql::core

@@ -1,0 +1,206 @@
+// metrics.h5 through the HDF5 C library: one compound dataset per scalar series and a group of
+// arrays per histogram series.
+#include "quantlab/core/experiment_store.hpp"
+#include "quantlab/core/metrics_log.hpp"
+#include "quantlab/sdk/error.hpp"
+
+#include <fmt/format.h>
+#include <hdf5.h>
+
+#include <algorithm>
+
+namespace ql::core {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// An HDF5 identifier closed by the matching H5?close when it goes out of scope.
+class Handle {
+ public:
+  Handle(hid_t id, herr_t (*close)(hid_t)) : id_(id), close_(close) {}
+  ~Handle() {
+    if (id_ >= 0) close_(id_);
+  }
+  Handle(Handle&& other) noexcept : id_(other.id_), close_(other.close_) { other.id_ = -1; }
+  Handle(const Handle&) = delete;
+  Handle& operator=(const Handle&) = delete;
+  hid_t get() const { return id_; }
+  bool valid() const { return id_ >= 0; }
+
+ private:
+  hid_t id_;
+  herr_t (*close_)(hid_t);
+};
+
+void check(herr_t status, std::string_view what, const fs::path& path) {
+  QL_CHECK(status >= 0, "{}: cannot {} (HDF5 error; disk full?)", path.string(), what);
+}
+
+// HDF5 prints its error stack to stderr by default; our errors say what failed instead.
+void silence_hdf5() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
+
+struct ScalarRecord {
+  std::int64_t step;
+  double wall_time;
+  double value;
+};
+
+Handle scalar_type() {
+  Handle type(H5Tcreate(H5T_COMPOUND, sizeof(ScalarRecord)), H5Tclose);
+  H5Tinsert(type.get(), "step", HOFFSET(ScalarRecord, step), H5T_NATIVE_INT64);
+  H5Tinsert(type.get(), "wall_time", HOFFSET(ScalarRecord, wall_time), H5T_NATIVE_DOUBLE);
+  H5Tinsert(type.get(), "value", HOFFSET(ScalarRecord, value), H5T_NATIVE_DOUBLE);
+  return type;
+}
+
+Handle link_properties() {
+  Handle properties(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
+  H5Pset_create_intermediate_group(properties.get(), 1);
+  return properties;
+}
+
+void write_array(hid_t parent, const std::string& name, hid_t type, const std::vector<hsize_t>& dims,
+                 const void* data, const fs::path& path) {
+  Handle space(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), H5Sclose);
+  Handle lcpl = link_properties();
+  Handle dataset(H5Dcreate2(parent, name.c_str(), type, space.get(), lcpl.get(), H5P_DEFAULT, H5P_DEFAULT),
+                 H5Dclose);
+  QL_CHECK(dataset.valid(), "{}: cannot create dataset {}", path.string(), name);
+  if (dims.empty() || std::all_of(dims.begin(), dims.end(), [](hsize_t d) { return d > 0; })) {
+    check(H5Dwrite(dataset.get(), type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), "write " + name, path);
+  }
+}
+
+template <typename T>
+std::vector<T> read_array(hid_t file, const std::string& name, hid_t type, std::vector<hsize_t>& dims,
+                          const fs::path& path) {
+  Handle dataset(H5Dopen2(file, name.c_str(), H5P_DEFAULT), H5Dclose);
+  QL_CHECK(dataset.valid(), "{}: missing dataset {}", path.string(), name);
+  Handle space(H5Dget_space(dataset.get()), H5Sclose);
+  const int rank = H5Sget_simple_extent_ndims(space.get());
+  QL_CHECK(rank >= 1 && rank <= 2, "{}: dataset {} has rank {}", path.string(), name, rank);
+  dims.assign(static_cast<std::size_t>(rank), 0);
+  H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr);
+  hsize_t count = 1;
+  for (hsize_t d : dims) count *= d;
+  std::vector<T> values(count);
+  if (count > 0) {
+    check(H5Dread(dataset.get(), type, H5S_ALL, H5S_ALL, H5P_DEFAULT, values.data()), "read " + name, path);
+  }
+  return values;
+}
+
+struct Visit {
+  std::vector<std::string> datasets;
+};
+
+herr_t collect_dataset(hid_t, const char* name, const H5O_info_t* info, void* data) {
+  if (info->type == H5O_TYPE_DATASET) static_cast<Visit*>(data)->datasets.emplace_back(name);
+  return 0;
+}
+
+constexpr char kHistograms[] = "histograms/";
+
+}  // namespace
+
+void write_metrics_h5(const fs::path& path, const MetricsData& data) {
+  silence_hdf5();
+  write_atomically(path, [&](const fs::path& temporary) {
+    Handle file(H5Fcreate(temporary.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
+    QL_CHECK(file.valid(), "{}: cannot create the HDF5 file", temporary.string());
+    Handle type = scalar_type();
+    for (const auto& [name, points] : data.scalars) {
+      std::vector<ScalarRecord> records;
+      records.reserve(points.size());
+      for (const ScalarPoint& p : points) records.push_back({p.step, p.wall_time, p.value});
+      write_array(file.get(), name, type.get(), {records.size()}, records.data(), path);
+    }
+    for (const auto& [name, points] : data.histograms) {
+      const std::string group = kHistograms + name + "/";
+      const std::size_t bins = points.empty() ? 0 : points.front().counts.size();
+      std::vector<std::int64_t> steps;
+      std::vector<double> times, edges, counts;
+      for (const HistogramPoint& p : points) {
+        QL_CHECK(p.counts.size() == bins && p.bin_edges.size() == bins + 1,
+                 "histogram {} changes its number of bins", name);
+        steps.push_back(p.step);
+        times.push_back(p.wall_time);
+        edges.insert(edges.end(), p.bin_edges.begin(), p.bin_edges.end());
+        counts.insert(counts.end(), p.counts.begin(), p.counts.end());
+      }
+      const hsize_t k = points.size();
+      write_array(file.get(), group + "step", H5T_NATIVE_INT64, {k}, steps.data(), path);
+      write_array(file.get(), group + "wall_time", H5T_NATIVE_DOUBLE, {k}, times.data(), path);
+      write_array(file.get(), group + "bin_edges", H5T_NATIVE_DOUBLE, {k, bins + 1}, edges.data(), path);
+      write_array(file.get(), group + "counts", H5T_NATIVE_DOUBLE, {k, bins}, counts.data(), path);
+    }
+    check(H5Fflush(file.get(), H5F_SCOPE_GLOBAL), "flush", temporary);
+  });
+}
+
+MetricsData read_metrics_h5(const fs::path& path) {
+  silence_hdf5();
+  QL_CHECK(fs::is_regular_file(path), "{}: no such file", path.string());
+  QL_CHECK(H5Fis_hdf5(path.c_str()) > 0, "{}: not an HDF5 file (truncated or corrupt?)", path.string());
+  Handle file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+  QL_CHECK(file.valid(), "{}: cannot open the HDF5 file", path.string());
+  Visit visit;
+  check(H5Ovisit2(file.get(), H5_INDEX_NAME, H5_ITER_INC, collect_dataset, &visit, H5O_INFO_BASIC),
+        "list the datasets", path);
+
+  MetricsData data;
+  Handle type = scalar_type();
+  const std::string prefix = kHistograms;
+  for (const std::string& name : visit.datasets) {
+    std::vector<hsize_t> dims;
+    if (name.rfind(prefix, 0) != 0) {
+      const auto records = read_array<ScalarRecord>(file.get(), name, type.get(), dims, path);
+      auto& points = data.scalars[name];
+      for (const ScalarRecord& r : records) points.push_back({r.step, r.wall_time, r.value});
+      continue;
+    }
+    const auto slash = name.rfind('/');
+    if (name.compare(slash, std::string::npos, "/counts") != 0) continue;
+    const std::string group = name.substr(0, slash + 1);
+    const auto steps = read_array<std::int64_t>(file.get(), group + "step", H5T_NATIVE_INT64, dims, path);
+    const auto times = read_array<double>(file.get(), group + "wall_time", H5T_NATIVE_DOUBLE, dims, path);
+    std::vector<hsize_t> edge_dims, count_dims;
+    const auto edges = read_array<double>(file.get(), group + "bin_edges", H5T_NATIVE_DOUBLE, edge_dims, path);
+    const auto counts = read_array<double>(file.get(), group + "counts", H5T_NATIVE_DOUBLE, count_dims, path);
+    const std::size_t k = steps.size();
+    QL_CHECK(times.size() == k && edge_dims.size() == 2 && count_dims.size() == 2 && edge_dims[0] == k &&
+                 count_dims[0] == k && edge_dims[1] == count_dims[1] + 1,
+             "{}: histogram group {} has inconsistent shapes", path.string(), group);
+    const std::size_t bins = count_dims[1];
+    auto& points = data.histograms[group.substr(prefix.size(), group.size() - prefix.size() - 1)];
+    for (std::size_t i = 0; i < k; ++i) {
+      HistogramPoint p;
+      p.step = steps[i];
+      p.wall_time = times[i];
+      p.bin_edges.assign(edges.begin() + static_cast<std::ptrdiff_t>(i * (bins + 1)),
+                         edges.begin() + static_cast<std::ptrdiff_t>((i + 1) * (bins + 1)));
+      p.counts.assign(counts.begin() + static_cast<std::ptrdiff_t>(i * bins),
+                      counts.begin() + static_cast<std::ptrdiff_t>((i + 1) * bins));
+      p.min = p.bin_edges.front();
+      p.max = p.bin_edges.back();
+      for (double c : p.counts) p.num += c;
+      points.push_back(std::move(p));
+    }
+  }
+  return data;
+}
+
+void MetricsData::truncate_after(std::int64_t step) {
+  for (auto& [name, points] : scalars) {
+    points.erase(std::remove_if(points.begin(), points.end(), [&](const ScalarPoint& p) { return p.step > step; }),
+                 points.end());
+  }
+  for (auto& [name, points] : histograms) {
+    points.erase(
+        std::remove_if(points.begin(), points.end(), [&](const HistogramPoint& p) { return p.step > step; }),
+        points.end());
+  }
+}
+
+}  // namespace ql::core
