@@ -138,7 +138,9 @@ MetricsLog::MetricsLog(fs::path dir, std::int64_t resume_step) : dir_(std::move(
     data_ = read_metrics_h5(file);
     data_.truncate_after(resume_step);
   }
-  events_ = std::make_unique<EventFileWriter>(dir_, resume_step);
+  // The resumed run's first new step is resume_step + 1: TensorBoard then drops exactly the
+  // events metrics.h5 forgot.
+  events_ = std::make_unique<EventFileWriter>(dir_, resume_step >= 0 ? resume_step + 1 : -1);
 }
 
 MetricsLog::~MetricsLog() = default;
