@@ -248,15 +248,19 @@ VariantTables sweep(Algorithm& algorithm, const std::vector<Variant>& variants, 
                     Calibration& calibration, Context& ctx, const RunState& run, const Evaluation& trained) {
   VariantTables tables;
   Table& table = tables.accuracy;
+  const bool series = std::any_of(variants.begin(), variants.end(), [](const Variant& v) { return !v.series.empty(); });
   table.columns.push_back("variant");
+  if (series) table.columns.push_back("series");
   for (const auto& [name, value] : variants.front().values) table.columns.push_back(name);
   table.columns.insert(table.columns.end(), {"loss", "top1"});
   if (run.top5) table.columns.push_back("top5");
   table.columns.insert(table.columns.end(), {"loss_ratio", "top1_ratio"});
   tables.layer_error.columns = {"variant", "layer", "relative_error"};
+  std::string series_of;  // the series of the row being added
   auto add_row = [&](const std::string& label, const std::vector<std::string>& values,
                      const Evaluation& e) {
     std::vector<std::string> row{label};
+    if (series) row.push_back(label == "float" ? "float" : series_of);
     row.insert(row.end(), values.begin(), values.end());
     row.push_back(fmt::format("{:.6f}", e.loss));
     row.push_back(fmt::format("{:.4f}", e.top1));
@@ -279,6 +283,7 @@ VariantTables sweep(Algorithm& algorithm, const std::vector<Variant>& variants, 
     const Evaluation e = evaluate_split(run, network, Split::test);
     std::vector<std::string> values;
     for (const auto& [name, value] : variant.values) values.push_back(fmt::format("{:g}", value));
+    series_of = variant.series;
     add_row(variant.label, values, e);
     for (const auto& [layer, error] : layer_errors(network, trained_weights)) {
       tables.layer_error.rows.push_back({variant.label, layer, fmt::format("{:.6g}", error)});

@@ -165,6 +165,45 @@ void add_plot(Report& report, const fs::path& dir, const std::string& name, cons
   report.markdown += fmt::format("\n![{}]({})\n", caption, name);
 }
 
+// A CSV of (variant, layer, error) rows as a log-scale plot (one line per variant) and a table
+// (one column per variant).
+void layer_error_section(Report& report, const fs::path& unit, const fs::path& file, const std::string& plot,
+                         const std::string& title, const std::string& y_label, const std::string& heading) {
+  if (!fs::exists(file)) return;
+  const CsvTable errors = read_csv(file);
+  if (errors.columns.size() < 3) return;
+  std::map<std::string, Series> per_variant;
+  std::vector<std::string> order;
+  std::vector<std::string> layers;
+  for (const auto& row : errors.rows) {
+    if (!per_variant.count(row[0])) order.push_back(row[0]);
+    Series& s = per_variant[row[0]];
+    s.x.push_back(static_cast<double>(s.x.size()));
+    s.y.push_back(number(row[2]));
+    if (s.x.size() > layers.size()) layers.push_back(row[1]);
+  }
+  std::vector<Series> series;
+  for (const std::string& label : order) {
+    Series s = per_variant[label];
+    s.name = label;
+    series.push_back(s);
+  }
+  line_chart(unit / plot, title, "layer (network order)", y_label, series, /*log_y=*/true);
+  add_plot(report, unit, plot, title);
+  std::vector<std::vector<std::string>> rows;
+  for (std::size_t i = 0; i < layers.size(); ++i) {
+    std::vector<std::string> row{std::to_string(i), layers[i]};
+    for (const std::string& label : order) {
+      const Series& s = per_variant[label];
+      row.push_back(i < s.y.size() ? fmt::format("{:.4g}", s.y[i]) : "-");
+    }
+    rows.push_back(std::move(row));
+  }
+  std::vector<std::string> columns{"#", "layer"};
+  columns.insert(columns.end(), order.begin(), order.end());
+  add_table(report, heading, columns, rows);
+}
+
 void variants_section(Report& report, const fs::path& unit, const fs::path& fold) {
   std::vector<fs::path> files;
   for (const auto& entry : fs::directory_iterator(fold)) {
@@ -190,7 +229,9 @@ void variants_section(Report& report, const fs::path& unit, const fs::path& fold
         continue;
       }
       std::vector<std::string> group;
-      for (int c = 1; c < loss - 1; ++c) group.push_back(fmt::format("{}={}", table.columns[c], row[c]));
+      for (int c = 1; c < loss - 1; ++c) {
+        group.push_back(table.columns[c] == "series" ? row[c] : fmt::format("{}={}", table.columns[c], row[c]));
+      }
       Series& s = lines[group.empty() ? algorithm : fmt::format("{}", fmt::join(group, " "))];
       s.x.push_back(number(row[static_cast<std::size_t>(loss - 1)]));
       s.y.push_back(100.0 * number(row[static_cast<std::size_t>(top1)]));
@@ -212,41 +253,13 @@ void variants_section(Report& report, const fs::path& unit, const fs::path& fold
     line_chart(unit / plot, fmt::format("{}: test accuracy vs {}", algorithm, x_name), x_name, "top-1 (%)", series);
     add_plot(report, unit, plot, fmt::format("{} accuracy vs {}", algorithm, x_name));
 
-    const fs::path errors_file = fold / (algorithm + "_layer_error.csv");
-    if (!fs::exists(errors_file)) continue;
-    const CsvTable errors = read_csv(errors_file);
-    std::map<std::string, Series> per_variant;
-    std::vector<std::string> order;
-    std::vector<std::string> layers;
-    for (const auto& row : errors.rows) {
-      if (!per_variant.count(row[0])) order.push_back(row[0]);
-      Series& s = per_variant[row[0]];
-      s.x.push_back(static_cast<double>(s.x.size()));
-      s.y.push_back(number(row[2]));
-      if (s.x.size() > layers.size()) layers.push_back(row[1]);
-    }
-    std::vector<Series> error_series;
-    for (const std::string& label : order) {
-      Series s = per_variant[label];
-      s.name = label;
-      error_series.push_back(s);
-    }
-    const std::string error_plot = algorithm + "_layer_error.png";
-    line_chart(unit / error_plot, fmt::format("{}: per-layer relative weight error", algorithm),
-               "layer (network order)", "||W_q - W|| / ||W||", error_series, /*log_y=*/true);
-    add_plot(report, unit, error_plot, fmt::format("{} per-layer error", algorithm));
-    std::vector<std::vector<std::string>> layer_rows;
-    for (std::size_t i = 0; i < layers.size(); ++i) {
-      std::vector<std::string> row{std::to_string(i), layers[i]};
-      for (const std::string& label : order) {
-        const Series& s = per_variant[label];
-        row.push_back(i < s.y.size() ? fmt::format("{:.4g}", s.y[i]) : "-");
-      }
-      layer_rows.push_back(std::move(row));
-    }
-    std::vector<std::string> columns{"#", "layer"};
-    columns.insert(columns.end(), order.begin(), order.end());
-    add_table(report, fmt::format("Per-layer relative weight error of `{}`", algorithm), columns, layer_rows);
+    layer_error_section(report, unit, fold / (algorithm + "_layer_error.csv"), algorithm + "_layer_error.png",
+                        fmt::format("{}: per-layer relative weight change", algorithm), "||W_q - W|| / ||W||",
+                        fmt::format("Per-layer relative weight change of `{}`", algorithm));
+    // An algorithm's own per-layer error on the calibration data, if it writes one.
+    layer_error_section(report, unit, fold / algorithm / "layer_error.csv", algorithm + "_data_error.png",
+                        fmt::format("{}: per-layer relative error on the data", algorithm), "relative error",
+                        fmt::format("Per-layer relative error of `{}` on the calibration data", algorithm));
   }
 }
 

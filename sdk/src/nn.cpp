@@ -20,6 +20,12 @@ void QuantizableLayer::set_output_quantizer(std::shared_ptr<Quantizer> quantizer
   output_quantizer_ = std::move(quantizer);
 }
 
+void QuantizableLayer::set_input_observer(InputObserver observer) { input_observer_ = std::move(observer); }
+
+void QuantizableLayer::observe_input(const at::Tensor& input) const {
+  if (input_observer_) input_observer_(input);
+}
+
 at::Tensor QuantizableLayer::effective_weight() const {
   return weight_quantizer_ ? weight_quantizer_->forward(weight) : weight;
 }
@@ -55,6 +61,7 @@ Linear::Linear(const LinearOptions& options) : QuantizableLayer("linear"), optio
 Linear::~Linear() = default;
 
 at::Tensor Linear::forward(const at::Tensor& input) {
+  observe_input(input);
   return quantize_output(at::linear(input, effective_weight(), bias));
 }
 
@@ -76,6 +83,7 @@ Conv2d::Conv2d(const Conv2dOptions& options) : QuantizableLayer("conv2d"), optio
 Conv2d::~Conv2d() = default;
 
 at::Tensor Conv2d::forward(const at::Tensor& input) {
+  observe_input(input);
   const auto& o = options_;
   return quantize_output(at::conv2d(input, effective_weight(), bias, o.stride, o.padding,
                                     o.dilation, o.groups));
@@ -107,6 +115,7 @@ Activation::Activation(std::string function)
 Activation::~Activation() = default;
 
 at::Tensor Activation::forward(const at::Tensor& x) {
+  observe_input(x);
   at::Tensor y;
   switch (code_) {
     case kIdentity: y = x; break;

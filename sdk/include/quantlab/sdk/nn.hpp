@@ -12,6 +12,7 @@
 #include <torch/nn/module.h>
 
 #include <array>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -36,6 +37,11 @@ class QuantizableLayer : public torch::nn::Module {
   /// The weight as the forward pass uses it: through the weight quantiser if one is set.
   at::Tensor effective_weight() const;
 
+  /// Called with the layer's input at every forward pass while set (post-training algorithms
+  /// collect the data entering a layer this way); an empty function removes it.
+  using InputObserver = std::function<void(const at::Tensor& input)>;
+  void set_input_observer(InputObserver observer);
+
   /// The float ("latent") parameters the optimiser updates; `bias` may be undefined.
   at::Tensor weight;
   at::Tensor bias;
@@ -43,11 +49,14 @@ class QuantizableLayer : public torch::nn::Module {
  protected:
   /// `y` through the output quantiser if one is set.
   at::Tensor quantize_output(at::Tensor y) const;
+  /// Hands `input` to the input observer if one is set.
+  void observe_input(const at::Tensor& input) const;
 
  private:
   std::string kind_;
   std::shared_ptr<Quantizer> weight_quantizer_;
   std::shared_ptr<Quantizer> output_quantizer_;
+  InputObserver input_observer_;
 };
 
 struct LinearOptions {

@@ -1,0 +1,111 @@
+#include "gpfq.hpp"
+
+#include "quantlab/sdk/error.hpp"
+
+#include <torch/types.h>
+
+#include <cmath>
+
+namespace ql::greedy {
+
+at::Tensor alphabet(double bits, double radius) {
+  QL_CHECK(bits > 0 && bits <= 16, "bits must be in (0, 16], got {}", bits);
+  const auto atoms = static_cast<std::int64_t>(std::llround(std::pow(2.0, bits)));
+  QL_CHECK(atoms >= 2, "bits = {} gives fewer than 2 atoms", bits);
+  return torch::linspace(-1.0, 1.0, atoms, torch::kFloat64) * radius;
+}
+
+at::Tensor nearest_atom_index(const at::Tensor& values, const at::Tensor& atoms) {
+  // Midpoints between neighbouring atoms; a value on a midpoint belongs to the lower atom,
+  // which is what bucketize with right = false counts: the midpoints strictly below it.
+  const at::Tensor midpoints = (atoms.slice(0, 1) + atoms.slice(0, 0, -1)) / 2;
+  return torch::bucketize(values.to(torch::kFloat64).contiguous(), midpoints, /*out_int32=*/false, /*right=*/false);
+}
+
+at::Tensor round_to_alphabet(const at::Tensor& values, const at::Tensor& atoms) {
+  return atoms.index_select(0, nearest_atom_index(values, atoms).flatten()).view(values.sizes());
+}
+
+Grams::Grams(std::int64_t groups, std::int64_t features)
+    : qx(torch::zeros({groups, features, features}, torch::kFloat64)),
+      qq(torch::zeros({groups, features, features}, torch::kFloat64)),
+      xx(torch::zeros({groups, features, features}, torch::kFloat64)) {}
+
+void Grams::add(const at::Tensor& x, const at::Tensor& x_tilde) {
+  QL_CHECK(x.sizes() == x_tilde.sizes() && x.dim() == 3 && x.size(0) == qx.size(0) && x.size(2) == qx.size(1),
+           "Grams::add: expected x and x̃ of shape [{}, R, {}]", qx.size(0), qx.size(1));
+  const at::Tensor a = x.to(torch::kFloat64), b = x_tilde.to(torch::kFloat64);
+  const at::Tensor bt = b.transpose(1, 2);
+  qx.add_(torch::bmm(bt, a));
+  qq.add_(torch::bmm(bt, b));
+  xx.add_(torch::bmm(a.transpose(1, 2), a));
+  rows += x.size(1);
+}
+
+namespace {
+
+// The step of ALGORITHMS.md 2.2 for feature t of every neuron: `inner` = <X̃_t, u_{t-1}>,
+// `along` = <X̃_t, X_t>, `norm2` = ||X̃_t||² (each per group, inner per neuron too).
+at::Tensor step(const at::Tensor& w_t, const at::Tensor& inner, const at::Tensor& along, const at::Tensor& norm2,
+                const at::Tensor& atoms) {
+  const at::Tensor v = (inner + along.unsqueeze(1) * w_t) / norm2.clamp_min(1e-300).unsqueeze(1);
+  const at::Tensor target = torch::where(inner.abs() < 1e-10, w_t, v);
+  const at::Tensor q = round_to_alphabet(target, atoms);
+  // ||X̃_t|| < 1e-16: the feature is zero on the data, its weight does not matter.
+  return torch::where((norm2 < 1e-32).unsqueeze(1), torch::zeros_like(q), q);
+}
+
+}  // namespace
+
+at::Tensor gpfq_from_grams(const at::Tensor& w_in, const Grams& grams, const at::Tensor& atoms) {
+  const at::Tensor w = w_in.to(torch::kFloat64);
+  QL_CHECK(w.dim() == 3 && w.size(0) == grams.qx.size(0) && w.size(1) == grams.qx.size(1),
+           "gpfq_from_grams: weights of shape [{}, {}, F] expected", grams.qx.size(0), grams.qx.size(1));
+  const std::int64_t n = w.size(1);
+  at::Tensor q = torch::zeros_like(w);
+  const at::Tensor along = grams.qx.diagonal(0, 1, 2);  // [G, N]
+  const at::Tensor norm2 = grams.qq.diagonal(0, 1, 2);
+  for (std::int64_t t = 0; t < n; ++t) {
+    at::Tensor inner;
+    if (t == 0) {
+      inner = torch::zeros({w.size(0), w.size(2)}, torch::kFloat64);
+    } else {
+      // [G, 1, t] x [G, t, F] -> [G, F]
+      inner = (torch::bmm(grams.qx.select(1, t).slice(1, 0, t).unsqueeze(1), w.slice(1, 0, t)) -
+               torch::bmm(grams.qq.select(1, t).slice(1, 0, t).unsqueeze(1), q.slice(1, 0, t)))
+                  .squeeze(1);
+    }
+    q.select(1, t).copy_(step(w.select(1, t), inner, along.select(1, t), norm2.select(1, t), atoms));
+  }
+  return q;
+}
+
+at::Tensor gpfq_on_data(const at::Tensor& w_in, const at::Tensor& x_in, const at::Tensor& xq_in,
+                        const at::Tensor& atoms) {
+  const at::Tensor w = w_in.to(torch::kFloat64), x = x_in.to(torch::kFloat64), xq = xq_in.to(torch::kFloat64);
+  const std::int64_t n = w.size(1);
+  at::Tensor q = torch::zeros_like(w);
+  at::Tensor u = torch::zeros({w.size(0), x.size(1), w.size(2)}, torch::kFloat64);  // [G, R, F]
+  for (std::int64_t t = 0; t < n; ++t) {
+    const at::Tensor x_t = x.select(2, t), xq_t = xq.select(2, t);  // [G, R]
+    const at::Tensor inner = torch::bmm(xq_t.unsqueeze(1), u).squeeze(1);
+    const at::Tensor q_t = step(w.select(1, t), inner, (xq_t * x_t).sum(1), xq_t.square().sum(1), atoms);
+    q.select(1, t).copy_(q_t);
+    u += x_t.unsqueeze(2) * w.select(1, t).unsqueeze(1) - xq_t.unsqueeze(2) * q_t.unsqueeze(1);
+  }
+  return q;
+}
+
+Residual residual(const at::Tensor& w_in, const at::Tensor& q_in, const Grams& grams) {
+  const at::Tensor w = w_in.to(torch::kFloat64), q = q_in.to(torch::kFloat64);
+  // ||Xw||² = tr(wᵀ XᵀX w); <X̃q, Xw> = tr(qᵀ X̃ᵀX w); ||X̃q||² = tr(qᵀ X̃ᵀX̃ q).
+  const double ww = (w * torch::bmm(grams.xx, w)).sum().item<double>();
+  const double qw = (q * torch::bmm(grams.qx, w)).sum().item<double>();
+  const double qq = (q * torch::bmm(grams.qq, q)).sum().item<double>();
+  Residual r;
+  r.error = std::sqrt(std::max(0.0, ww - 2 * qw + qq));
+  r.reference = std::sqrt(std::max(0.0, ww));
+  return r;
+}
+
+}  // namespace ql::greedy

@@ -1,0 +1,58 @@
+// The mathematics of greedy path-following quantisation (GPFQ, Lybrand & Saab; ALGORITHMS.md
+// section 2), independent of networks and plugins so that tests and benchmarks use it directly.
+//
+// Everything works on G independent groups at once (a dense layer is one group; the
+// channel-wise conv scheme has one group per input channel): weights w [G, N, F] hold F neurons
+// of N inputs each, data x, x̃ [G, R, N] hold R rows (samples or patches).
+//
+//   at::Tensor atoms = alphabet(std::log2(3.0), 3.0 * median_abs);   // {-α, 0, α}
+//   Grams grams(1, 784);
+//   grams.add(x, x_tilde);                                           // batch by batch
+//   at::Tensor q = gpfq_from_grams(w, grams, atoms);
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+
+namespace ql::greedy {
+
+/// round(2^bits) atoms equispaced on [-radius, radius], ascending, float64.
+at::Tensor alphabet(double bits, double radius);
+
+/// For each value, the index of the nearest of the ascending `atoms` (ties: the lower atom).
+at::Tensor nearest_atom_index(const at::Tensor& values, const at::Tensor& atoms);
+
+/// Each value replaced by its nearest atom (MSQ: memoryless scalar quantisation).
+at::Tensor round_to_alphabet(const at::Tensor& values, const at::Tensor& atoms);
+
+/// The Gram matrices the dynamical system needs, summed over the rows seen so far in float64:
+/// qx = X̃ᵀX, qq = X̃ᵀX̃ and xx = XᵀX, each [G, N, N]. Their size never depends on the rows.
+struct Grams {
+  Grams(std::int64_t groups, std::int64_t features);
+  /// Adds rows: x and x_tilde are [G, R, N] (any floating type).
+  void add(const at::Tensor& x, const at::Tensor& x_tilde);
+
+  at::Tensor qx, qq, xx;
+  std::int64_t rows = 0;
+};
+
+/// GPFQ of ALGORITHMS.md 2.2 for every neuron (the columns of w [G, N, F]) from the Gram
+/// matrices: <X̃_t, u_{t-1}> = Σ_{j<t} w_j (X̃ᵀX)_{tj} - q_j (X̃ᵀX̃)_{tj}. Returns q [G, N, F]
+/// (float64 atoms).
+at::Tensor gpfq_from_grams(const at::Tensor& w, const Grams& grams, const at::Tensor& atoms);
+
+/// The same, run on the data with the residual u kept explicitly: the definition itself, for
+/// tests (memory and time grow with the rows).
+at::Tensor gpfq_on_data(const at::Tensor& w, const at::Tensor& x, const at::Tensor& x_tilde,
+                        const at::Tensor& atoms);
+
+/// ||X w - X̃ q|| and ||X w|| (Frobenius, over every group and neuron) from the Gram matrices.
+struct Residual {
+  double error = 0.0;
+  double reference = 0.0;
+  double relative() const { return reference > 0 ? error / reference : 0.0; }
+};
+Residual residual(const at::Tensor& w, const at::Tensor& q, const Grams& grams);
+
+}  // namespace ql::greedy

@@ -1,0 +1,333 @@
+// The greedy algorithm: GPFQ post-training quantisation of dense and convolutional layers
+// (ALGORITHMS.md section 2) and its baseline MSQ (round every weight to the nearest atom), with
+// the bits x alphabet-scalar grid as variants and the quantised network exported to
+// quantized.h5 as integer codes and per-layer scales.
+#include "gpfq.hpp"
+#include "quantized_export.hpp"
+
+#include "quantlab/sdk/algorithm.hpp"
+#include "quantlab/sdk/config.hpp"
+#include "quantlab/sdk/context.hpp"
+#include "quantlab/sdk/error.hpp"
+#include "quantlab/sdk/nn.hpp"
+#include "quantlab/sdk/plugin.hpp"
+
+#include <torch/nn/functional/fold.h>
+#include <torch/types.h>
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <fnmatch.h>
+#include <fstream>
+#include <numeric>
+#include <optional>
+#include <random>
+
+namespace {
+
+namespace fs = std::filesystem;
+using ql::greedy::Grams;
+
+constexpr char kOptions[] = R"toml(
+method = "gpfq"              # the network kept as the result: gpfq | msq (round each weight to the nearest atom)
+bits = 1.584962500721156     # alphabet size round(2^bits): log2(3) = ternary {-a, 0, a}; 2: {-a, -a/3, a/3, a} (no zero); 3, 4, ...
+alphabet_scalar = 3.0        # C: the alphabet spans [-a, a] with a = C * median(|W|) of each layer
+calibration_samples = 25000  # training samples (seeded draw) whose activations drive GPFQ; streamed, memory does not grow with it
+layers = ["*"]               # quantise layers whose name matches one of these patterns (fnmatch: "fc*", "features.*")
+skip_layers = []             # ... except those matching one of these
+kinds = ["linear", "conv2d"] # layer kinds to quantise; ["linear"]: dense layers only, as the ImageNet VGG16 experiment
+conv_mode = "channelwise"    # channelwise: the reference scheme, each (input channel, filter) pair is a neuron over kh*kw patches | full: each filter over its whole receptive field (C_in/groups * kh * kw)
+max_patches_per_image = 0    # conv layers: use this many patch positions per image (seeded draw), 0: all
+data_error = true            # compute ||Xw - X~q|| / ||Xw|| per layer (MSQ then also streams the data)
+sweep = true                 # evaluate every (method, bits, alphabet_scalar) of the grid below on the test split
+sweep_methods = ["gpfq", "msq"]
+sweep_bits = [1.584962500721156]
+sweep_alphabet_scalars = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0]
+export = true                # write the result's codes and scales to <fold>/greedy/quantized.h5
+)toml";
+
+struct Setting {
+  std::string method;  // gpfq | msq
+  double bits;
+  double scalar;
+  std::string label() const { return fmt::format("{} {:.3g} bits C={:g}", method, bits, scalar); }
+};
+
+// Makes a layer compute with fixed weights (the quantised ones) without touching its own.
+class FixedWeights : public ql::Quantizer {
+ public:
+  explicit FixedWeights(at::Tensor weights) : weights_(std::move(weights)) {}
+  at::Tensor forward(const at::Tensor&) override { return weights_; }
+  std::string describe() const override { return "greedy (quantised weights)"; }
+
+ private:
+  at::Tensor weights_;
+};
+
+// Thrown by an input observer once it has the data it wanted: the rest of the forward pass
+// would be wasted work.
+struct StopForward {};
+
+struct LayerResult {
+  std::string name;
+  at::Tensor codes;   // atom indices, the weight's shape
+  at::Tensor atoms;
+  at::Tensor values;  // the quantised weight (the layer's dtype and device)
+  double relative_error = -1.0;
+};
+
+class Greedy : public ql::Algorithm {
+ public:
+  explicit Greedy(const ql::Config& options) {
+    result_.method = options.get_choice("method", {"gpfq", "msq"});
+    result_.bits = options.get_double("bits", 0.5, 16.0);
+    result_.scalar = options.get_double("alphabet_scalar", 1e-6, 1e6);
+    samples_ = options.get_int("calibration_samples", 1, INT64_MAX);
+    patterns_ = options.get_string_list("layers");
+    skip_ = options.get_string_list("skip_layers");
+    for (const std::string& kind : options.get_string_list("kinds")) {
+      if (kind != "linear" && kind != "conv2d") {
+        throw ql::ConfigError(options.error_message("kinds", fmt::format("expected \"linear\" or \"conv2d\", got \"{}\"", kind)));
+      }
+      kinds_.push_back(kind);
+    }
+    full_receptive_field_ = options.get_choice("conv_mode", {"channelwise", "full"}) == "full";
+    max_patches_ = options.get_int("max_patches_per_image", 0, INT64_MAX);
+    data_error_ = options.get_bool("data_error");
+    export_ = options.get_bool("export");
+    if (options.get_bool("sweep")) {
+      for (const std::string& method : options.get_string_list("sweep_methods")) {
+        if (method != "gpfq" && method != "msq") {
+          throw ql::ConfigError(options.error_message("sweep_methods", fmt::format("expected \"gpfq\" or \"msq\", got \"{}\"", method)));
+        }
+        for (double bits : options.get_double_list("sweep_bits")) {
+          if (bits < 0.5 || bits > 16) throw ql::ConfigError(options.error_message("sweep_bits", "expected values in [0.5, 16]"));
+          for (double scalar : options.get_double_list("sweep_alphabet_scalars")) {
+            if (scalar <= 0) throw ql::ConfigError(options.error_message("sweep_alphabet_scalars", "expected positive values"));
+            grid_.push_back({method, bits, scalar});
+          }
+        }
+      }
+    }
+  }
+
+  std::vector<ql::Variant> variants() const override {
+    std::vector<ql::Variant> variants;
+    for (const Setting& s : grid_) variants.push_back({s.label(), {{"bits", s.bits}, {"alphabet_scalar", s.scalar}}, s.method});
+    return variants;
+  }
+
+  void apply_variant(const ql::Variant& variant, ql::Network& network, ql::Calibration& calibration,
+                     ql::Context& ctx) override {
+    const Setting setting{variant.series, variant.values.at(0).second, variant.values.at(1).second};
+    const auto layers = quantize(network, calibration, ctx, setting);
+    record_errors(setting.label(), layers, ctx);
+  }
+
+  void post_training(ql::Network& network, ql::Calibration& calibration, ql::Context& ctx) override {
+    const auto layers = quantize(network, calibration, ctx, result_);
+    record_errors(result_.label() + " (result)", layers, ctx);
+    double error = 0;
+    for (const LayerResult& layer : layers) error = std::max(error, layer.relative_error);
+    ctx.log(ql::LogLevel::info, fmt::format("quantised {} layers with {} (largest relative error on the data {:.4g})",
+                                            layers.size(), result_.label(), error));
+    if (export_) {
+      std::vector<ql::greedy::ExportedLayer> exported;
+      for (const LayerResult& layer : layers) {
+        exported.push_back({layer.name, layer.codes, layer.atoms, result_.bits, result_.scalar});
+      }
+      const fs::path file = ctx.artifacts_dir() / "quantized.h5";
+      ql::greedy::export_quantized(file, result_.method, exported);
+      ctx.log(ql::LogLevel::info, fmt::format("codes and scales in {}", file.string()));
+    }
+  }
+
+ private:
+  bool selected(const std::string& name, const ql::nn::QuantizableLayer& layer) const {
+    if (!layer.has_weight() || std::find(kinds_.begin(), kinds_.end(), layer.kind()) == kinds_.end()) return false;
+    auto matches = [&](const std::vector<std::string>& patterns) {
+      return std::any_of(patterns.begin(), patterns.end(),
+                         [&](const std::string& p) { return fnmatch(p.c_str(), name.c_str(), 0) == 0; });
+    };
+    return matches(patterns_) && !matches(skip_);
+  }
+
+  // The rows of a layer's input as GPFQ sees them: [G, R, N].
+  at::Tensor rows_of(const ql::nn::QuantizableLayer& layer, const at::Tensor& input, std::uint64_t seed) const {
+    if (layer.kind() == "linear") {
+      return input.reshape({1, -1, input.size(-1)});
+    }
+    const auto& conv = static_cast<const ql::nn::Conv2d&>(layer);
+    const auto& o = conv.options();
+    namespace F = torch::nn::functional;
+    // [B, C*kh*kw, L], channel-major: feature index = c * kh*kw + (i * kw + j).
+    at::Tensor patches = F::unfold(input, F::UnfoldFuncOptions({o.kernel_size[0], o.kernel_size[1]})
+                                              .dilation({o.dilation[0], o.dilation[1]})
+                                              .padding({o.padding[0], o.padding[1]})
+                                              .stride({o.stride[0], o.stride[1]}));
+    if (max_patches_ > 0 && patches.size(2) > max_patches_) {
+      // The same positions for X and X̃: the draw depends only on the seed.
+      std::mt19937_64 engine(seed);
+      std::vector<std::int64_t> positions(static_cast<std::size_t>(patches.size(2)));
+      std::iota(positions.begin(), positions.end(), 0);
+      std::shuffle(positions.begin(), positions.end(), engine);
+      positions.resize(static_cast<std::size_t>(max_patches_));
+      patches = patches.index_select(2, torch::tensor(positions, torch::kInt64));
+    }
+    const std::int64_t batch = patches.size(0), positions = patches.size(2);
+    const std::int64_t kernel = o.kernel_size[0] * o.kernel_size[1];
+    const std::int64_t channels = o.in_channels;
+    if (full_receptive_field_) {
+      // One group per conv group: features (C_in/groups) * kh * kw.
+      return patches.view({batch, o.groups, channels / o.groups * kernel, positions})
+          .permute({1, 0, 3, 2})
+          .reshape({o.groups, batch * positions, channels / o.groups * kernel});
+    }
+    return patches.view({batch, channels, kernel, positions}).permute({1, 0, 3, 2}).reshape({channels, batch * positions, kernel});
+  }
+
+  // The layer's weight as neurons: [G, N, F].
+  at::Tensor neurons_of(const ql::nn::QuantizableLayer& layer) const {
+    const at::Tensor w = layer.weight.detach().to(torch::kFloat64);
+    if (layer.kind() == "linear") return w.t().unsqueeze(0);
+    const auto& o = static_cast<const ql::nn::Conv2d&>(layer).options();
+    const std::int64_t filters = o.out_channels / o.groups, per_group = o.in_channels / o.groups;
+    const std::int64_t kernel = o.kernel_size[0] * o.kernel_size[1];
+    // [out, in/g, kh, kw] -> [g, F, in/g, k]
+    const at::Tensor grouped = w.view({o.groups, filters, per_group, kernel});
+    if (full_receptive_field_) return grouped.reshape({o.groups, filters, per_group * kernel}).transpose(1, 2);
+    // One group per input channel c (of conv group c / per_group): [C_in, k, F].
+    return grouped.permute({0, 2, 3, 1}).reshape({o.in_channels, kernel, filters});
+  }
+
+  // The inverse of neurons_of.
+  at::Tensor weight_of(const ql::nn::QuantizableLayer& layer, const at::Tensor& q) const {
+    if (layer.kind() == "linear") return q.squeeze(0).t().contiguous();
+    const auto& o = static_cast<const ql::nn::Conv2d&>(layer).options();
+    const std::int64_t filters = o.out_channels / o.groups, per_group = o.in_channels / o.groups;
+    const std::int64_t kernel = o.kernel_size[0] * o.kernel_size[1];
+    at::Tensor grouped;
+    if (full_receptive_field_) {
+      grouped = q.transpose(1, 2).reshape({o.groups, filters, per_group, kernel});
+    } else {
+      grouped = q.reshape({o.groups, per_group, kernel, filters}).permute({0, 3, 1, 2});
+    }
+    return grouped.reshape(layer.weight.sizes()).contiguous();
+  }
+
+  std::vector<LayerResult> quantize(ql::Network& network, ql::Calibration& calibration, ql::Context& ctx,
+                                    const Setting& setting) {
+    torch::NoGradGuard no_grad;
+    const bool was_training = network.is_training();
+    network.eval();
+    std::vector<std::pair<std::string, std::shared_ptr<ql::nn::QuantizableLayer>>> chosen;
+    for (const auto& [name, layer] : network.quantizable_layers()) {
+      if (selected(name, *layer)) chosen.emplace_back(name, layer);
+    }
+    QL_CHECK(!chosen.empty(), "greedy: no layer matches layers/skip_layers/kinds");
+    std::vector<std::shared_ptr<ql::Quantizer>> original;
+    for (const auto& [name, layer] : chosen) original.push_back(layer->weight_quantizer());
+    const bool needs_data = setting.method == "gpfq" || data_error_;
+
+    std::vector<LayerResult> results;
+    for (std::size_t l = 0; l < chosen.size(); ++l) {
+      const auto& [name, layer] = chosen[l];
+      const at::Tensor w = neurons_of(*layer);
+      const double median = layer->weight.detach().abs().flatten().to(torch::kFloat64).median().item<double>();
+      const at::Tensor atoms = ql::greedy::alphabet(setting.bits, setting.scalar * median);
+      at::Tensor q;
+      std::optional<Grams> grams;
+      if (needs_data) {
+        grams.emplace(w.size(0), w.size(1));
+        at::Tensor captured;
+        layer->set_input_observer([&](const at::Tensor& input) {
+          captured = input.detach();
+          throw StopForward{};
+        });
+        auto forward = [&](const ql::Batch& batch) {
+          try {
+            network.apply(batch.inputs.to(ctx.device()));
+          } catch (const StopForward&) {
+          }
+          QL_CHECK(captured.defined(), "greedy: layer {} was not reached by the forward pass", name);
+          return std::exchange(captured, at::Tensor());
+        };
+        std::int64_t batch_number = 0;
+        std::vector<std::shared_ptr<ql::Quantizer>> fixed;
+        for (std::size_t j = 0; j < l; ++j) fixed.push_back(std::make_shared<FixedWeights>(results[j].values));
+        calibration.for_each_batch(samples_, [&](const ql::Batch& batch) {
+          // X: the analog network (original slots); X̃: earlier chosen layers quantised.
+          for (std::size_t j = 0; j < l; ++j) chosen[j].second->set_weight_quantizer(original[j]);
+          const at::Tensor x = forward(batch);
+          for (std::size_t j = 0; j < l; ++j) chosen[j].second->set_weight_quantizer(fixed[j]);
+          const at::Tensor x_tilde = l == 0 ? x : forward(batch);
+          const std::uint64_t seed = ctx.seed() + 7919 * static_cast<std::uint64_t>(batch_number++);
+          // Patches can be large: accumulate in slices of images.
+          const std::int64_t images = x.size(0);
+          const std::int64_t step = layer->kind() == "linear" ? images : std::max<std::int64_t>(1, 64);
+          for (std::int64_t begin = 0; begin < images; begin += step) {
+            const std::int64_t end = std::min(images, begin + step);
+            grams->add(rows_of(*layer, x.slice(0, begin, end), seed + static_cast<std::uint64_t>(begin)),
+                       rows_of(*layer, x_tilde.slice(0, begin, end), seed + static_cast<std::uint64_t>(begin)));
+          }
+        });
+        layer->set_input_observer(nullptr);
+        for (std::size_t j = 0; j < l; ++j) chosen[j].second->set_weight_quantizer(original[j]);
+        QL_CHECK(grams->rows > 0, "greedy: the calibration data is empty");
+      }
+      q = setting.method == "gpfq" ? ql::greedy::gpfq_from_grams(w, *grams, atoms) : ql::greedy::round_to_alphabet(w, atoms);
+      LayerResult result;
+      result.name = name;
+      result.atoms = atoms;
+      result.codes = weight_of(*layer, ql::greedy::nearest_atom_index(q, atoms));
+      result.values = atoms.index_select(0, result.codes.flatten())
+                          .view(result.codes.sizes())
+                          .to(layer->weight.dtype())
+                          .to(layer->weight.device());
+      if (grams) result.relative_error = ql::greedy::residual(w, q, *grams).relative();
+      results.push_back(std::move(result));
+      ctx.progress(fmt::format("{} layer {}", setting.label(), name), static_cast<std::int64_t>(l + 1),
+                   static_cast<std::int64_t>(chosen.size()));
+    }
+    // The network keeps the quantised weights.
+    for (std::size_t j = 0; j < chosen.size(); ++j) {
+      auto& layer = chosen[j].second;
+      layer->weight.detach().copy_(results[j].values);
+      layer->set_weight_quantizer(original[j]);
+    }
+    network.train(was_training);
+    return results;
+  }
+
+  void record_errors(const std::string& label, const std::vector<LayerResult>& layers, ql::Context& ctx) {
+    if (!data_error_ && result_.method != "gpfq") return;
+    for (const LayerResult& layer : layers) {
+      if (layer.relative_error >= 0) error_rows_ += fmt::format("{},{},{:.6g}\n", label, layer.name, layer.relative_error);
+    }
+    const fs::path file = ctx.artifacts_dir() / "layer_error.csv";
+    const fs::path temporary = file.string() + ".tmp";
+    {
+      std::ofstream out(temporary);
+      out << "variant,layer,relative_error\n" << error_rows_;
+      QL_CHECK(out.good(), "cannot write {}", temporary.string());
+    }
+    fs::rename(temporary, file);
+  }
+
+  Setting result_;
+  std::int64_t samples_ = 0;
+  std::vector<std::string> patterns_, skip_, kinds_;
+  bool full_receptive_field_ = false;
+  std::int64_t max_patches_ = 0;
+  bool data_error_ = true;
+  bool export_ = true;
+  std::vector<Setting> grid_;
+  std::string error_rows_;
+};
+
+}  // namespace
+
+QL_PLUGIN(algorithm, "greedy", "0.1.0",
+          "GPFQ greedy path-following post-training quantisation (Lybrand & Saab) and the MSQ baseline",
+          kOptions, Greedy)

@@ -1,0 +1,29 @@
+// quantized.h5: the deployable result of a post-training quantisation. One group per layer
+// (its dotted name), holding
+//   codes        int32, the weight's shape: the index of each weight's atom (0 .. levels-1)
+//   atoms        float64 [levels]: the alphabet, atoms[k] = scale * (k - zero_point)
+// and attributes scale, zero_point, levels, bits, alphabet_scalar; the file's attribute
+// `method` says how the codes were chosen.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace ql::greedy {
+
+struct ExportedLayer {
+  std::string name;
+  at::Tensor codes;  ///< int64 atom indices, the weight's shape
+  at::Tensor atoms;  ///< float64, ascending, equispaced
+  double bits;
+  double alphabet_scalar;
+};
+
+/// Writes `file` atomically (a temporary file renamed); throws ql::Error naming it on failure.
+void export_quantized(const std::filesystem::path& file, const std::string& method,
+                      const std::vector<ExportedLayer>& layers);
+
+}  // namespace ql::greedy
