@@ -2,9 +2,13 @@
 
 #include "quantlab/sdk/error.hpp"
 
+#include <torch/nn/functional/fold.h>
 #include <torch/types.h>
 
+#include <algorithm>
 #include <cmath>
+#include <numeric>
+#include <random>
 
 namespace ql::greedy {
 
@@ -106,6 +110,53 @@ Residual residual(const at::Tensor& w_in, const at::Tensor& q_in, const Grams& g
   r.error = std::sqrt(std::max(0.0, ww - 2 * qw + qq));
   r.reference = std::sqrt(std::max(0.0, ww));
   return r;
+}
+
+at::Tensor conv_rows(const at::Tensor& input, const nn::Conv2dOptions& o, ConvScheme scheme,
+                     std::int64_t max_positions, std::uint64_t seed) {
+  namespace F = torch::nn::functional;
+  // [B, C*kh*kw, L], channel-major: feature = c * kh*kw + i * kw + j.
+  at::Tensor patches = F::unfold(input, F::UnfoldFuncOptions({o.kernel_size[0], o.kernel_size[1]})
+                                            .dilation({o.dilation[0], o.dilation[1]})
+                                            .padding({o.padding[0], o.padding[1]})
+                                            .stride({o.stride[0], o.stride[1]}));
+  if (max_positions > 0 && patches.size(2) > max_positions) {
+    std::mt19937_64 engine(seed);
+    std::vector<std::int64_t> positions(static_cast<std::size_t>(patches.size(2)));
+    std::iota(positions.begin(), positions.end(), 0);
+    std::shuffle(positions.begin(), positions.end(), engine);
+    positions.resize(static_cast<std::size_t>(max_positions));
+    patches = patches.index_select(2, torch::tensor(positions, torch::kInt64));
+  }
+  const std::int64_t batch = patches.size(0), positions = patches.size(2);
+  const std::int64_t kernel = o.kernel_size[0] * o.kernel_size[1];
+  if (scheme == ConvScheme::full) {
+    const std::int64_t features = o.in_channels / o.groups * kernel;
+    return patches.view({batch, o.groups, features, positions})
+        .permute({1, 0, 3, 2})
+        .reshape({o.groups, batch * positions, features});
+  }
+  return patches.view({batch, o.in_channels, kernel, positions})
+      .permute({1, 0, 3, 2})
+      .reshape({o.in_channels, batch * positions, kernel});
+}
+
+at::Tensor conv_neurons(const at::Tensor& weight, const nn::Conv2dOptions& o, ConvScheme scheme) {
+  const std::int64_t filters = o.out_channels / o.groups, per_group = o.in_channels / o.groups;
+  const std::int64_t kernel = o.kernel_size[0] * o.kernel_size[1];
+  const at::Tensor grouped = weight.reshape({o.groups, filters, per_group, kernel});
+  if (scheme == ConvScheme::full) return grouped.reshape({o.groups, filters, per_group * kernel}).transpose(1, 2);
+  // Input channel c = g * per_group + c': its neurons are the filters of group g.
+  return grouped.permute({0, 2, 3, 1}).reshape({o.in_channels, kernel, filters});
+}
+
+at::Tensor conv_weight(const at::Tensor& neurons, const nn::Conv2dOptions& o, ConvScheme scheme) {
+  const std::int64_t filters = o.out_channels / o.groups, per_group = o.in_channels / o.groups;
+  const std::int64_t kernel = o.kernel_size[0] * o.kernel_size[1];
+  const at::Tensor grouped = scheme == ConvScheme::full
+                                 ? neurons.transpose(1, 2).reshape({o.groups, filters, per_group, kernel})
+                                 : neurons.reshape({o.groups, per_group, kernel, filters}).permute({0, 3, 1, 2});
+  return grouped.reshape({o.out_channels, per_group, o.kernel_size[0], o.kernel_size[1]}).contiguous();
 }
 
 }  // namespace ql::greedy

@@ -11,6 +11,8 @@
 //   at::Tensor q = gpfq_from_grams(w, grams, atoms);
 #pragma once
 
+#include "quantlab/sdk/nn.hpp"
+
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
@@ -54,5 +56,21 @@ struct Residual {
   double relative() const { return reference > 0 ? error / reference : 0.0; }
 };
 Residual residual(const at::Tensor& w, const at::Tensor& q, const Grams& grams);
+
+/// How a conv layer's weights become neurons: `channelwise` (the reference scheme: one group
+/// per input channel c, whose neurons are the slices W[f, c] of the filters f of c's conv group,
+/// over kh*kw inputs) or `full` (one group per conv group, each filter a neuron over its whole
+/// receptive field of C_in/groups * kh * kw inputs).
+enum class ConvScheme { channelwise, full };
+
+/// A conv layer's input [B, C, H, W] as rows [G, B * positions, N] matching conv_neurons:
+/// summing rows x neurons over the groups gives the convolution (without bias). With
+/// `max_positions` > 0 only that many output positions per image are kept, drawn with `seed`.
+at::Tensor conv_rows(const at::Tensor& input, const nn::Conv2dOptions& options, ConvScheme scheme,
+                     std::int64_t max_positions = 0, std::uint64_t seed = 0);
+/// A conv weight [out, in/groups, kh, kw] as neurons [G, N, F].
+at::Tensor conv_neurons(const at::Tensor& weight, const nn::Conv2dOptions& options, ConvScheme scheme);
+/// The inverse of conv_neurons: neurons [G, N, F] back to the weight's layout.
+at::Tensor conv_weight(const at::Tensor& neurons, const nn::Conv2dOptions& options, ConvScheme scheme);
 
 }  // namespace ql::greedy

@@ -12,7 +12,6 @@
 #include "quantlab/sdk/nn.hpp"
 #include "quantlab/sdk/plugin.hpp"
 
-#include <torch/nn/functional/fold.h>
 #include <torch/types.h>
 
 #include <fmt/format.h>
@@ -20,9 +19,7 @@
 #include <cmath>
 #include <fnmatch.h>
 #include <fstream>
-#include <numeric>
 #include <optional>
-#include <random>
 
 namespace {
 
@@ -153,67 +150,28 @@ class Greedy : public ql::Algorithm {
     return matches(patterns_) && !matches(skip_);
   }
 
+  ql::greedy::ConvScheme scheme() const {
+    return full_receptive_field_ ? ql::greedy::ConvScheme::full : ql::greedy::ConvScheme::channelwise;
+  }
+
   // The rows of a layer's input as GPFQ sees them: [G, R, N].
   at::Tensor rows_of(const ql::nn::QuantizableLayer& layer, const at::Tensor& input, std::uint64_t seed) const {
-    if (layer.kind() == "linear") {
-      return input.reshape({1, -1, input.size(-1)});
-    }
-    const auto& conv = static_cast<const ql::nn::Conv2d&>(layer);
-    const auto& o = conv.options();
-    namespace F = torch::nn::functional;
-    // [B, C*kh*kw, L], channel-major: feature index = c * kh*kw + (i * kw + j).
-    at::Tensor patches = F::unfold(input, F::UnfoldFuncOptions({o.kernel_size[0], o.kernel_size[1]})
-                                              .dilation({o.dilation[0], o.dilation[1]})
-                                              .padding({o.padding[0], o.padding[1]})
-                                              .stride({o.stride[0], o.stride[1]}));
-    if (max_patches_ > 0 && patches.size(2) > max_patches_) {
-      // The same positions for X and X̃: the draw depends only on the seed.
-      std::mt19937_64 engine(seed);
-      std::vector<std::int64_t> positions(static_cast<std::size_t>(patches.size(2)));
-      std::iota(positions.begin(), positions.end(), 0);
-      std::shuffle(positions.begin(), positions.end(), engine);
-      positions.resize(static_cast<std::size_t>(max_patches_));
-      patches = patches.index_select(2, torch::tensor(positions, torch::kInt64));
-    }
-    const std::int64_t batch = patches.size(0), positions = patches.size(2);
-    const std::int64_t kernel = o.kernel_size[0] * o.kernel_size[1];
-    const std::int64_t channels = o.in_channels;
-    if (full_receptive_field_) {
-      // One group per conv group: features (C_in/groups) * kh * kw.
-      return patches.view({batch, o.groups, channels / o.groups * kernel, positions})
-          .permute({1, 0, 3, 2})
-          .reshape({o.groups, batch * positions, channels / o.groups * kernel});
-    }
-    return patches.view({batch, channels, kernel, positions}).permute({1, 0, 3, 2}).reshape({channels, batch * positions, kernel});
+    if (layer.kind() == "linear") return input.reshape({1, -1, input.size(-1)});
+    return ql::greedy::conv_rows(input, static_cast<const ql::nn::Conv2d&>(layer).options(), scheme(), max_patches_,
+                                 seed);
   }
 
   // The layer's weight as neurons: [G, N, F].
   at::Tensor neurons_of(const ql::nn::QuantizableLayer& layer) const {
     const at::Tensor w = layer.weight.detach().to(torch::kFloat64);
     if (layer.kind() == "linear") return w.t().unsqueeze(0);
-    const auto& o = static_cast<const ql::nn::Conv2d&>(layer).options();
-    const std::int64_t filters = o.out_channels / o.groups, per_group = o.in_channels / o.groups;
-    const std::int64_t kernel = o.kernel_size[0] * o.kernel_size[1];
-    // [out, in/g, kh, kw] -> [g, F, in/g, k]
-    const at::Tensor grouped = w.view({o.groups, filters, per_group, kernel});
-    if (full_receptive_field_) return grouped.reshape({o.groups, filters, per_group * kernel}).transpose(1, 2);
-    // One group per input channel c (of conv group c / per_group): [C_in, k, F].
-    return grouped.permute({0, 2, 3, 1}).reshape({o.in_channels, kernel, filters});
+    return ql::greedy::conv_neurons(w, static_cast<const ql::nn::Conv2d&>(layer).options(), scheme());
   }
 
   // The inverse of neurons_of.
   at::Tensor weight_of(const ql::nn::QuantizableLayer& layer, const at::Tensor& q) const {
     if (layer.kind() == "linear") return q.squeeze(0).t().contiguous();
-    const auto& o = static_cast<const ql::nn::Conv2d&>(layer).options();
-    const std::int64_t filters = o.out_channels / o.groups, per_group = o.in_channels / o.groups;
-    const std::int64_t kernel = o.kernel_size[0] * o.kernel_size[1];
-    at::Tensor grouped;
-    if (full_receptive_field_) {
-      grouped = q.transpose(1, 2).reshape({o.groups, filters, per_group, kernel});
-    } else {
-      grouped = q.reshape({o.groups, per_group, kernel, filters}).permute({0, 3, 1, 2});
-    }
-    return grouped.reshape(layer.weight.sizes()).contiguous();
+    return ql::greedy::conv_weight(q, static_cast<const ql::nn::Conv2d&>(layer).options(), scheme());
   }
 
   std::vector<LayerResult> quantize(ql::Network& network, ql::Calibration& calibration, ql::Context& ctx,
