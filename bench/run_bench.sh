@@ -57,3 +57,6 @@ o=$(echo "$ours" | tr ' ' '\n' | grep . | median)
 t=$(echo "$theirs" | tr ' ' '\n' | grep . | median)
 echo "| torchvision ImageFolder + DataLoader | $t | 1.000 |"
 echo "| QuantLab ilsvrc12 + BatchLoader | $o | $(awk "BEGIN {printf \"%.2f\", $o / $t}") |"
+echo
+
+bench/gpfq_speed.sh "$build"

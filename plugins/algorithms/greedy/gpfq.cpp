@@ -38,11 +38,20 @@ Grams::Grams(std::int64_t groups, std::int64_t features)
 void Grams::add(const at::Tensor& x, const at::Tensor& x_tilde) {
   QL_CHECK(x.sizes() == x_tilde.sizes() && x.dim() == 3 && x.size(0) == qx.size(0) && x.size(2) == qx.size(1),
            "Grams::add: expected x and x̃ of shape [{}, R, {}]", qx.size(0), qx.size(1));
-  const at::Tensor a = x.to(torch::kFloat64), b = x_tilde.to(torch::kFloat64);
-  const at::Tensor bt = b.transpose(1, 2);
-  qx.add_(torch::bmm(bt, a));
-  qq.add_(torch::bmm(bt, b));
-  xx.add_(torch::bmm(a.transpose(1, 2), a));
+  const at::Tensor a = x.to(torch::kFloat64);
+  if (x.is_same(x_tilde)) {
+    // The first layer sees the same data in both networks: one product serves all three.
+    const at::Tensor gram = torch::bmm(a.transpose(1, 2), a);
+    qx.add_(gram);
+    qq.add_(gram);
+    xx.add_(gram);
+  } else {
+    const at::Tensor b = x_tilde.to(torch::kFloat64);
+    const at::Tensor bt = b.transpose(1, 2);
+    qx.add_(torch::bmm(bt, a));
+    qq.add_(torch::bmm(bt, b));
+    xx.add_(torch::bmm(a.transpose(1, 2), a));
+  }
   rows += x.size(1);
 }
 

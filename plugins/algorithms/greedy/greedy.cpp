@@ -16,6 +16,7 @@
 
 #include <fmt/format.h>
 
+#include <chrono>
 #include <cmath>
 #include <fnmatch.h>
 #include <fstream>
@@ -42,6 +43,7 @@ sweep_methods = ["gpfq", "msq"]
 sweep_bits = [1.584962500721156]
 sweep_alphabet_scalars = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0]
 export = true                # write the result's codes and scales to <fold>/greedy/quantized.h5
+dump_data = false            # also write each layer's X, X~, weights and codes of the result to <fold>/greedy/layer_data.h5, to check other implementations against (memory grows with the samples)
 )toml";
 
 struct Setting {
@@ -93,6 +95,7 @@ class Greedy : public ql::Algorithm {
     max_patches_ = options.get_int("max_patches_per_image", 0, INT64_MAX);
     data_error_ = options.get_bool("data_error");
     export_ = options.get_bool("export");
+    dump_data_ = options.get_bool("dump_data");
     if (options.get_bool("sweep")) {
       for (const std::string& method : options.get_string_list("sweep_methods")) {
         if (method != "gpfq" && method != "msq") {
@@ -123,12 +126,21 @@ class Greedy : public ql::Algorithm {
   }
 
   void post_training(ql::Network& network, ql::Calibration& calibration, ql::Context& ctx) override {
-    const auto layers = quantize(network, calibration, ctx, result_);
+    const auto started = std::chrono::steady_clock::now();
+    const auto layers = quantize(network, calibration, ctx, result_, dump_data_);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     record_errors(result_.label() + " (result)", layers, ctx);
     double error = 0;
     for (const LayerResult& layer : layers) error = std::max(error, layer.relative_error);
-    ctx.log(ql::LogLevel::info, fmt::format("quantised {} layers with {} (largest relative error on the data {:.4g})",
-                                            layers.size(), result_.label(), error));
+    ctx.log(ql::LogLevel::info,
+            fmt::format("quantised {} layers with {} in {:.2f} s (largest relative error on the data {:.4g})",
+                        layers.size(), result_.label(), seconds, error));
+    if (dump_data_) {
+      const fs::path file = ctx.artifacts_dir() / "layer_data.h5";
+      ql::greedy::export_layer_data(file, dumped_);
+      dumped_.clear();
+      ctx.log(ql::LogLevel::info, fmt::format("layer data in {}", file.string()));
+    }
     if (export_) {
       std::vector<ql::greedy::ExportedLayer> exported;
       for (const LayerResult& layer : layers) {
@@ -175,7 +187,7 @@ class Greedy : public ql::Algorithm {
   }
 
   std::vector<LayerResult> quantize(ql::Network& network, ql::Calibration& calibration, ql::Context& ctx,
-                                    const Setting& setting) {
+                                    const Setting& setting, bool dump = false) {
     torch::NoGradGuard no_grad;
     const bool was_training = network.is_training();
     network.eval();
@@ -196,6 +208,7 @@ class Greedy : public ql::Algorithm {
       const at::Tensor atoms = ql::greedy::alphabet(setting.bits, setting.scalar * median);
       at::Tensor q;
       std::optional<Grams> grams;
+      std::vector<at::Tensor> dumped_x, dumped_x_tilde;
       if (needs_data) {
         grams.emplace(w.size(0), w.size(1));
         at::Tensor captured;
@@ -224,10 +237,15 @@ class Greedy : public ql::Algorithm {
           // Patches can be large: accumulate in slices of images.
           const std::int64_t images = x.size(0);
           const std::int64_t step = layer->kind() == "linear" ? images : std::max<std::int64_t>(1, 64);
+          if (dump) {
+            dumped_x.push_back(rows_of(*layer, x, seed).to(torch::kFloat64));
+            dumped_x_tilde.push_back(rows_of(*layer, x_tilde, seed).to(torch::kFloat64));
+          }
           for (std::int64_t begin = 0; begin < images; begin += step) {
             const std::int64_t end = std::min(images, begin + step);
-            grams->add(rows_of(*layer, x.slice(0, begin, end), seed + static_cast<std::uint64_t>(begin)),
-                       rows_of(*layer, x_tilde.slice(0, begin, end), seed + static_cast<std::uint64_t>(begin)));
+            const at::Tensor rows = rows_of(*layer, x.slice(0, begin, end), seed + static_cast<std::uint64_t>(begin));
+            grams->add(rows, l == 0 ? rows
+                                    : rows_of(*layer, x_tilde.slice(0, begin, end), seed + static_cast<std::uint64_t>(begin)));
           }
         });
         layer->set_input_observer(nullptr);
@@ -244,6 +262,10 @@ class Greedy : public ql::Algorithm {
                           .to(layer->weight.dtype())
                           .to(layer->weight.device());
       if (grams) result.relative_error = ql::greedy::residual(w, q, *grams).relative();
+      if (dump && !dumped_x.empty()) {
+        dumped_.push_back({name, torch::cat(dumped_x, 1), torch::cat(dumped_x_tilde, 1), w, atoms,
+                           ql::greedy::nearest_atom_index(q, atoms)});
+      }
       results.push_back(std::move(result));
       ctx.progress(fmt::format("{} layer {}", setting.label(), name), static_cast<std::int64_t>(l + 1),
                    static_cast<std::int64_t>(chosen.size()));
@@ -280,6 +302,8 @@ class Greedy : public ql::Algorithm {
   std::int64_t max_patches_ = 0;
   bool data_error_ = true;
   bool export_ = true;
+  bool dump_data_ = false;
+  std::vector<ql::greedy::LayerData> dumped_;
   std::vector<Setting> grid_;
   std::string error_rows_;
 };

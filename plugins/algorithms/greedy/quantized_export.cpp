@@ -72,4 +72,30 @@ void export_quantized(const fs::path& file, const std::string& method, const std
   }
 }
 
+void export_layer_data(const fs::path& file, const std::vector<LayerData>& layers) {
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  const fs::path temporary = file.string() + ".tmp";
+  try {
+    {
+      Closer h5{H5Fcreate(temporary.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose};
+      QL_CHECK(h5.id >= 0, "cannot create the HDF5 file");
+      for (const LayerData& layer : layers) {
+        Closer group{H5Gcreate2(h5.id, layer.name.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Gclose};
+        QL_CHECK(group.id >= 0, "cannot create group {}", layer.name);
+        auto doubles = [](const at::Tensor& t) { return t.to(torch::kCPU, torch::kFloat64).contiguous(); };
+        dataset(group.id, "x", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, doubles(layer.x.transpose(1, 2)));
+        dataset(group.id, "x_tilde", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, doubles(layer.x_tilde.transpose(1, 2)));
+        dataset(group.id, "w", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, doubles(layer.w));
+        dataset(group.id, "atoms", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, doubles(layer.atoms));
+        dataset(group.id, "codes", H5T_STD_I32LE, H5T_NATIVE_INT32, layer.codes.to(torch::kCPU, torch::kInt32).contiguous());
+      }
+    }
+    fs::rename(temporary, file);
+  } catch (const std::exception& e) {
+    std::error_code ignored;
+    fs::remove(temporary, ignored);
+    throw Error(fmt::format("{}: {}", file.string(), message_of(e)));
+  }
+}
+
 }  // namespace ql::greedy

@@ -26,4 +26,15 @@ struct ExportedLayer {
 void export_quantized(const std::filesystem::path& file, const std::string& method,
                       const std::vector<ExportedLayer>& layers);
 
+/// One layer's GPFQ problem as data, for checking against other implementations: x and
+/// x_tilde [G, R, N], the neurons w [G, N, F], the atoms and the chosen atom indices [G, N, F].
+struct LayerData {
+  std::string name;
+  at::Tensor x, x_tilde, w, atoms, codes;
+};
+
+/// Writes layer_data.h5: one group per layer with datasets x and x_tilde stored transposed as
+/// [G, N, R] (a feature's values over the rows are contiguous), w, atoms and codes.
+void export_layer_data(const std::filesystem::path& file, const std::vector<LayerData>& layers);
+
 }  // namespace ql::greedy
