@@ -61,7 +61,7 @@ void line_chart(const fs::path& file, const std::string& title, const std::strin
   pls.col0(1);
   pls.adv(0);
   // The plot on the left three quarters, the legend outside it on the right.
-  pls.vpor(0.1, 0.76, 0.12, 0.9);
+  pls.vpor(0.1, 0.7, 0.12, 0.9);
   pls.wind(x0, x1, y0 - pad, y1 + pad);
   const bool integer_x = std::all_of(shown.begin(), shown.end(), [](const Series& s) {
     return std::all_of(s.x.begin(), s.x.end(), [](double v) { return v == std::floor(v); });
@@ -230,7 +230,9 @@ void variants_section(Report& report, const fs::path& unit, const fs::path& fold
       }
       std::vector<std::string> group;
       for (int c = 1; c < loss - 1; ++c) {
-        group.push_back(table.columns[c] == "series" ? row[c] : fmt::format("{}={}", table.columns[c], row[c]));
+        const double value = number(row[c]);
+        const std::string shown = std::isnan(value) ? row[c] : fmt::format("{:.3g}", value);
+        group.push_back(table.columns[c] == "series" ? row[c] : fmt::format("{}={}", table.columns[c], shown));
       }
       Series& s = lines[group.empty() ? algorithm : fmt::format("{}", fmt::join(group, " "))];
       s.x.push_back(number(row[static_cast<std::size_t>(loss - 1)]));

@@ -42,6 +42,14 @@ TEST_F(ConformanceTest, UniformPassesWithEveryScheme) {
   }
 }
 
+TEST_F(ConformanceTest, GreedyPassesWithBothMethods) {
+  for (const char* method : {"gpfq", "msq"}) {
+    const auto report = check("greedy", {fmt::format("method={}", method), "calibration_samples=16",
+                                         "sweep_alphabet_scalars=[2.0, 3.0]", "export=false"});
+    EXPECT_TRUE(report.passed()) << method << "\n" << joined(report);
+  }
+}
+
 TEST_F(ConformanceTest, MissingDataIsReportedAsAFailure) {
   const auto report = check("mnist", {"data_dir=" + (dir_ / "nothing here").string()});
   EXPECT_FALSE(report.passed());
