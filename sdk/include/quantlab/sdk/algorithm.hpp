@@ -53,7 +53,7 @@ class GradientCodec {
 struct Variant {
   std::string label;                                  ///< e.g. "4 bits"
   std::vector<std::pair<std::string, double>> values; ///< the table's columns, e.g. {"bits", 4}
-  std::string series;  ///< the method a variant belongs to ("gpfq", "msq"): one line per series in plots
+  std::string series = {};  ///< the method a variant belongs to ("gpfq", "msq"): one line per series in plots
 };
 
 class Algorithm {
