@@ -86,6 +86,7 @@ struct RunState {
   std::int64_t eval_batch_size;
   std::size_t prefetch;
   bool top5;
+  LossKind loss = LossKind::cross_entropy;
   Console* console;
   MetricsLog* metrics;
   std::string fold_label;  // "" or "fold 2/5: "
@@ -96,7 +97,7 @@ Evaluation evaluate_split(const RunState& run, Network& network, Split split) {
   QL_CHECK(dataset != nullptr, "the problem has no {} split to evaluate on", to_string(split));
   BatchLoader loader(dataset, sequential_order(dataset->size()), run.eval_batch_size, 0,
                      /*augment=*/false, run.prefetch);
-  return evaluate(network, loader, run.device, run.top5);
+  return evaluate(network, loader, run.device, run.top5, run.loss);
 }
 
 class HostContext : public Context {
@@ -431,6 +432,7 @@ FoldResult run_fold(Experiment& x, std::size_t k, const Splits& data) {
   run.eval_batch_size = settings.eval_batch_size;
   run.prefetch = x.prefetch;
   run.top5 = x.top5;
+  run.loss = settings.loss;
   run.console = &x.console;
   run.fold_label = folds > 1 ? fmt::format("fold {}/{}: ", k + 1, folds) : "";
 
@@ -508,7 +510,8 @@ FoldResult run_fold(Experiment& x, std::size_t k, const Splits& data) {
                                           StopOnSignals::requested(), epoch + 1, progress.batches,
                                           checkpoints.path("last").string()));
           }
-        });
+        },
+        settings.loss);
     std::string line = fmt::format("{}  train loss {:.4f} top1 {}", label, stats.loss(), percent(stats.top1()));
     metrics.scalar("train/loss", stats.loss(), at.step);
     metrics.scalar("train/top1", stats.top1(), at.step);

@@ -23,7 +23,8 @@ TrainingSettings TrainingSettings::from(const Config& training) {
   s.best_metric = training.get_choice("best_metric", {"valid/top1", "valid/loss"});
   s.folds = training.get_int("folds", 1, 1000);
   s.drop_last = training.get_bool("drop_last");
-  training.get_choice("loss", {"cross_entropy"});
+  const std::string loss = training.get_choice("loss", {"cross_entropy", "hinge", "squared_hinge"});
+  s.loss = loss == "hinge" ? LossKind::hinge : loss == "squared_hinge" ? LossKind::squared_hinge : LossKind::cross_entropy;
 
   const Config optimizer = training.table("optimizer");
   s.optimizer = optimizer.get_choice("name", {"sgd", "adam", "adamw"});
@@ -101,8 +102,21 @@ void check_finite(double loss, std::int64_t batch) {
 
 }  // namespace
 
+at::Tensor classification_loss(const at::Tensor& logits, const at::Tensor& targets, LossKind kind, bool sum) {
+  namespace F = torch::nn::functional;
+  if (kind == LossKind::cross_entropy) {
+    if (sum) return F::cross_entropy(logits, targets, F::CrossEntropyFuncOptions().reduction(torch::kSum));
+    return F::cross_entropy(logits, targets);
+  }
+  const at::Tensor signs = torch::one_hot(targets, logits.size(1)).to(logits.scalar_type()) * 2 - 1;
+  at::Tensor margins = (1 - signs * logits).clamp_min(0);
+  if (kind == LossKind::squared_hinge) margins = margins.square();
+  const at::Tensor per_sample = margins.mean(1);
+  return sum ? per_sample.sum() : per_sample.mean();
+}
+
 EpochStats train_epoch(Network& network, torch::optim::Optimizer& optimizer, BatchLoader& loader,
-                       c10::Device device, EpochProgress progress, const StepCallback& on_step) {
+                       c10::Device device, EpochProgress progress, const StepCallback& on_step, LossKind kind) {
   network.train();
   const auto start = Clock::now();
   const double seconds_before = progress.seconds;
@@ -111,7 +125,7 @@ EpochStats train_epoch(Network& network, torch::optim::Optimizer& optimizer, Bat
     const at::Tensor targets = batch->targets.to(device, /*non_blocking=*/true);
     optimizer.zero_grad();
     const at::Tensor logits = network.apply(inputs);
-    const at::Tensor loss = torch::nn::functional::cross_entropy(logits, targets);
+    const at::Tensor loss = classification_loss(logits, targets, kind);
     loss.backward();
     optimizer.step();
     const auto count = targets.size(0);
@@ -133,7 +147,7 @@ EpochStats train_epoch(Network& network, torch::optim::Optimizer& optimizer, Bat
   return progress;
 }
 
-Evaluation evaluate(Network& network, BatchLoader& loader, c10::Device device, bool top5) {
+Evaluation evaluate(Network& network, BatchLoader& loader, c10::Device device, bool top5, LossKind kind) {
   const bool was_training = network.is_training();
   network.eval();
   torch::NoGradGuard no_grad;
@@ -144,10 +158,7 @@ Evaluation evaluate(Network& network, BatchLoader& loader, c10::Device device, b
     const at::Tensor inputs = batch->inputs.to(device);
     const at::Tensor targets = batch->targets.to(device);
     const at::Tensor logits = network.apply(inputs);
-    loss_sum += torch::nn::functional::cross_entropy(
-                    logits, targets,
-                    torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
-                    .item<double>();
+    loss_sum += classification_loss(logits, targets, kind, /*sum=*/true).item<double>();
     correct1 += logits.argmax(1).eq(targets).sum().item<std::int64_t>();
     if (top5) {
       const auto k = std::min<std::int64_t>(5, logits.size(1));

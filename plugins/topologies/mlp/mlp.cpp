@@ -20,6 +20,7 @@ hidden = [256, 128]      # widths of the hidden layers, input to output; [] give
 activation = "relu"      # identity | relu | relu6 | leaky_relu | tanh | sigmoid | gelu | hardtanh
 batch_norm = false       # BatchNorm1d after each hidden Linear (which then has no bias)
 dropout = 0.0            # dropout probability after each hidden activation
+output_batch_norm = false  # BatchNorm1d on the logits (then the classifier has no bias), as the ANA reference's last layer
 )toml";
 
 struct MlpSettings {
@@ -27,6 +28,7 @@ struct MlpSettings {
   std::string activation;
   bool batch_norm;
   double dropout;
+  bool output_batch_norm;
 };
 
 class MlpNetwork : public ql::Network {
@@ -47,8 +49,10 @@ class MlpNetwork : public ql::Network {
       blocks_.push_back(std::move(block));
       width = settings.hidden[i];
     }
-    classifier_ = register_module("classifier",
-                                  std::make_shared<ql::nn::Linear>(ql::nn::LinearOptions(width, classes)));
+    ql::nn::LinearOptions classifier(width, classes);
+    classifier.bias = !settings.output_batch_norm;
+    classifier_ = register_module("classifier", std::make_shared<ql::nn::Linear>(classifier));
+    if (settings.output_batch_norm) output_norm_ = register_module("bn_out", torch::nn::BatchNorm1d(classes));
   }
 
   at::Tensor forward(const at::Tensor& input) override {
@@ -59,7 +63,8 @@ class MlpNetwork : public ql::Network {
       x = block.activation->forward(x);
       if (block.dropout) x = block.dropout->forward(x);
     }
-    return classifier_->forward(x);
+    x = classifier_->forward(x);
+    return output_norm_ ? output_norm_->forward(x) : x;
   }
 
  private:
@@ -71,12 +76,14 @@ class MlpNetwork : public ql::Network {
   };
   std::vector<Block> blocks_;
   std::shared_ptr<ql::nn::Linear> classifier_;
+  torch::nn::BatchNorm1d output_norm_{nullptr};
 };
 
 class Mlp : public ql::Topology {
  public:
   explicit Mlp(const ql::Config& options) {
     settings_.hidden = options.get_int_list("hidden");
+    settings_.output_batch_norm = options.get_bool("output_batch_norm");
     for (std::int64_t width : settings_.hidden) {
       if (width < 1 || width > (1 << 24)) {
         throw ql::ConfigError(options.error_message("hidden", fmt::format("width {} is not in [1, 16777216]", width)));

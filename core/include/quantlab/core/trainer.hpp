@@ -25,6 +25,13 @@ class Optimizer;
 
 namespace ql::core {
 
+/// The training loss: cross-entropy, or the (squared) multi-class hinge of the ANA reference:
+/// targets +1 for the class and -1 elsewhere, mean over classes of max(0, 1 - t·y) (squared).
+enum class LossKind { cross_entropy, hinge, squared_hinge };
+
+/// The mean (or, with `sum`, the summed over samples) loss of a batch of logits.
+at::Tensor classification_loss(const at::Tensor& logits, const at::Tensor& targets, LossKind kind, bool sum = false);
+
 /// [training] with every value range-checked.
 struct TrainingSettings {
   std::int64_t epochs;
@@ -36,6 +43,7 @@ struct TrainingSettings {
   std::string best_metric;  ///< "valid/top1" (higher is better) or "valid/loss" (lower)
   std::int64_t folds;
   bool drop_last;
+  LossKind loss;
   std::string optimizer;
   double lr;
   double momentum;
@@ -81,9 +89,11 @@ using StepCallback = std::function<void(const EpochProgress& progress, double lo
 /// One pass of minibatch SGD over `loader` (forward, cross-entropy, backward, step), continuing
 /// `progress` (the loader starts at batch progress.batches). Returns the epoch's totals.
 EpochStats train_epoch(Network& network, torch::optim::Optimizer& optimizer, BatchLoader& loader,
-                       c10::Device device, EpochProgress progress, const StepCallback& on_step);
+                       c10::Device device, EpochProgress progress, const StepCallback& on_step,
+                       LossKind loss = LossKind::cross_entropy);
 
 /// Mean loss and accuracy of `network` on all of `loader`, in inference mode.
-Evaluation evaluate(Network& network, BatchLoader& loader, c10::Device device, bool top5);
+Evaluation evaluate(Network& network, BatchLoader& loader, c10::Device device, bool top5,
+                    LossKind loss = LossKind::cross_entropy);
 
 }  // namespace ql::core
