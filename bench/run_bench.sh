@@ -60,3 +60,6 @@ echo "| QuantLab ilsvrc12 + BatchLoader | $o | $(awk "BEGIN {printf \"%.2f\", $o
 echo
 
 bench/gpfq_speed.sh "$build"
+echo
+
+bench/ana_overhead.sh "$build"

@@ -242,3 +242,38 @@ TEST_F(QlhostResultsTest, SweepsRunEveryCombinationAndCompareThem) {
   EXPECT_EQ(bad.exit_code, 2);
   EXPECT_FALSE(fs::exists(dir_ / "logs/mnist/mlp/sweep0003"));
 }
+
+TEST_F(QlhostResultsTest, AnaScheduleAndWeightShiftResumeExactly) {
+  // The controller with a mean: the latent weights are shifted once, at the first epoch; a
+  // resumed run must neither repeat nor skip that, and must continue the schedule.
+  ql::test::write_text(dir_ / "ana.toml", ql::test::read_text(dir_ / "exp.toml") + R"(
+[[algorithm]]
+plugin = "ana"
+schedule = "controller"
+sigma_end = [3.0]
+mu_beta = [-0.05]
+mu_end = [3.0]
+)");
+  const auto ana_args = [&](const std::string& extra) {
+    return fmt::format("run {} --set topology.activation=identity --set topology.batch_norm=true {}",
+                       ql::test::quoted((dir_ / "ana.toml").string()), extra);
+  };
+  const auto reference = run_qlhost(ana_args(""), dir_.path());
+  ASSERT_EQ(reference.exit_code, 0) << reference.out << reference.err;
+  ::setenv("HOME", dir_.path().c_str(), 1);
+  ::setenv("QL_PLUGIN_PATH", "", 1);
+  const pid_t child = ql::core::spawn({QL_TEST_QLHOST, "run", (dir_ / "ana.toml").string(), "--set",
+                                       "topology.activation=identity", "--set", "topology.batch_norm=true"},
+                                      dir_ / "ana.log");
+  wait_for_steps(dir_ / "logs/mnist/mlp/exp0002", 180);
+  ::kill(child, SIGINT);
+  EXPECT_EQ(ql::core::wait_for(child), 130) << ql::test::read_text(dir_ / "ana.log");
+  const auto resumed = run_qlhost(ana_args("--resume"), dir_.path());
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.out << resumed.err;
+  expect_same_weights(dir_ / "logs/mnist/mlp/exp0001/fold0/checkpoints/last.pt",
+                      dir_ / "logs/mnist/mlp/exp0002/fold0/checkpoints/last.pt");
+  // The schedule's statistics are in the metrics, continued across the resume.
+  const std::string series = python_check(dir_ / "logs/mnist/mlp/exp0002/fold0");
+  EXPECT_NE(series.find("scalar ana/sigma_forward/group0 3"), std::string::npos) << series;
+  EXPECT_NE(series.find("scalar ana/weight_level_fraction/0 3"), std::string::npos) << series;
+}

@@ -212,6 +212,10 @@ class Ana : public ql::Algorithm {
   }
 
   void on_epoch_begin(std::int64_t epoch, ql::Context& ctx) override {
+    // A run resumed in the middle of an epoch calls this again for that epoch: the schedule is
+    // set again (it is a function of the epoch), the statistics are not logged twice.
+    const bool log = epoch != logged_epoch_;
+    logged_epoch_ = epoch;
     epoch_ = epoch;
     std::int64_t annealed = 0;
     for (std::size_t g = 0; g < groups_.size(); ++g) {
@@ -234,11 +238,13 @@ class Ana : public ql::Algorithm {
       if (p.forward_sigma == 0.0) {
         annealed += static_cast<std::int64_t>(group.weight_layers.size() + group.activation_layers.size());
       }
+      if (!log) continue;
       ctx.scalar(fmt::format("sigma_forward/group{}", g), p.forward_sigma, last_step_);
       ctx.scalar(fmt::format("sigma_backward/group{}", g), p.backward_sigma, last_step_);
       if (controller_) ctx.scalar(fmt::format("mu/group{}", g), p.mu, last_step_);
     }
     mu_applied_ = true;
+    if (!log) return;
     ctx.scalar("annealed_layers", static_cast<double>(annealed), last_step_);
     // Where the weights sit: the share of each level among all quantised weights.
     std::vector<double> counts(staircase_.levels.size(), 0.0);
@@ -262,11 +268,14 @@ class Ana : public ql::Algorithm {
     archive.write("epoch", torch::tensor(epoch_));
     archive.write("last_step", torch::tensor(last_step_));
     archive.write("mu_applied", torch::tensor(static_cast<std::int64_t>(mu_applied_)));
+    archive.write("logged_epoch", torch::tensor(logged_epoch_));
   }
 
   void load_state(torch::serialize::InputArchive& archive) override {
-    at::Tensor epoch, step, applied;
+    at::Tensor epoch, step, applied, logged;
     archive.read("epoch", epoch);
+    archive.read("logged_epoch", logged);
+    logged_epoch_ = logged.item<std::int64_t>();
     archive.read("last_step", step);
     archive.read("mu_applied", applied);
     epoch_ = epoch.item<std::int64_t>();
@@ -308,6 +317,7 @@ class Ana : public ql::Algorithm {
   std::int64_t quantised_ = 0;
   std::int64_t epoch_ = 0;
   std::int64_t last_step_ = 0;
+  std::int64_t logged_epoch_ = -1;
   bool mu_applied_ = false;
 };
 

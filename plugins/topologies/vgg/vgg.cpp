@@ -24,6 +24,7 @@ config = "vgg16"       # vgg11 | vgg13 | vgg16 | vgg19 (ImageNet, torchvision) |
 batch_norm = false     # vgg11..vgg19: BatchNorm2d after every convolution (the "_bn" models); the CIFAR nets always have BN
 capacity = 1.0         # vgg_ana, vgg8, vgg9: multiplies every hidden width (1.0: 128..512 channels, 1024-wide FC)
 dropout = 0.5          # vgg11..vgg19: dropout before the hidden Linear layers of the classifier
+activation = "relu"    # the non-linearity: relu | identity (for ANA, whose quantised activation replaces it) | any of ql::nn::Activation's
 )toml";
 
 constexpr std::int64_t kPool = -1;  // 'M' in the layer lists
@@ -51,18 +52,22 @@ std::shared_ptr<ql::nn::Linear> linear(std::int64_t in, std::int64_t out, bool b
   return std::make_shared<ql::nn::Linear>(options);
 }
 
-std::shared_ptr<ql::nn::Activation> relu() { return std::make_shared<ql::nn::Activation>("relu"); }
-
 struct Settings {
   std::string config;
+  std::string activation;
   bool batch_norm;
   double capacity;
   double dropout;
 };
 
 class VggNetwork : public ql::Network {
+  std::shared_ptr<ql::nn::Activation> activation() const {
+    return std::make_shared<ql::nn::Activation>(activation_);
+  }
+  std::string activation_;
+
  public:
-  VggNetwork(const Settings& s, std::int64_t channels, std::int64_t classes) {
+  VggNetwork(const Settings& s, std::int64_t channels, std::int64_t classes) : activation_(s.activation) {
     if (s.config == "vgg_ana") {
       build_ana(s, channels, classes);
     } else if (s.config == "vgg8" || s.config == "vgg9") {
@@ -90,15 +95,15 @@ class VggNetwork : public ql::Network {
       }
       features_->push_back(conv3x3(channels, width, true));
       if (s.batch_norm) features_->push_back(torch::nn::BatchNorm2d(width));
-      features_->push_back(relu());
+      features_->push_back(activation());
       channels = width;
     }
     pool_ = torch::nn::AdaptiveAvgPool2d(torch::nn::AdaptiveAvgPool2dOptions({7, 7}));
     classifier_->push_back(linear(512 * 7 * 7, 4096));
-    classifier_->push_back(relu());
+    classifier_->push_back(activation());
     classifier_->push_back(torch::nn::Dropout(s.dropout));
     classifier_->push_back(linear(4096, 4096));
-    classifier_->push_back(relu());
+    classifier_->push_back(activation());
     classifier_->push_back(torch::nn::Dropout(s.dropout));
     classifier_->push_back(linear(4096, classes));
   }
@@ -113,7 +118,7 @@ class VggNetwork : public ql::Network {
       features_->push_back(conv3x3(channels, out, false));
       if (pooled) features_->push_back(torch::nn::MaxPool2d(torch::nn::MaxPool2dOptions(2).stride(2)));
       features_->push_back(torch::nn::BatchNorm2d(out));
-      features_->push_back(relu());
+      features_->push_back(activation());
       channels = out;
     }
     add_cifar_classifier(channels, width(1024), classes, /*final_norm=*/true);
@@ -132,7 +137,7 @@ class VggNetwork : public ql::Network {
       }
       features_->push_back(conv3x3(channels, out, false));
       features_->push_back(torch::nn::BatchNorm2d(out));
-      features_->push_back(relu());
+      features_->push_back(activation());
       channels = out;
     }
     add_cifar_classifier(channels, width(1024), classes, /*final_norm=*/false);
@@ -146,7 +151,7 @@ class VggNetwork : public ql::Network {
     for (int i = 0; i < 2; ++i, in = hidden) {
       classifier_->push_back(linear(in, hidden, false));
       classifier_->push_back(torch::nn::BatchNorm1d(hidden));
-      classifier_->push_back(relu());
+      classifier_->push_back(activation());
     }
     classifier_->push_back(linear(hidden, classes, !final_norm));
     if (final_norm) classifier_->push_back(torch::nn::BatchNorm1d(classes));
@@ -163,6 +168,8 @@ class Vgg : public ql::Topology {
     settings_.config = options.get_choice("config", {"vgg11", "vgg13", "vgg16", "vgg19", "vgg_ana", "vgg8", "vgg9"});
     settings_.batch_norm = options.get_bool("batch_norm");
     settings_.capacity = options.get_double("capacity", 1.0 / 128, 64.0);
+    settings_.activation = options.get_choice(
+        "activation", {"relu", "identity", "relu6", "leaky_relu", "tanh", "sigmoid", "gelu", "hardtanh"});
     settings_.dropout = options.get_double("dropout", 0.0, 0.99);
   }
 
