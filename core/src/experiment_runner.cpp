@@ -453,6 +453,7 @@ FoldResult run_fold(Experiment& x, std::size_t k, const Splits& data) {
   }
   auto optimizer = make_optimizer(settings, network->parameters());
   FoldCheckpoints checkpoints(fold_dir, *network, *optimizer, algorithms);
+  std::shared_ptr<GradientCodec> codec_holder;
 
   TrainingPosition at;
   const bool resume_here = x.resuming && fs::exists(checkpoints.path("last"));
@@ -466,6 +467,16 @@ FoldResult run_fold(Experiment& x, std::size_t k, const Splits& data) {
   record.status = "running";
   update_record(x);
 
+  StepOptions step_options;
+  step_options.loss = settings.loss;
+  step_options.workers = settings.simulated_workers;
+  for (auto& algorithm : algorithms) {
+    if (auto codec = algorithm->gradient_codec()) {
+      QL_CHECK(step_options.codec == nullptr, "two algorithms offer a gradient codec; use one");
+      step_options.codec = codec.get();
+      codec_holder = codec;
+    }
+  }
   const bool has_valid = data.valid != nullptr;
   const std::string best_metric = has_valid ? settings.best_metric : "train/loss";
   auto histograms = [&](std::int64_t step) {
@@ -511,13 +522,28 @@ FoldResult run_fold(Experiment& x, std::size_t k, const Splits& data) {
                                           checkpoints.path("last").string()));
           }
         },
-        settings.loss);
+        step_options);
     std::string line = fmt::format("{}  train loss {:.4f} top1 {}", label, stats.loss(), percent(stats.top1()));
     metrics.scalar("train/loss", stats.loss(), at.step);
     metrics.scalar("train/top1", stats.top1(), at.step);
     metrics.scalar("train/lr", lr, at.step);
     metrics.scalar("train/images_per_second", stats.images_per_second(), at.step);
     metrics.scalar("epoch", static_cast<double>(epoch + 1), at.step);
+    if (stats.coordinates > 0) {
+      const double bits = 8.0 * stats.wire_bytes / stats.coordinates;
+      metrics.scalar("train/bits_per_coordinate", bits, at.step);
+      metrics.scalar("train/compression_ratio", 32.0 / bits, at.step);
+      metrics.scalar("train/wire_bytes_per_step", stats.wire_bytes / std::max<double>(1.0, static_cast<double>(
+                                                                           stats.batches / step_options.workers)),
+                     at.step);
+      metrics.scalar("train/quantization_nvar", stats.quantization_error2 / std::max(stats.gradient_norm2, 1e-30),
+                     at.step);
+      line += fmt::format("  {:.2f} bits/coord, quantisation nvar {:.3g}", bits,
+                          stats.quantization_error2 / std::max(stats.gradient_norm2, 1e-30));
+    }
+    if (step_options.workers > 1) {
+      metrics.scalar("train/sgd_nvar", stats.worker_spread2 / std::max(stats.gradient_norm2, 1e-30), at.step);
+    }
 
     const bool last = epoch + 1 == settings.epochs;
     double score = -stats.loss();

@@ -28,6 +28,7 @@ checkpoint_every_steps = 0  # also write checkpoints/last.pt every N optimiser s
 best_metric = "valid/top1"  # checkpoints/best.pt keeps the epoch with the highest valid/top1 or the lowest valid/loss
 folds = 1                 # K > 1: K-fold cross-validation on the training split (fold k validates on samples k, k+K, ... of a seeded permutation)
 drop_last = false         # skip the last, smaller training batch of each epoch
+simulated_workers = 1     # M > 1: each step averages M minibatch gradients, each through the algorithm's gradient codec if any (the papers' simulated data-parallel SGD)
 
 [training.optimizer]
 name = "adam"             # sgd | adam | adamw

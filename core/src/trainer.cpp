@@ -1,5 +1,6 @@
 #include "quantlab/core/trainer.hpp"
 
+#include "quantlab/sdk/algorithm.hpp"
 #include "quantlab/sdk/error.hpp"
 
 #include <torch/nn/functional/loss.h>
@@ -23,6 +24,7 @@ TrainingSettings TrainingSettings::from(const Config& training) {
   s.best_metric = training.get_choice("best_metric", {"valid/top1", "valid/loss"});
   s.folds = training.get_int("folds", 1, 1000);
   s.drop_last = training.get_bool("drop_last");
+  s.simulated_workers = training.get_int("simulated_workers", 1, 1024);
   const std::string loss = training.get_choice("loss", {"cross_entropy", "hinge", "squared_hinge"});
   s.loss = loss == "hinge" ? LossKind::hinge : loss == "squared_hinge" ? LossKind::squared_hinge : LossKind::cross_entropy;
 
@@ -115,33 +117,97 @@ at::Tensor classification_loss(const at::Tensor& logits, const at::Tensor& targe
   return sum ? per_sample.sum() : per_sample.mean();
 }
 
+namespace {
+
+// The gradients of `parameters` as one flat fp32 vector (zeros where a gradient is undefined).
+at::Tensor flat_gradient(const std::vector<at::Tensor>& parameters) {
+  std::vector<at::Tensor> parts;
+  for (const at::Tensor& p : parameters) {
+    parts.push_back(p.grad().defined() ? p.grad().detach().flatten().to(torch::kFloat32)
+                                       : torch::zeros({p.numel()}, p.options().dtype(torch::kFloat32)));
+  }
+  return torch::cat(parts);
+}
+
+void set_gradient(const std::vector<at::Tensor>& parameters, const at::Tensor& flat) {
+  std::int64_t offset = 0;
+  for (const at::Tensor& p : parameters) {
+    const at::Tensor part = flat.slice(0, offset, offset + p.numel()).view(p.sizes()).to(p.dtype());
+    if (p.grad().defined()) p.mutable_grad().detach().copy_(part);
+    else p.mutable_grad() = part.clone();
+    offset += p.numel();
+  }
+}
+
+}  // namespace
+
 EpochStats train_epoch(Network& network, torch::optim::Optimizer& optimizer, BatchLoader& loader,
-                       c10::Device device, EpochProgress progress, const StepCallback& on_step, LossKind kind) {
+                       c10::Device device, EpochProgress progress, const StepCallback& on_step,
+                       const StepOptions& options) {
   network.train();
   const auto start = Clock::now();
   const double seconds_before = progress.seconds;
-  while (auto batch = loader.next()) {
-    const at::Tensor inputs = batch->inputs.to(device, /*non_blocking=*/true);
-    const at::Tensor targets = batch->targets.to(device, /*non_blocking=*/true);
-    optimizer.zero_grad();
-    const at::Tensor logits = network.apply(inputs);
-    const at::Tensor loss = classification_loss(logits, targets, kind);
-    loss.backward();
-    optimizer.step();
-    const auto count = targets.size(0);
-    std::int64_t correct = 0;
-    {
-      torch::NoGradGuard no_grad;
-      correct = logits.argmax(1).eq(targets).sum().item<std::int64_t>();
+  const bool exchange = options.codec != nullptr || options.workers > 1;
+  const std::vector<at::Tensor> parameters = network.parameters();
+  while (true) {
+    std::vector<Batch> batches;
+    while (static_cast<std::int64_t>(batches.size()) < (exchange ? options.workers : 1)) {
+      auto batch = loader.next();
+      if (!batch) break;
+      batches.push_back(std::move(*batch));
     }
-    const double value = loss.item<double>();
-    ++progress.batches;
-    check_finite(value, progress.batches);
-    progress.samples += count;
-    progress.loss_sum += value * static_cast<double>(count);
-    progress.correct += correct;
+    if (batches.empty()) break;
+    std::vector<at::Tensor> worker_gradients;
+    at::Tensor average;
+    double step_loss = 0.0;
+    std::int64_t step_samples = 0;
+    for (const Batch& batch : batches) {
+      const at::Tensor inputs = batch.inputs.to(device, /*non_blocking=*/true);
+      const at::Tensor targets = batch.targets.to(device, /*non_blocking=*/true);
+      optimizer.zero_grad();
+      const at::Tensor logits = network.apply(inputs);
+      const at::Tensor loss = classification_loss(logits, targets, options.loss);
+      loss.backward();
+      const auto count = targets.size(0);
+      std::int64_t correct = 0;
+      {
+        torch::NoGradGuard no_grad;
+        correct = logits.argmax(1).eq(targets).sum().item<std::int64_t>();
+      }
+      const double value = loss.item<double>();
+      check_finite(value, progress.batches + 1);
+      progress.samples += count;
+      progress.loss_sum += value * static_cast<double>(count);
+      progress.correct += correct;
+      step_loss += value * static_cast<double>(count);
+      step_samples += count;
+      if (!exchange) continue;
+      torch::NoGradGuard no_grad;
+      at::Tensor gradient = flat_gradient(parameters).cpu();
+      at::Tensor received = gradient;
+      if (options.codec) {
+        const std::vector<std::uint8_t> wire = options.codec->encode(gradient);
+        received = options.codec->decode(wire, gradient.numel());
+        progress.wire_bytes += static_cast<double>(wire.size());
+        progress.coordinates += static_cast<double>(gradient.numel());
+        progress.quantization_error2 += (received - gradient).square().sum().item<double>();
+      }
+      progress.gradient_norm2 += gradient.square().sum().item<double>();
+      worker_gradients.push_back(gradient);
+      average = average.defined() ? average.add_(received) : received.clone();
+    }
+    if (exchange) {
+      torch::NoGradGuard no_grad;
+      const auto n = static_cast<double>(worker_gradients.size());
+      average.div_(n);
+      at::Tensor exact = torch::stack(worker_gradients);
+      progress.worker_spread2 += (exact - exact.mean(0)).square().sum().item<double>();
+      set_gradient(parameters, average.to(device));
+    }
+    optimizer.step();
+    progress.batches += static_cast<std::int64_t>(batches.size());
     progress.seconds = seconds_before + std::chrono::duration<double>(Clock::now() - start).count();
-    if (on_step) on_step(progress, value);
+    if (on_step) on_step(progress, step_loss / static_cast<double>(step_samples));
   }
   progress.seconds = seconds_before + std::chrono::duration<double>(Clock::now() - start).count();
   return progress;

@@ -23,6 +23,10 @@ namespace torch::optim {
 class Optimizer;
 }
 
+namespace ql {
+class GradientCodec;
+}
+
 namespace ql::core {
 
 /// The training loss: cross-entropy, or the (squared) multi-class hinge of the ANA reference:
@@ -44,6 +48,7 @@ struct TrainingSettings {
   std::int64_t folds;
   bool drop_last;
   LossKind loss;
+  std::int64_t simulated_workers;  ///< minibatch gradients averaged per step (each through the codec)
   std::string optimizer;
   double lr;
   double momentum;
@@ -76,6 +81,14 @@ struct EpochProgress {
   std::int64_t correct = 0;
   double seconds = 0.0;
 
+  // Gradient exchange (simulated workers and a codec): bytes that would travel, coordinates
+  // encoded, and the quantisation error against the exact worker gradients.
+  double wire_bytes = 0.0;
+  double coordinates = 0.0;
+  double quantization_error2 = 0.0;  ///< Σ ||Q(g_w) - g_w||²
+  double gradient_norm2 = 0.0;       ///< Σ ||g_w||²
+  double worker_spread2 = 0.0;       ///< Σ ||g_w - mean g||²: plain SGD's own sampling variance
+
   double loss() const { return samples > 0 ? loss_sum / static_cast<double>(samples) : 0.0; }
   double top1() const { return samples > 0 ? static_cast<double>(correct) / static_cast<double>(samples) : 0.0; }
   double images_per_second() const { return seconds > 0 ? samples / seconds : 0.0; }
@@ -86,11 +99,19 @@ using EpochStats = EpochProgress;
 /// number of the batch just done) and the batch's loss.
 using StepCallback = std::function<void(const EpochProgress& progress, double loss)>;
 
-/// One pass of minibatch SGD over `loader` (forward, cross-entropy, backward, step), continuing
+/// How a step is made: the loss, and optionally `workers` minibatch gradients a step, each
+/// sent through `codec` (encode, decode) and then averaged, as in data-parallel SGD.
+struct StepOptions {
+  LossKind loss = LossKind::cross_entropy;
+  GradientCodec* codec = nullptr;
+  std::int64_t workers = 1;
+};
+
+/// One pass of minibatch SGD over `loader` (forward, loss, backward, step), continuing
 /// `progress` (the loader starts at batch progress.batches). Returns the epoch's totals.
 EpochStats train_epoch(Network& network, torch::optim::Optimizer& optimizer, BatchLoader& loader,
                        c10::Device device, EpochProgress progress, const StepCallback& on_step,
-                       LossKind loss = LossKind::cross_entropy);
+                       const StepOptions& options = {});
 
 /// Mean loss and accuracy of `network` on all of `loader`, in inference mode.
 Evaluation evaluate(Network& network, BatchLoader& loader, c10::Device device, bool top5,

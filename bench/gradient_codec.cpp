@@ -1,0 +1,65 @@
+// Gradient codec throughput: encode + decode of a flat fp32 gradient by the nuqsgd quantiser
+// (each scheme), against memcpy of the same buffer, in one run; and the bytes a step would send
+// against fp32. Usage: gradient_codec [MILLION_VALUES] [BUCKET] [THREADS]
+#include "plugins/algorithms/nuqsgd/gradient_quantizer.hpp"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
+#include <torch/types.h>
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+template <typename F>
+double best_seconds(int repeats, F&& run) {
+  double best = 1e30;
+  for (int i = 0; i < repeats; ++i) {
+    const auto start = Clock::now();
+    run();
+    best = std::min(best, std::chrono::duration<double>(Clock::now() - start).count());
+  }
+  return best;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::int64_t values = (argc > 1 ? std::stoll(argv[1]) : 16) * 1'000'000;
+  const std::int64_t bucket = argc > 2 ? std::stoll(argv[2]) : 8192;
+  at::set_num_threads(argc > 3 ? std::stoi(argv[3]) : 2);
+  torch::manual_seed(0);
+  const at::Tensor gradient = torch::randn({values}) * 1e-3;
+  const double gigabytes = static_cast<double>(values) * 4 / 1e9;
+
+  std::vector<float> copy(static_cast<std::size_t>(values));
+  const double memcpy_seconds = best_seconds(5, [&] {
+    std::memcpy(copy.data(), gradient.data_ptr<float>(), static_cast<std::size_t>(values) * 4);
+  });
+  fmt::print("gradient codec, {} M fp32 values, buckets of {}, {} threads (best of 5)\n", values / 1'000'000, bucket,
+             at::get_num_threads());
+  fmt::print("| codec | GB/s (encode + decode) | of memcpy | bits/coord | bytes vs fp32 |\n| --- | ---: | ---: | ---: | ---: |\n");
+  fmt::print("| memcpy | {:.2f} | 1.00 | 32 | 1.0x |\n", gigabytes / memcpy_seconds);
+  for (const auto& [scheme, bits] : std::vector<std::pair<std::string, int>>{{"qsgd", 4}, {"nuq", 4}, {"nuq", 3}, {"qsgdinf", 3}, {"trn", 2}}) {
+    ql::nuqsgd::GradientQuantizer quantizer(ql::nuqsgd::level_set(scheme, bits), scheme == "nuq" || scheme == "qsgd",
+                                            bucket);
+    at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(1);
+    std::vector<std::uint8_t> wire;
+    const double seconds = best_seconds(5, [&] {
+      wire = quantizer.encode(gradient, generator);
+      const at::Tensor back = quantizer.decode(wire, values);
+    });
+    fmt::print("| {} {} bits | {:.2f} | {:.2f} | {:.2f} | {:.1f}x fewer |\n", scheme, bits, gigabytes / seconds,
+               memcpy_seconds / seconds, 8.0 * static_cast<double>(wire.size()) / static_cast<double>(values),
+               static_cast<double>(values) * 4 / static_cast<double>(wire.size()));
+  }
+  return 0;
+}

@@ -1,0 +1,58 @@
+// Stochastic gradient quantisation (ALGORITHMS.md 3.1-3.2): a gradient is cut into buckets of d
+// coordinates; each full bucket becomes its norm (fp32) and, per coordinate, the index of one
+// of K levels in [-1, 1], chosen between the two levels around g_i / norm with the probability
+// that keeps the result unbiased. The indices are packed at ceil(log2 K) bits each, eight to a
+// group of ceil(log2 K) bytes (a bucket's codes padded to whole groups); the last, partial bucket
+// travels unquantised (the papers' ig_sm_bkts). Buckets are coded in parallel, each with its own
+// random stream derived from one draw of the caller's generator, so the result does not depend
+// on the thread count.
+//
+//   GradientQuantizer q(level_set("nuq", 3), /*l2=*/true, 8192);
+//   std::vector<uint8_t> wire = q.encode(gradient, generator);
+//   at::Tensor back = q.decode(wire, gradient.numel());
+#pragma once
+
+#include <ATen/core/Generator.h>
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace ql::nuqsgd {
+
+/// The signed level set of a scheme (ascending, -1 ... 1): qsgd/qsgdinf: 2^bits levels
+/// equispaced; trn: {-1, 0, 1}; nuq: ±multiplier^j for j = 0 .. 2^(bits-1) - 1.
+std::vector<double> level_set(const std::string& scheme, int bits, double multiplier = 0.5);
+
+/// Bits a coordinate takes on the wire for K levels: ceil(log2 K).
+int code_bits(std::size_t levels);
+
+
+class GradientQuantizer {
+ public:
+  GradientQuantizer(std::vector<double> levels, bool l2_norm, std::int64_t bucket_size);
+
+  /// The wire encoding of a flat fp32 gradient.
+  std::vector<std::uint8_t> encode(const at::Tensor& gradient, at::Generator& generator) const;
+  /// The gradient an encoding stands for (`numel` values).
+  at::Tensor decode(const std::vector<std::uint8_t>& encoded, std::int64_t numel) const;
+  /// encode then decode: Q(g), what a receiver reconstructs.
+  at::Tensor quantize(const at::Tensor& gradient, at::Generator& generator) const;
+  /// Bytes of the encoding of `numel` values.
+  std::int64_t encoded_size(std::int64_t numel) const;
+
+  const std::vector<double>& levels() const { return levels_; }
+  int bits() const { return bits_; }
+
+ private:
+  std::int64_t bucket_bytes() const;
+
+  std::vector<double> levels_;
+  std::vector<float> float_levels_;
+  bool l2_norm_;
+  std::int64_t bucket_size_;
+  int bits_;
+};
+
+}  // namespace ql::nuqsgd

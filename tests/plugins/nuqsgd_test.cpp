@@ -1,0 +1,141 @@
+// Gradient quantisation (ALGORITHMS.md section 3): level sets, unbiased stochastic rounding,
+// outputs on norm x levels, the packed wire format, and simulated data-parallel training.
+#include "plugins/algorithms/nuqsgd/gradient_quantizer.hpp"
+#include "quantlab/sdk/error.hpp"
+#include "support/test_support.hpp"
+
+#include <gtest/gtest.h>
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <fmt/format.h>
+#include <torch/serialize/input-archive.h>
+#include <torch/types.h>
+
+#include <cmath>
+
+namespace fs = std::filesystem;
+using namespace ql::nuqsgd;
+
+TEST(NuqsgdTest, LevelSetsOfEachScheme) {
+  EXPECT_EQ(level_set("nuq", 3), (std::vector<double>{-1, -0.5, -0.25, -0.125, 0.125, 0.25, 0.5, 1}));
+  const auto qsgd = level_set("qsgd", 2);
+  ASSERT_EQ(qsgd.size(), 4u);
+  EXPECT_NEAR(qsgd[1], -1.0 / 3, 1e-15);
+  EXPECT_NEAR(qsgd[2], 1.0 / 3, 1e-15);
+  EXPECT_EQ(level_set("trn", 5), (std::vector<double>{-1, 0, 1}));
+  EXPECT_EQ(level_set("nuq", 4).size(), 16u);
+  EXPECT_DOUBLE_EQ(level_set("nuq", 4)[8], std::pow(0.5, 7));
+  EXPECT_EQ(code_bits(3), 2);
+  EXPECT_EQ(code_bits(8), 3);
+  EXPECT_THROW(level_set("alq", 3), ql::Error);
+}
+
+TEST(NuqsgdTest, OutputsLieOnNormTimesLevelsAndThePartialBucketIsExact) {
+  for (const auto& [scheme, bits] : std::vector<std::pair<std::string, int>>{{"nuq", 3}, {"qsgd", 4}, {"qsgdinf", 3}, {"trn", 2}}) {
+    const bool l2 = scheme == "nuq" || scheme == "qsgd";
+    GradientQuantizer q(level_set(scheme, bits), l2, 100);
+    at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(7);
+    const at::Tensor g = torch::randn({1037});
+    const std::vector<std::uint8_t> wire = q.encode(g, generator);
+    EXPECT_EQ(static_cast<std::int64_t>(wire.size()), q.encoded_size(1037));
+    // 10 buckets: a norm and ceil(100 / 8) groups of `bits` bytes each; 37 values sent as fp32.
+    EXPECT_EQ(wire.size(), 10u * (4 + 13 * static_cast<std::size_t>(code_bits(level_set(scheme, bits).size()))) + 37u * 4);
+    const at::Tensor back = q.decode(wire, 1037);
+    EXPECT_TRUE(torch::equal(back.slice(0, 1000), g.slice(0, 1000))) << scheme;
+    const at::Tensor levels = torch::tensor(level_set(scheme, bits), torch::kFloat32);
+    for (int b = 0; b < 10; ++b) {
+      const at::Tensor bucket = g.slice(0, b * 100, (b + 1) * 100);
+      const float norm = l2 ? bucket.norm().item<float>() : bucket.abs().max().item<float>();
+      const at::Tensor ratios = back.slice(0, b * 100, (b + 1) * 100) / norm;
+      // Each ratio is one of the levels (to float rounding).
+      const at::Tensor distance = (ratios.unsqueeze(1) - levels.unsqueeze(0)).abs().amin(1);
+      EXPECT_LT(distance.max().item<float>(), 1e-5) << scheme << " bucket " << b;
+    }
+    // The same generator state gives the same bits.
+    at::Generator again = at::make_generator<at::CPUGeneratorImpl>(7);
+    EXPECT_EQ(q.encode(g, again), wire);
+  }
+  GradientQuantizer q(level_set("nuq", 3), true, 8);
+  at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(1);
+  EXPECT_THROW(q.decode(std::vector<std::uint8_t>(5), 16), ql::Error);
+}
+
+TEST(NuqsgdTest, StochasticRoundingIsUnbiased) {
+  // E[Q(g)] = g: the Monte-Carlo mean's error shrinks like 1/sqrt(samples).
+  torch::manual_seed(3);
+  const at::Tensor g = torch::randn({256});
+  for (const auto& [scheme, bits] : std::vector<std::pair<std::string, int>>{{"nuq", 3}, {"qsgd", 2}, {"qsgdinf", 3}, {"trn", 2}}) {
+    GradientQuantizer q(level_set(scheme, bits), scheme == "nuq" || scheme == "qsgd", 64);
+    at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(11);
+    std::vector<double> errors;
+    at::Tensor sum = torch::zeros_like(g);
+    std::int64_t done = 0;
+    for (std::int64_t samples : {100, 1600}) {
+      for (; done < samples; ++done) sum += q.quantize(g, generator);
+      errors.push_back((sum / static_cast<double>(samples) - g).abs().max().item<double>());
+    }
+    EXPECT_LT(errors[1], errors[0] * 0.5) << scheme;  // 16x the samples: about a quarter of the error
+    EXPECT_LT(errors[1], 0.25 * g.abs().max().item<double>()) << scheme;
+  }
+}
+
+TEST(NuqsgdTest, SimulatedWorkersWithoutQuantisationEqualOneLargeBatch) {
+  // Four workers of 8 samples, full precision, average their gradients: the same step as one
+  // batch of 32 (the loss is a mean over equal batches), so the same weights up to rounding.
+  ql::test::TempDir dir;
+  ql::test::write_idx_dataset(dir / "data", 640, 64, 8, 4, /*gzip=*/false);
+  ql::test::write_text(dir / "exp.toml", fmt::format(R"([storage]
+logs = "logs"
+[problem]
+plugin = "mnist"
+data_dir = "{}"
+image_size = [8, 8]
+classes = 4
+[topology]
+plugin = "mlp"
+hidden = [16]
+[training]
+epochs = 2
+[training.optimizer]
+name = "sgd"
+lr = 0.1
+[run]
+threads = 1
+)",
+                                                     (dir / "data").string()));
+  const std::string exp = ql::test::quoted((dir / "exp.toml").string());
+  const auto one = ql::test::run_qlhost(fmt::format("run {} --set training.batch_size=32", exp), dir.path());
+  ASSERT_EQ(one.exit_code, 0) << one.err;
+  ql::test::write_text(dir / "codec.toml", ql::test::read_text(dir / "exp.toml") +
+                                               "[[algorithm]]\nplugin = \"nuqsgd\"\nscheme = \"none\"\n");
+  const auto four = ql::test::run_qlhost(
+      fmt::format("run {} --set training.batch_size=8 --set training.simulated_workers=4",
+                  ql::test::quoted((dir / "codec.toml").string())),
+      dir.path());
+  ASSERT_EQ(four.exit_code, 0) << four.err;
+  EXPECT_NE(four.out.find("32.00 bits/coord"), std::string::npos) << four.out;
+  auto weights = [](const fs::path& file) {
+    torch::serialize::InputArchive archive;
+    archive.load_from(file.string());
+    at::Tensor w;
+    archive.read("model/fc1.weight", w);
+    return w;
+  };
+  const at::Tensor a = weights(dir / "logs/mnist/mlp/exp0001/fold0/checkpoints/last.pt");
+  const at::Tensor b = weights(dir / "logs/mnist/mlp/exp0002/fold0/checkpoints/last.pt");
+  EXPECT_TRUE(torch::allclose(a, b, 1e-4, 1e-5)) << (a - b).abs().max().item<double>();
+
+  // 3-bit NUQSGD: about 3 bits a coordinate on the wire, and it still learns.
+  ql::test::write_text(dir / "nuq.toml", ql::test::read_text(dir / "exp.toml") +
+                                             "[[algorithm]]\nplugin = \"nuqsgd\"\nscheme = \"nuq\"\nbits = 3\nbucket_size = 64\n");
+  const auto nuq = ql::test::run_qlhost(
+      fmt::format("run {} --set training.batch_size=8 --set training.simulated_workers=4 --set training.epochs=4",
+                  ql::test::quoted((dir / "nuq.toml").string())),
+      dir.path());
+  ASSERT_EQ(nuq.exit_code, 0) << nuq.err;
+  // 1108 parameters: 17 buckets of 64 at 3 bits + a 32-bit norm each, the last 20 as fp32.
+  EXPECT_NE(nuq.out.find("4.01 bits/coord"), std::string::npos) << nuq.out;
+  const auto at = nuq.out.find("trained network on test: loss ");
+  ASSERT_NE(at, std::string::npos) << nuq.out;
+  EXPECT_GT(std::stod(nuq.out.substr(nuq.out.find("top1 ", at) + 5)), 80.0) << nuq.out;
+}
