@@ -1,5 +1,6 @@
 #include "quantlab/core/report.hpp"
 
+#include "toml_file.hpp"
 #include "quantlab/core/experiment_store.hpp"
 #include "quantlab/core/metrics_log.hpp"
 #include "quantlab/core/unit_record.hpp"
@@ -342,13 +343,7 @@ ReportFiles unit_report(const fs::path& unit) {
 
 ReportFiles sweep_report(const fs::path& dir) {
   const fs::path file = dir / "sweep.toml";
-  toml::table sweep;
-  try {
-    sweep = toml::parse_file(file.string());
-  } catch (const toml::parse_error& e) {
-    throw Error(fmt::format("{}:{}:{}: {}", file.string(), e.source().begin.line, e.source().begin.column,
-                            e.description()));
-  }
+  const toml::table sweep = read_toml_file(file);
   Report report;
   report.markdown = fmt::format("# sweep {}\n\nexperiment `{}`\n", dir.filename().string(),
                                 sweep["experiment"].value_or<std::string>(""));

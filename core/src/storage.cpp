@@ -1,5 +1,6 @@
 #include "quantlab/core/storage.hpp"
 
+#include "toml_file.hpp"
 #include "quantlab/sdk/error.hpp"
 
 #include <fmt/format.h>
@@ -28,13 +29,7 @@ UserDefaults read_user_defaults(const fs::path& file) {
   UserDefaults defaults;
   std::error_code error;
   if (!fs::is_regular_file(file, error)) return defaults;
-  toml::table root;
-  try {
-    root = toml::parse_file(file.string());
-  } catch (const toml::parse_error& e) {
-    throw ConfigError(fmt::format("{}:{}:{}: {}", file.string(), e.source().begin.line, e.source().begin.column,
-                                  e.description()));
-  }
+  const toml::table root = read_toml_file<ConfigError>(file);
   for (const auto& [key, node] : root) {
     if (key.str() != "storage" || !node.is_table()) {
       throw ConfigError(fmt::format("{}: unknown entry '{}' (expected a [storage] table with data and logs)",

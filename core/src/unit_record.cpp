@@ -1,5 +1,6 @@
 #include "quantlab/core/unit_record.hpp"
 
+#include "toml_file.hpp"
 #include "quantlab/core/experiment_store.hpp"
 #include "quantlab/core/process.hpp"
 #include "quantlab/sdk/error.hpp"
@@ -98,13 +99,7 @@ void write_unit_record(const fs::path& unit, const UnitRecord& r) {
 UnitRecord read_unit_record(const fs::path& unit) {
   const fs::path file = unit / kFile;
   QL_CHECK(fs::is_regular_file(file), "{}: no such file (not a QuantLab results unit?)", file.string());
-  toml::table root;
-  try {
-    root = toml::parse_file(file.string());
-  } catch (const toml::parse_error& e) {
-    throw Error(fmt::format("{}:{}:{}: {}", file.string(), e.source().begin.line, e.source().begin.column,
-                            e.description()));
-  }
+  const toml::table root = read_toml_file(file);
   const toml::table& t = root;
   UnitRecord r;
   r.status = value_or<std::string>(t["status"], "unknown");
