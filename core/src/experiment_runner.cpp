@@ -400,15 +400,15 @@ struct Experiment {
   Topology& topology;
   std::vector<PluginChoice> algorithm_choices;
   TrainingSettings settings;
-  std::uint64_t seed;
+  std::uint64_t seed = 0;
   c10::Device device{c10::kCPU};
-  std::size_t prefetch;
-  bool top5;
-  bool step_scalars;
-  std::int64_t histogram_every;
-  bool resuming;
-  fs::path unit;
-  UnitRecord record;
+  std::size_t prefetch = 0;
+  bool top5 = false;
+  bool step_scalars = true;
+  std::int64_t histogram_every = 0;
+  bool resuming = false;
+  fs::path unit = {};
+  UnitRecord record = {};
 };
 
 struct FoldResult {

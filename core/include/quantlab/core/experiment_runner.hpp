@@ -26,9 +26,9 @@ struct RunRequest {
   std::vector<std::string> overrides;  ///< --set KEY=VALUE
   /// Resume a unit: "" the latest of the experiment's problem/topology, "exp0007" or "7" one of
   /// them, or a unit folder's path.
-  std::optional<std::string> resume;
+  std::optional<std::string> resume = {};
   /// When set, the unit's path is written to this file as soon as it exists (sweeps).
-  std::filesystem::path unit_file;
+  std::filesystem::path unit_file = {};
 };
 
 struct RunSummary {
