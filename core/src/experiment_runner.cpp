@@ -192,10 +192,6 @@ void restore(Network& network, const NetworkState& state) {
   network.set_input_quantizer(state.input);
 }
 
-std::string percent(double fraction) {
-  return fraction < 0 ? "-" : fmt::format("{:.2f}%", 100.0 * fraction);
-}
-
 std::string describe(const Evaluation& e) {
   std::string text = fmt::format("loss {:.4f} top1 {}", e.loss, percent(e.top1));
   if (e.top5 >= 0) text += fmt::format(" top5 {}", percent(e.top5));

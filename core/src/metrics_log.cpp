@@ -1,5 +1,6 @@
 #include "quantlab/core/metrics_log.hpp"
 
+#include "quantlab/core/unit_record.hpp"
 #include "quantlab/sdk/error.hpp"
 #include "proto/tensorboard_event.pb.h"
 
@@ -19,12 +20,6 @@ namespace {
 
 double now_seconds() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
-
-std::string host_name() {
-  char name[256] = {};
-  if (::gethostname(name, sizeof name - 1) != 0) return "localhost";
-  return name;
 }
 
 }  // namespace

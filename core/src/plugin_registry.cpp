@@ -1,5 +1,6 @@
 #include "quantlab/core/plugin_registry.hpp"
 
+#include "quantlab/core/process.hpp"
 #include "quantlab/sdk/error.hpp"
 
 #include <boost/dll/shared_library.hpp>
@@ -20,11 +21,7 @@ struct PluginRegistry::Loaded {
   const PluginDescriptor* descriptor = nullptr;
 };
 
-fs::path executable_dir() {
-  std::error_code error;
-  fs::path self = fs::read_symlink("/proc/self/exe", error);
-  return error ? fs::path() : self.parent_path();
-}
+fs::path executable_dir() { return current_executable().parent_path(); }
 
 std::vector<fs::path> default_search_path(const std::vector<fs::path>& extra_dirs) {
   std::vector<fs::path> path(extra_dirs);

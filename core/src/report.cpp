@@ -97,7 +97,6 @@ void line_chart(const fs::path& file, const std::string& title, const std::strin
              nullptr, nullptr);
 }
 
-std::string format_value(double value) { return value < 0 ? "-" : fmt::format("{:.2f}%", 100.0 * value); }
 
 struct CsvTable {
   std::vector<std::string> columns;
@@ -284,8 +283,8 @@ ReportFiles unit_report(const fs::path& unit) {
     const bool higher = f.best_metric == "valid/top1";
     rows.push_back({std::to_string(k), f.status, fmt::format("{}/{}", f.epochs_done, record.epochs),
                     f.best_metric.empty() ? "-" : f.best_metric,
-                    f.best_metric.empty() ? "-" : (higher ? format_value(f.best_value) : fmt::format("{:.4f}", f.best_value)),
-                    std::to_string(f.best_epoch), format_value(f.trained_top1), format_value(f.result_top1)});
+                    f.best_metric.empty() ? "-" : (higher ? percent(f.best_value) : fmt::format("{:.4f}", f.best_value)),
+                    std::to_string(f.best_epoch), percent(f.trained_top1), percent(f.result_top1)});
     if (f.trained_top1 >= 0) trained.push_back(f.trained_top1);
     if (f.result_top1 >= 0) result.push_back(f.result_top1);
   }
@@ -303,8 +302,8 @@ ReportFiles unit_report(const fs::path& unit) {
     summary = fmt::format("{} folds: trained test top-1 {}, result {}", record.folds.size(), mean_std(trained),
                           mean_std(result));
   } else if (!record.folds.empty()) {
-    summary = fmt::format("trained test top-1 {}, result {}", format_value(record.folds[0].trained_top1),
-                          format_value(record.folds[0].result_top1));
+    summary = fmt::format("trained test top-1 {}, result {}", percent(record.folds[0].trained_top1),
+                          percent(record.folds[0].result_top1));
   }
   add_table(report, "Results", {"fold", "status", "epochs", "best on", "best", "at epoch", "test top-1 (trained)",
                                 "test top-1 (result)"},
@@ -370,8 +369,8 @@ ReportFiles sweep_report(const fs::path& dir) {
         const UnitRecord r = read_unit_record(unit);
         const FoldRecord f = r.folds.empty() ? FoldRecord{} : r.folds[0];
         row.insert(row.end(), {unit.filename().string(), r.live_status(),
-                               f.best_metric == "valid/top1" ? format_value(f.best_value) : "-",
-                               format_value(f.trained_top1), format_value(f.result_top1)});
+                               f.best_metric == "valid/top1" ? percent(f.best_value) : "-",
+                               percent(f.trained_top1), percent(f.result_top1)});
       }
       rows.push_back(std::move(row));
     }
@@ -388,6 +387,8 @@ ReportFiles sweep_report(const fs::path& dir) {
 }
 
 }  // namespace
+
+std::string percent(double fraction) { return fraction < 0 ? "-" : fmt::format("{:.2f}%", 100.0 * fraction); }
 
 std::string markdown_table(const std::vector<std::string>& columns, const std::vector<std::vector<std::string>>& rows) {
   std::string text = fmt::format("| {} |\n|", fmt::join(columns, " | "));

@@ -221,8 +221,6 @@ int command_report(const std::vector<std::string>& args) {
   return kExitOk;
 }
 
-std::string percent_or_dash(double value) { return value < 0 ? "-" : fmt::format("{:.2f}%", 100 * value); }
-
 int command_experiments(const std::vector<std::string>& args) {
   po::options_description options("options");
   options.add_options()("help,h", "show this help")("logs", po::value<std::string>(),
@@ -279,8 +277,8 @@ int command_experiments(const std::vector<std::string>& args) {
           }
           row.insert(row.end(), {r.live_status(), r.started,
                                  fmt::format("{}/{}", epochs, r.epochs * static_cast<std::int64_t>(r.folds.size())),
-                                 f0.best_metric == "valid/top1" ? percent_or_dash(f0.best_value) : "-",
-                                 percent_or_dash(f0.trained_top1), percent_or_dash(f0.result_top1), difference});
+                                 f0.best_metric == "valid/top1" ? ql::core::percent(f0.best_value) : "-",
+                                 ql::core::percent(f0.trained_top1), ql::core::percent(f0.result_top1), difference});
         } catch (const std::exception& e) {
           row.insert(row.end(), {"unreadable", "-", "-", "-", "-", "-", ql::core::one_line(ql::message_of(e))});
         }

@@ -28,6 +28,9 @@ struct ReportFiles {
 /// what is missing or malformed.
 ReportFiles write_report(const std::filesystem::path& dir);
 
+/// A fraction as "12.34%", or "-" for a negative (not measured) value.
+std::string percent(double fraction);
+
 /// A Markdown table (numbers right-aligned).
 std::string markdown_table(const std::vector<std::string>& columns,
                            const std::vector<std::vector<std::string>>& rows);
