@@ -388,7 +388,6 @@ class FoldCheckpoints {
 
 // What every fold shares: the loaded experiment, its plugins' choices, the unit and its record.
 struct Experiment {
-  const RunRequest& request;
   const ExperimentConfig& config;
   PluginRegistry& registry;
   Console& console;
@@ -409,7 +408,6 @@ struct Experiment {
 
 struct FoldResult {
   Evaluation trained, result;
-  std::vector<std::pair<std::string, std::string>> tables;  // (file name, Markdown) for the report
 };
 
 void update_record(Experiment& x) { write_unit_record(x.unit, x.record); }
@@ -675,7 +673,7 @@ RunSummary run_experiment(const RunRequest& request, PluginRegistry& registry, C
 
   auto problem = registry.create<Problem>(config.problem().name, config.problem().options.with_base_dir(storage.data));
   auto topology = registry.create<Topology>(config.topology().name, config.topology().options);
-  Experiment x{request, config, registry, console, *problem, *topology, config.algorithms(),
+  Experiment x{config, registry, console, *problem, *topology, config.algorithms(),
                TrainingSettings::from(config.section("training"))};
   x.seed = seed;
   x.prefetch = static_cast<std::size_t>(run_options.get_int("prefetch", 0, 1024));
