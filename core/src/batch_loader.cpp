@@ -29,6 +29,23 @@ std::vector<std::int64_t> sequential_order(std::int64_t size) {
   return order;
 }
 
+std::vector<std::int64_t> shard_order(const std::vector<std::int64_t>& order, std::int64_t batch_size, int rank,
+                                      int ranks, bool drop_last) {
+  QL_CHECK(ranks >= 1 && rank >= 0 && rank < ranks, "rank {} is not one of {}", rank, ranks);
+  QL_CHECK(batch_size % ranks == 0, "the batch size {} does not split evenly over {} ranks", batch_size, ranks);
+  const auto total = static_cast<std::int64_t>(order.size());
+  const std::int64_t usable = drop_last ? total / batch_size * batch_size : total;
+  std::vector<std::int64_t> shard;
+  shard.reserve(static_cast<std::size_t>(usable / ranks + batch_size));
+  for (std::int64_t begin = 0; begin < usable; begin += batch_size) {
+    const std::int64_t n = std::min(batch_size, usable - begin);
+    for (std::int64_t i = begin + rank * n / ranks; i < begin + (rank + 1) * n / ranks; ++i) {
+      shard.push_back(order[static_cast<std::size_t>(i)]);
+    }
+  }
+  return shard;
+}
+
 std::vector<std::int64_t> epoch_order(std::int64_t size, std::uint64_t seed, std::int64_t epoch) {
   return seeded_permutation(size, derive_seed(seed, static_cast<std::uint64_t>(epoch)));
 }

@@ -9,6 +9,13 @@ namespace ql::core {
 
 Console::Console() : terminal_(isatty(fileno(stderr)) == 1) {}
 
+void Console::quiet(std::string prefix) {
+  std::lock_guard lock(mutex_);
+  quiet_ = true;
+  terminal_ = false;
+  prefix_ = std::move(prefix);
+}
+
 void Console::clear_progress() {
   if (progress_shown_) {
     std::fputs("\r\033[K", stderr);
@@ -18,6 +25,7 @@ void Console::clear_progress() {
 
 void Console::info(std::string_view line) {
   std::lock_guard lock(mutex_);
+  if (quiet_) return;
   clear_progress();
   fmt::print(stdout, "{}\n", line);
   std::fflush(stdout);
@@ -26,7 +34,7 @@ void Console::info(std::string_view line) {
 void Console::warn(std::string_view line) {
   std::lock_guard lock(mutex_);
   clear_progress();
-  fmt::print(stderr, "warning: {}\n", line);
+  fmt::print(stderr, "{}warning: {}\n", prefix_, line);
 }
 
 void Console::progress(std::string_view what, std::int64_t done, std::int64_t total,

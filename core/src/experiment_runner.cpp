@@ -1,6 +1,7 @@
 #include "quantlab/core/experiment_runner.hpp"
 
 #include "quantlab/core/batch_loader.hpp"
+#include "quantlab/core/data_parallel.hpp"
 #include "quantlab/core/experiment_config.hpp"
 #include "quantlab/core/experiment_store.hpp"
 #include "quantlab/core/folds.hpp"
@@ -27,8 +28,12 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cerrno>
 #include <csignal>
+#include <cstring>
+#include <fstream>
 #include <map>
+#include <sstream>
 #include <thread>
 #include <unistd.h>
 
@@ -44,6 +49,7 @@ enum SeedStream : std::uint64_t {
   kAugmentStream = 2,
   kCalibrationStream = 3,
   kFoldStream = 4,
+  kRankStream = 5,
   kPluginStreams = 100,
 };
 
@@ -79,6 +85,27 @@ class StopOnSignals {
   struct sigaction old_term_ {};
 };
 
+// A private folder in the temporary directory, removed with everything in it.
+class ScratchFolder {
+ public:
+  explicit ScratchFolder(const std::string& prefix) {
+    std::string pattern = (fs::temp_directory_path() / (prefix + "XXXXXX")).string();
+    QL_CHECK(::mkdtemp(pattern.data()) != nullptr, "cannot create a scratch folder {}: {}", pattern,
+             std::strerror(errno));
+    path_ = pattern;
+  }
+  ~ScratchFolder() {
+    std::error_code ignored;
+    fs::remove_all(path_, ignored);
+  }
+  ScratchFolder(const ScratchFolder&) = delete;
+  ScratchFolder& operator=(const ScratchFolder&) = delete;
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
 struct RunState {
   const Splits* data;
   DatasetSpec spec;
@@ -90,14 +117,38 @@ struct RunState {
   Console* console;
   MetricsLog* metrics;
   std::string fold_label;  // "" or "fold 2/5: "
+  DataParallel* world = nullptr;
 };
 
+// Evaluates on a split; in data-parallel training each rank takes every size-th sample and the
+// sums are all-reduced, so every rank gets the whole split's figures.
 Evaluation evaluate_split(const RunState& run, Network& network, Split split) {
   auto dataset = run.data->of(split);
   QL_CHECK(dataset != nullptr, "the problem has no {} split to evaluate on", to_string(split));
-  BatchLoader loader(dataset, sequential_order(dataset->size()), run.eval_batch_size, 0,
-                     /*augment=*/false, run.prefetch);
-  return evaluate(network, loader, run.device, run.top5, run.loss);
+  std::vector<std::int64_t> order = sequential_order(dataset->size());
+  if (run.world != nullptr) {
+    std::vector<std::int64_t> mine;
+    for (std::size_t i = static_cast<std::size_t>(run.world->rank()); i < order.size();
+         i += static_cast<std::size_t>(run.world->size())) {
+      mine.push_back(order[i]);
+    }
+    order = std::move(mine);
+  }
+  BatchLoader loader(dataset, std::move(order), run.eval_batch_size, 0, /*augment=*/false, run.prefetch);
+  Evaluation e = evaluate(network, loader, run.device, run.top5, run.loss);
+  if (run.world == nullptr) return e;
+  const auto n = static_cast<double>(e.samples);
+  std::vector<double> sums{e.loss * n, static_cast<double>(std::llround(e.top1 * n)),
+                           e.top5 >= 0 ? static_cast<double>(std::llround(e.top5 * n)) : 0.0, n};
+  run.world->all_reduce_sum(sums);
+  Evaluation total;
+  total.samples = std::llround(sums[3]);
+  if (total.samples > 0) {
+    total.loss = sums[0] / sums[3];
+    total.top1 = sums[1] / sums[3];
+    total.top5 = run.top5 ? sums[2] / sums[3] : -1.0;
+  }
+  return total;
 }
 
 class HostContext : public Context {
@@ -331,11 +382,22 @@ class FoldCheckpoints {
     });
   }
 
-  TrainingPosition load(const std::string& name) {
+  // In data-parallel training rank 0 reads the file and every rank loads its bytes.
+  TrainingPosition load(const std::string& name, DataParallel* world) {
     const fs::path file = path(name);
+    if (world == nullptr) return load(file, [&](torch::serialize::InputArchive& a) { a.load_from(file.string()); });
+    const std::string bytes = world->broadcast_bytes(world->is_root() ? read_text_file(file) : std::string());
+    return load(file, [&](torch::serialize::InputArchive& a) {
+      std::istringstream in(bytes);
+      a.load_from(in);
+    });
+  }
+
+ private:
+  TrainingPosition load(const fs::path& file, const std::function<void(torch::serialize::InputArchive&)>& open) {
     try {
       torch::serialize::InputArchive archive;
-      archive.load_from(file.string());
+      open(archive);
       torch::NoGradGuard no_grad;
       for (auto& p : network_.named_parameters()) {
         at::Tensor value;
@@ -379,7 +441,6 @@ class FoldCheckpoints {
     }
   }
 
- private:
   fs::path dir_;
   Network& network_;
   torch::optim::Optimizer& optimizer_;
@@ -404,7 +465,22 @@ struct Experiment {
   bool resuming = false;
   fs::path unit = {};
   UnitRecord record = {};
+  DataParallel* world = nullptr;  // data-parallel training: this process's group
+  bool root = true;               // writes the results unit (the only process, or rank 0)
 };
+
+std::string stopped_by() {
+  const int signal = StopOnSignals::requested();
+  return signal != 0 ? fmt::format("stopped by signal {}", signal) : std::string("stopped with another rank");
+}
+
+// Whether any rank asked to stop (the same answer on every rank).
+bool stop_agreed(const Experiment& x) {
+  if (x.world == nullptr) return StopOnSignals::requested() != 0;
+  std::vector<double> flag{StopOnSignals::requested() != 0 ? 1.0 : 0.0};
+  x.world->all_reduce_sum(flag);
+  return flag[0] > 0;
+}
 
 struct FoldResult {
   Evaluation trained, result;
@@ -429,6 +505,7 @@ FoldResult run_fold(Experiment& x, std::size_t k, const Splits& data) {
   run.loss = settings.loss;
   run.console = &x.console;
   run.fold_label = folds > 1 ? fmt::format("fold {}/{}: ", k + 1, folds) : "";
+  run.world = x.world;
 
   torch::manual_seed(x.seed);
   std::shared_ptr<Network> network = x.topology.build(run.spec);
@@ -445,14 +522,31 @@ FoldResult run_fold(Experiment& x, std::size_t k, const Splits& data) {
                                                      derive_seed(x.seed, kPluginStreams + i), fold_dir / choice.name));
     algorithms[i]->attach(*network, *contexts[i]);
   }
+  if (x.world != nullptr) {
+    // Same weights everywhere whatever each rank's initialisation did; then each rank its own
+    // random stream (dropout).
+    std::vector<at::Tensor> state = network->parameters();
+    for (const at::Tensor& b : network->buffers()) state.push_back(b);
+    x.world->broadcast(state);
+    if (!x.root) torch::manual_seed(derive_seed(x.seed, kRankStream + static_cast<std::uint64_t>(x.world->rank())));
+  }
   auto optimizer = make_optimizer(settings, network->parameters());
   FoldCheckpoints checkpoints(fold_dir, *network, *optimizer, algorithms);
   std::shared_ptr<GradientCodec> codec_holder;
+  auto save = [&](const std::string& name, const TrainingPosition& position) {
+    if (x.root) checkpoints.save(name, position);
+  };
 
   TrainingPosition at;
-  const bool resume_here = x.resuming && fs::exists(checkpoints.path("last"));
+  bool resume_here = x.resuming && x.root && fs::exists(checkpoints.path("last"));
+  if (x.world != nullptr) resume_here = x.world->broadcast_bytes(resume_here ? "1" : "0") == "1";
   if (resume_here) {
-    at = checkpoints.load("last");
+    at = checkpoints.load("last", x.world);
+    if (!x.root) {
+      // The checkpoint holds rank 0's generator; the others draw their own stream again.
+      torch::manual_seed(derive_seed(derive_seed(x.seed, kRankStream + static_cast<std::uint64_t>(x.world->rank())),
+                                     static_cast<std::uint64_t>(at.step)));
+    }
     x.console.info(fmt::format("{}resuming at epoch {} batch {} (step {}) from {}", run.fold_label, at.epoch + 1,
                                at.progress.batches, at.step, checkpoints.path("last").string()));
   }
@@ -464,11 +558,14 @@ FoldResult run_fold(Experiment& x, std::size_t k, const Splits& data) {
   StepOptions step_options;
   step_options.loss = settings.loss;
   step_options.workers = settings.simulated_workers;
+  step_options.world = x.world;
+  step_options.stop_requested = [] { return StopOnSignals::requested() != 0; };
   for (auto& algorithm : algorithms) {
     if (auto codec = algorithm->gradient_codec()) {
       QL_CHECK(step_options.codec == nullptr, "two algorithms offer a gradient codec; use one");
       step_options.codec = codec.get();
       codec_holder = codec;
+      if (x.world != nullptr) codec->set_worker(x.world->rank(), x.world->size());
     }
   }
   const bool has_valid = data.valid != nullptr;
@@ -484,9 +581,18 @@ FoldResult run_fold(Experiment& x, std::size_t k, const Splits& data) {
     const double lr = scheduled_lr(settings, epoch);
     set_lr(*optimizer, lr);
     for (std::size_t i = 0; i < algorithms.size(); ++i) algorithms[i]->on_epoch_begin(epoch, *contexts[i]);
-    BatchLoader loader(data.train, epoch_order(data.train->size(), derive_seed(x.seed, kShuffleStream), epoch),
-                       settings.batch_size, derive_seed(derive_seed(x.seed, kAugmentStream), epoch),
-                       /*augment=*/true, x.prefetch, settings.drop_last);
+    std::vector<std::int64_t> order = epoch_order(data.train->size(), derive_seed(x.seed, kShuffleStream), epoch);
+    std::int64_t batch_size = settings.batch_size;
+    std::uint64_t augment_seed = derive_seed(derive_seed(x.seed, kAugmentStream), epoch);
+    if (x.world != nullptr) {
+      const auto total = static_cast<std::int64_t>(order.size());
+      step_options.steps = settings.drop_last ? total / batch_size : (total + batch_size - 1) / batch_size;
+      order = shard_order(order, batch_size, x.world->rank(), x.world->size(), settings.drop_last);
+      batch_size /= x.world->size();
+      if (!x.root) augment_seed = derive_seed(augment_seed, kRankStream + static_cast<std::uint64_t>(x.world->rank()));
+    }
+    BatchLoader loader(data.train, std::move(order), batch_size, augment_seed, /*augment=*/true, x.prefetch,
+                       settings.drop_last && x.world == nullptr);
     const EpochProgress start = epoch == at.epoch ? at.progress : EpochProgress{};
     loader.start_at(start.batches);
     const std::string label = fmt::format("{}epoch {}/{}", run.fold_label, epoch + 1, settings.epochs);
@@ -496,23 +602,24 @@ FoldResult run_fold(Experiment& x, std::size_t k, const Splits& data) {
       p.progress = progress;
       return p;
     };
+    const std::int64_t epoch_batches = x.world != nullptr ? step_options.steps : loader.batches();
     const EpochStats stats = train_epoch(
         *network, *optimizer, loader, run.device, start, [&](const EpochProgress& progress, double loss) {
           ++at.step;
           if (x.step_scalars) metrics.scalar("train/loss_step", loss, at.step);
           for (std::size_t i = 0; i < algorithms.size(); ++i) algorithms[i]->on_step_end(at.step, *contexts[i]);
-          x.console.progress(label, progress.batches, loader.batches(), fmt::format("loss {:.4f}", loss));
-          const bool stop = StopOnSignals::requested() != 0;
+          x.console.progress(label, progress.batches, epoch_batches, fmt::format("loss {:.4f}", loss));
+          const bool stop = progress.stop;
           const bool periodic = settings.checkpoint_every_steps > 0 && at.step % settings.checkpoint_every_steps == 0;
-          if ((stop || periodic) && progress.batches < loader.batches()) {
-            checkpoints.save("last", position(progress));
+          if ((stop || periodic) && progress.batches < epoch_batches) {
+            save("last", position(progress));
             metrics.flush();
             record.steps = at.step;
             update_record(x);
           }
           if (stop) {
-            throw Interrupted(fmt::format("stopped by signal {} at epoch {} batch {}; checkpoint {}",
-                                          StopOnSignals::requested(), epoch + 1, progress.batches,
+            throw Interrupted(fmt::format("{} at epoch {} batch {}; checkpoint {}", stopped_by(), epoch + 1,
+                                          progress.batches,
                                           checkpoints.path("last").string()));
           }
         },
@@ -523,17 +630,24 @@ FoldResult run_fold(Experiment& x, std::size_t k, const Splits& data) {
     metrics.scalar("train/lr", lr, at.step);
     metrics.scalar("train/images_per_second", stats.images_per_second(), at.step);
     metrics.scalar("epoch", static_cast<double>(epoch + 1), at.step);
+    if (stats.sent_bytes > 0) {
+      metrics.scalar("train/sent_bytes_per_step",
+                     stats.sent_bytes / std::max<double>(1.0, static_cast<double>(stats.batches - start.batches)), at.step);
+    }
     if (stats.coordinates > 0) {
       const double bits = 8.0 * stats.wire_bytes / stats.coordinates;
       metrics.scalar("train/bits_per_coordinate", bits, at.step);
       metrics.scalar("train/compression_ratio", 32.0 / bits, at.step);
-      metrics.scalar("train/wire_bytes_per_step", stats.wire_bytes / std::max<double>(1.0, static_cast<double>(
-                                                                           stats.batches / step_options.workers)),
+      const std::int64_t steps_done = x.world != nullptr ? stats.batches - start.batches
+                                                         : stats.batches / step_options.workers;
+      metrics.scalar("train/wire_bytes_per_step", stats.wire_bytes / std::max<double>(1.0, static_cast<double>(steps_done)),
                      at.step);
       metrics.scalar("train/quantization_nvar", stats.quantization_error2 / std::max(stats.gradient_norm2, 1e-30),
                      at.step);
-      line += fmt::format("  {:.2f} bits/coord, quantisation nvar {:.3g}", bits,
-                          stats.quantization_error2 / std::max(stats.gradient_norm2, 1e-30));
+      if (step_options.codec != nullptr) {
+        line += fmt::format("  {:.2f} bits/coord, quantisation nvar {:.3g}", bits,
+                            stats.quantization_error2 / std::max(stats.gradient_norm2, 1e-30));
+      }
     }
     if (step_options.workers > 1) {
       metrics.scalar("train/sgd_nvar", stats.worker_spread2 / std::max(stats.gradient_norm2, 1e-30), at.step);
@@ -559,11 +673,10 @@ FoldResult run_fold(Experiment& x, std::size_t k, const Splits& data) {
     if (score > at.best_score) {
       at.best_score = score;
       at.best_epoch = epoch + 1;
-      checkpoints.save("best", at);
+      save("best", at);
     }
-    if ((epoch + 1) % settings.checkpoint_every == 0 || last || StopOnSignals::requested()) {
-      checkpoints.save("last", at);
-    }
+    const bool stop = stop_agreed(x);
+    if ((epoch + 1) % settings.checkpoint_every == 0 || last || stop) save("last", at);
     metrics.flush();
     record.epochs_done = epoch + 1;
     record.steps = at.step;
@@ -571,9 +684,8 @@ FoldResult run_fold(Experiment& x, std::size_t k, const Splits& data) {
     record.best_value = best_metric == "valid/top1" ? at.best_score : -at.best_score;
     record.best_epoch = at.best_epoch;
     update_record(x);
-    if (StopOnSignals::requested()) {
-      throw Interrupted(fmt::format("stopped by signal {} after epoch {}; checkpoint {}", StopOnSignals::requested(),
-                                    epoch + 1, checkpoints.path("last").string()));
+    if (stop) {
+      throw Interrupted(fmt::format("{} after epoch {}; checkpoint {}", stopped_by(), epoch + 1, checkpoints.path("last").string()));
     }
   }
 
@@ -605,7 +717,7 @@ FoldResult run_fold(Experiment& x, std::size_t k, const Splits& data) {
   result.result = result.trained;
   if (!algorithms.empty()) {
     result.result = evaluate_split(run, *network, final_split);
-    checkpoints.save("result", at);
+    save("result", at);
     x.console.info(fmt::format("{}result after post-training on {}: {}", run.fold_label, to_string(final_split),
                                describe(result.result)));
   }
@@ -667,8 +779,10 @@ RunSummary run_experiment(const RunRequest& request, PluginRegistry& registry, C
   const Config metrics_options = config.section("metrics");
   const StoragePaths storage = resolve_storage(config.section("storage"), request.experiment);
 
-  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
-  at::set_num_threads(threads > 0 ? static_cast<int>(threads) : static_cast<int>(cores));
+  // threads = 0: this host's cores, shared among the ranks running on it.
+  const int local_ranks = request.world ? request.world->local_ranks : 1;
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  at::set_num_threads(threads > 0 ? static_cast<int>(threads) : std::max(1, cores / local_ranks));
   if (deterministic) at::globalContext().setDeterministicAlgorithms(true, /*warn_only=*/false);
 
   auto problem = registry.create<Problem>(config.problem().name, config.problem().options.with_base_dir(storage.data));
@@ -693,11 +807,37 @@ RunSummary run_experiment(const RunRequest& request, PluginRegistry& registry, C
            spec.input_shape.size());
   if (x.settings.folds > 1) fold_indices(problem_data.train->size(), x.settings.folds, 0, 0);  // checks the count
 
+  std::unique_ptr<DataParallel> world;
+  std::optional<ScratchFolder> scratch;
+  if (request.world) {
+    const int ranks = request.world->size;
+    if (x.settings.batch_size % ranks != 0) {
+      throw ConfigError(fmt::format("training.batch_size = {} does not split evenly over {} data-parallel ranks",
+                                    x.settings.batch_size, ranks));
+    }
+    if (x.settings.simulated_workers > 1) {
+      throw ConfigError("training.simulated_workers > 1 and data-parallel ranks do not mix; use one of them");
+    }
+    world = std::make_unique<DataParallel>(*request.world);
+    x.world = world.get();
+    x.root = world->is_root();
+    if (!x.root) {
+      console.quiet(fmt::format("rank {}: ", world->rank()));
+      scratch.emplace(fmt::format("quantlab-rank{}-", world->rank()));
+    }
+  }
+
   console.info(fmt::format("data: {} ({})", storage.data.string(), storage.data_origin));
   console.info(fmt::format("logs: {} ({})", storage.logs.string(), storage.logs_origin));
   const std::string config_text = resolved_config_text(request, config);
   x.resuming = request.resume.has_value();
-  if (x.resuming) {
+  if (!x.root) {
+    // The other ranks keep their files (metrics, plugin artefacts) in a scratch folder; rank 0
+    // tells them which folds are done.
+    x.unit = scratch->path();
+    write_file_atomically(x.unit / "unit.toml", x.world->broadcast_bytes({}));
+    x.record = read_unit_record(x.unit);
+  } else if (x.resuming) {
     x.unit = find_unit(storage.logs, config.problem().name, config.topology().name, *request.resume);
     x.record = read_unit_record(x.unit);
     QL_CHECK(x.record.live_status() != "running", "{} is still running (pid {} on {})", x.unit.string(),
@@ -736,7 +876,8 @@ RunSummary run_experiment(const RunRequest& request, PluginRegistry& registry, C
   x.record.host = host_name();
   x.record.ended.clear();
   update_record(x);
-  if (!request.unit_file.empty()) write_file_atomically(request.unit_file, x.unit.string() + "\n");
+  if (x.world != nullptr && x.root) x.world->broadcast_bytes(read_text_file(x.unit / "unit.toml"));
+  if (!request.unit_file.empty() && x.root) write_file_atomically(request.unit_file, x.unit.string() + "\n");
   console.info(fmt::format("experiment {} -> {}{}", request.experiment.string(), x.unit.string(),
                            x.resuming ? " (resumed)" : ""));
   console.info(fmt::format("problem {} ({} train / {} valid / {} test), topology {}, device {}, {} threads{}",
@@ -745,6 +886,11 @@ RunSummary run_experiment(const RunRequest& request, PluginRegistry& registry, C
                            problem_data.test ? problem_data.test->size() : 0, config.topology().name, x.device.str(),
                            at::get_num_threads(),
                            x.settings.folds > 1 ? fmt::format(", {} folds", x.settings.folds) : ""));
+  if (x.world != nullptr) {
+    console.info(fmt::format("data-parallel: {} ranks (rendezvous {}:{}), {} samples per rank and step",
+                             x.world->size(), request.world->master_addr, request.world->master_port,
+                             x.settings.batch_size / x.world->size()));
+  }
 
   StopOnSignals stop_on_signals;
   RunSummary summary;
@@ -790,6 +936,7 @@ RunSummary run_experiment(const RunRequest& request, PluginRegistry& registry, C
   x.record.status = "done";
   x.record.ended = local_time_now();
   update_record(x);
+  if (!x.root) return summary;
   const ReportFiles report = write_report(x.unit);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   if (x.record.folds.size() > 1) console.info(report.summary);

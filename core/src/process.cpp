@@ -2,7 +2,9 @@
 
 #include "quantlab/sdk/error.hpp"
 
+#include <algorithm>
 #include <cerrno>
+#include <csignal>
 #include <cstring>
 #include <fcntl.h>
 #include <spawn.h>
@@ -78,6 +80,35 @@ pid_t spawn(const std::vector<std::string>& argv, const std::filesystem::path& l
   auto args = c_arguments(argv);
   pid_t child = 0;
   const int error = ::posix_spawnp(&child, args[0], actions.get(), nullptr, args.data(), environ);
+  QL_CHECK(error == 0, "cannot start {}: {}", argv[0], std::strerror(error));
+  return child;
+}
+
+pid_t spawn_with_environment(const std::vector<std::string>& argv,
+                             const std::vector<std::pair<std::string, std::string>>& environment) {
+  std::vector<std::string> entries;
+  for (char** entry = environ; entry != nullptr && *entry != nullptr; ++entry) {
+    const std::string text(*entry);
+    const std::string name = text.substr(0, text.find('='));
+    const bool replaced = std::any_of(environment.begin(), environment.end(),
+                                      [&](const auto& variable) { return variable.first == name; });
+    if (!replaced) entries.push_back(text);
+  }
+  for (const auto& [name, value] : environment) entries.push_back(name + "=" + value);
+  auto envp = c_arguments(entries);
+  // The child starts with no signal blocked and default dispositions, whatever the caller set.
+  posix_spawnattr_t attributes;
+  posix_spawnattr_init(&attributes);
+  sigset_t none, all;
+  sigemptyset(&none);
+  sigfillset(&all);
+  posix_spawnattr_setsigmask(&attributes, &none);
+  posix_spawnattr_setsigdefault(&attributes, &all);
+  posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  auto args = c_arguments(argv);
+  pid_t child = 0;
+  const int error = ::posix_spawnp(&child, args[0], nullptr, &attributes, args.data(), envp.data());
+  posix_spawnattr_destroy(&attributes);
   QL_CHECK(error == 0, "cannot start {}: {}", argv[0], std::strerror(error));
   return child;
 }

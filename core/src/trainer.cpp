@@ -1,5 +1,7 @@
 #include "quantlab/core/trainer.hpp"
 
+#include "quantlab/core/data_parallel.hpp"
+
 #include "quantlab/sdk/algorithm.hpp"
 #include "quantlab/sdk/error.hpp"
 
@@ -139,12 +141,107 @@ void set_gradient(const std::vector<at::Tensor>& parameters, const at::Tensor& f
   }
 }
 
+// One rank of data-parallel training: forward and backward on this rank's shard of each
+// global batch, then the gradient exchange. Without a codec every rank sums count·ḡ over the
+// ranks (bucketed all-reduce) and divides by the global count, which is the gradient of the
+// global batch's mean loss; with a codec every rank encodes its own mean gradient, the packed
+// streams are all-gathered and each rank decodes and averages them (weighted by count) alike.
+EpochStats train_epoch_data_parallel(Network& network, torch::optim::Optimizer& optimizer, BatchLoader& loader,
+                                     c10::Device device, EpochProgress progress, const StepCallback& on_step,
+                                     const StepOptions& options) {
+  DataParallel& world = *options.world;
+  const auto start = Clock::now();
+  const double seconds_before = progress.seconds;
+  const std::vector<at::Tensor> parameters = network.parameters();
+  const std::int64_t steps = options.steps >= 0 ? options.steps : loader.batches();
+  for (std::int64_t step = progress.batches; step < steps; ++step) {
+    std::optional<Batch> batch = loader.next();
+    optimizer.zero_grad();
+    for (const at::Tensor& p : parameters) {
+      if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
+    }
+    double loss_sum = 0.0, correct = 0.0, count = 0.0;
+    if (batch && batch->targets.size(0) > 0) {
+      const at::Tensor inputs = batch->inputs.to(device, /*non_blocking=*/true);
+      const at::Tensor targets = batch->targets.to(device, /*non_blocking=*/true);
+      const at::Tensor logits = network.apply(inputs);
+      const at::Tensor loss = classification_loss(logits, targets, options.loss);
+      loss.backward();
+      count = static_cast<double>(targets.size(0));
+      torch::NoGradGuard no_grad;
+      correct = static_cast<double>(logits.argmax(1).eq(targets).sum().item<std::int64_t>());
+      loss_sum = loss.item<double>() * count;
+    }
+    const bool stop_here = options.stop_requested && options.stop_requested();
+    torch::NoGradGuard no_grad;
+    std::vector<at::Tensor> gradients;
+    for (const at::Tensor& p : parameters) gradients.push_back(p.mutable_grad());
+    std::vector<double> totals{loss_sum, correct, count, stop_here ? 1.0 : 0.0};
+    if (options.codec == nullptr) {
+      for (at::Tensor& g : gradients) g.mul_(count);
+      world.all_reduce_sum(totals);
+      world.all_reduce_sum(gradients);
+      QL_CHECK(totals[2] > 0, "data-parallel step {} had no samples on any rank", step + 1);
+      for (at::Tensor& g : gradients) g.div_(totals[2]);
+      std::int64_t numel = 0;
+      for (const at::Tensor& g : gradients) numel += g.numel();
+      progress.wire_bytes += 4.0 * static_cast<double>(numel);
+      progress.coordinates += static_cast<double>(numel);
+      progress.sent_bytes += ring_all_reduce_bytes(4.0 * static_cast<double>(numel), world.size());
+    } else {
+      const at::Tensor gradient = flat_gradient(parameters).cpu();
+      const std::vector<at::Tensor> counts = world.all_gather(torch::tensor(totals, torch::kFloat64));
+      totals.assign(totals.size(), 0.0);
+      for (const at::Tensor& c : counts) {
+        for (std::size_t i = 0; i < totals.size(); ++i) totals[i] += c[static_cast<std::int64_t>(i)].item<double>();
+      }
+      QL_CHECK(totals[2] > 0, "data-parallel step {} had no samples on any rank", step + 1);
+      if (options.codec->wants_gradients()) {
+        for (const at::Tensor& g : world.all_gather(gradient)) options.codec->observe(g);
+      }
+      const std::vector<std::uint8_t> wire = options.codec->encode(gradient);
+      const auto streams = world.all_gather(wire);
+      at::Tensor average = torch::zeros_like(gradient);
+      for (std::size_t r = 0; r < streams.size(); ++r) {
+        const double weight = counts[r][2].item<double>() / totals[2];
+        if (weight == 0) continue;
+        const at::Tensor decoded = options.codec->decode(streams[r], gradient.numel());
+        average.add_(decoded, weight);
+        if (static_cast<int>(r) == world.rank()) {
+          progress.quantization_error2 += (decoded - gradient).square().sum().item<double>();
+        }
+      }
+      progress.wire_bytes += static_cast<double>(wire.size());
+      progress.coordinates += static_cast<double>(gradient.numel());
+      progress.sent_bytes += ring_all_gather_bytes(static_cast<double>(wire.size()), world.size());
+      progress.gradient_norm2 += gradient.square().sum().item<double>();
+      set_gradient(parameters, average.to(device));
+    }
+    optimizer.step();
+    progress.batches = step + 1;
+    progress.loss_sum += totals[0];
+    progress.correct += static_cast<std::int64_t>(std::llround(totals[1]));
+    progress.samples += static_cast<std::int64_t>(std::llround(totals[2]));
+    progress.stop = totals[3] > 0;
+    check_finite(totals[0], step + 1);
+    progress.seconds = seconds_before + std::chrono::duration<double>(Clock::now() - start).count();
+    if (on_step) on_step(progress, totals[0] / totals[2]);
+    if (progress.stop) break;
+  }
+  progress.seconds = seconds_before + std::chrono::duration<double>(Clock::now() - start).count();
+  return progress;
+}
+
 }  // namespace
 
 EpochStats train_epoch(Network& network, torch::optim::Optimizer& optimizer, BatchLoader& loader,
                        c10::Device device, EpochProgress progress, const StepCallback& on_step,
                        const StepOptions& options) {
   network.train();
+  if (options.world != nullptr) {
+    QL_CHECK(options.workers <= 1, "simulated workers and data-parallel ranks do not mix; use one");
+    return train_epoch_data_parallel(network, optimizer, loader, device, progress, on_step, options);
+  }
   const auto start = Clock::now();
   const double seconds_before = progress.seconds;
   const bool exchange = options.codec != nullptr || options.workers > 1;
@@ -185,6 +282,7 @@ EpochStats train_epoch(Network& network, torch::optim::Optimizer& optimizer, Bat
       torch::NoGradGuard no_grad;
       at::Tensor gradient = flat_gradient(parameters).cpu();
       at::Tensor received = gradient;
+      if (options.codec && options.codec->wants_gradients()) options.codec->observe(gradient);
       if (options.codec) {
         const std::vector<std::uint8_t> wire = options.codec->encode(gradient);
         received = options.codec->decode(wire, gradient.numel());
@@ -207,7 +305,9 @@ EpochStats train_epoch(Network& network, torch::optim::Optimizer& optimizer, Bat
     optimizer.step();
     progress.batches += static_cast<std::int64_t>(batches.size());
     progress.seconds = seconds_before + std::chrono::duration<double>(Clock::now() - start).count();
+    progress.stop = options.stop_requested && options.stop_requested();
     if (on_step) on_step(progress, step_loss / static_cast<double>(step_samples));
+    if (progress.stop) break;
   }
   progress.seconds = seconds_before + std::chrono::duration<double>(Clock::now() - start).count();
   return progress;

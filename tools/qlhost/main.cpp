@@ -5,7 +5,9 @@
 #include "quantlab/core/experiment_runner.hpp"
 #include "quantlab/core/network_summary.hpp"
 #include "quantlab/core/experiment_store.hpp"
+#include "quantlab/core/local_launcher.hpp"
 #include "quantlab/core/plugin_registry.hpp"
+#include "quantlab/core/process.hpp"
 #include "quantlab/core/report.hpp"
 #include "quantlab/core/storage.hpp"
 #include "quantlab/core/sweep.hpp"
@@ -32,9 +34,10 @@ using ql::core::kExitUsage;
 constexpr char kUsage[] = R"(usage: qlhost COMMAND [OPTIONS]
 
 commands:
-  run EXP.toml [--set KEY=VALUE ...] [--resume [ID]]
+  run EXP.toml [--set KEY=VALUE ...] [--resume [ID]] [--nproc N]
                                        train and evaluate the experiment EXP.toml, or resume one of
-                                       its units (ID: expNNNN or a unit folder; none: the latest)
+                                       its units (ID: expNNNN or a unit folder; none: the latest);
+                                       --nproc N: data-parallel over N ranks on this host
   sweep EXP.toml --grid KEY=[V1,V2] ... [--jobs N] [--launcher local|slurm]
                                        one unit per combination of the grids' values
   report DIR                           write DIR/report.md and plots for a unit or a sweep
@@ -160,18 +163,49 @@ ExperimentCommand parse_experiment_command(const std::string& name, const std::v
   return command;
 }
 
+// `args` without --nproc and its value (the ranks' own command line).
+std::vector<std::string> without_nproc(const std::vector<std::string>& args) {
+  std::vector<std::string> kept;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--nproc") {
+      ++i;
+    } else if (args[i].rfind("--nproc=", 0) != 0) {
+      kept.push_back(args[i]);
+    }
+  }
+  return kept;
+}
+
 int command_run(const std::vector<std::string>& args) {
   po::options_description extra;
   extra.add_options()("resume", po::value<std::string>()->implicit_value(""),
                       "continue a unit from its last checkpoint: expNNNN, a unit folder, or nothing for the "
-                      "latest unit of the experiment's problem/topology");
+                      "latest unit of the experiment's problem/topology")(
+      "nproc", po::value<int>()->default_value(1),
+      "data-parallel training with N ranks on this host (a rank started by a cluster launcher reads "
+      "RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT or Slurm's variables instead)");
   po::variables_map vm;
   ExperimentCommand command = parse_experiment_command("run", args, extra, &vm);
   if (command.experiment.empty()) return kExitOk;
   ql::core::RunRequest request{command.experiment, command.overrides};
   if (vm.count("resume")) request.resume = vm["resume"].as<std::string>();
   if (vm.count("unit-file")) request.unit_file = vm["unit-file"].as<std::string>();
+  request.world = ql::core::WorldSettings::from_environment();
   ql::core::Console console;
+  const int nproc = vm["nproc"].as<int>();
+  if (nproc < 1 || nproc > 1024) throw ql::ConfigError(fmt::format("--nproc {}: expected 1 to 1024", nproc));
+  if (nproc > 1) {
+    if (request.world) {
+      throw ql::ConfigError(fmt::format("--nproc {} in a process that is already rank {} of {} (RANK/WORLD_SIZE or "
+                                        "Slurm variables are set)",
+                                        nproc, request.world->rank, request.world->size));
+    }
+    // Validate the experiment once here so that a bad file gives one error, not one per rank.
+    ql::core::ExperimentConfig::load(request.experiment, request.overrides, *command.registry);
+    std::vector<std::string> argv{ql::core::current_executable().string(), "run"};
+    for (const std::string& arg : without_nproc(args)) argv.push_back(arg);
+    return ql::core::run_local_ranks(argv, nproc, std::chrono::seconds(90), console);
+  }
   ql::core::run_experiment(request, *command.registry, console);
   return kExitOk;
 }

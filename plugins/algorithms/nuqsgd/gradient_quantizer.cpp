@@ -71,7 +71,8 @@ std::int64_t GradientQuantizer::encoded_size(std::int64_t numel) const {
   return buckets * (4 + bucket_bytes()) + (numel - buckets * bucket_size_) * 4;
 }
 
-std::vector<std::uint8_t> GradientQuantizer::encode(const at::Tensor& gradient_in, at::Generator& generator) const {
+std::vector<std::uint8_t> GradientQuantizer::encode(const at::Tensor& gradient_in, at::Generator& generator,
+                                                    std::uint64_t worker) const {
   const at::Tensor gradient = gradient_in.to(torch::kCPU, torch::kFloat32).contiguous().flatten();
   const std::int64_t numel = gradient.numel();
   const std::int64_t buckets = numel / bucket_size_;
@@ -81,6 +82,7 @@ std::vector<std::uint8_t> GradientQuantizer::encode(const at::Tensor& gradient_i
     std::lock_guard<std::mutex> lock(generator.mutex());
     base = generator.get<at::CPUGeneratorImpl>()->random64();
   }
+  if (worker != 0) base = SplitMix{base ^ (0x9E3779B97F4A7C15ULL * worker)}.next();
   const float* values = gradient.data_ptr<float>();
   const float* levels = float_levels_.data();
   const auto count = static_cast<int>(float_levels_.size());

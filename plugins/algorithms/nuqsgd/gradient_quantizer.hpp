@@ -33,8 +33,10 @@ class GradientQuantizer {
  public:
   GradientQuantizer(std::vector<double> levels, bool l2_norm, std::int64_t bucket_size);
 
-  /// The wire encoding of a flat fp32 gradient.
-  std::vector<std::uint8_t> encode(const at::Tensor& gradient, at::Generator& generator) const;
+  /// The wire encoding of a flat fp32 gradient. Workers that draw from generators in the same
+  /// state (data-parallel ranks) pass their number as `worker` to round independently.
+  std::vector<std::uint8_t> encode(const at::Tensor& gradient, at::Generator& generator,
+                                   std::uint64_t worker = 0) const;
   /// The gradient an encoding stands for (`numel` values).
   at::Tensor decode(const std::vector<std::uint8_t>& encoded, std::int64_t numel) const;
   /// encode then decode: Q(g), what a receiver reconstructs.

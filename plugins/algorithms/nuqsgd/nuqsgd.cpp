@@ -41,15 +41,19 @@ class QuantizingCodec : public ql::GradientCodec {
  public:
   QuantizingCodec(GradientQuantizer quantizer, std::uint64_t seed)
       : quantizer_(std::move(quantizer)), generator_(at::make_generator<at::CPUGeneratorImpl>(seed)) {}
-  std::vector<std::uint8_t> encode(const at::Tensor& bucket) override { return quantizer_.encode(bucket, generator_); }
+  std::vector<std::uint8_t> encode(const at::Tensor& bucket) override {
+    return quantizer_.encode(bucket, generator_, worker_);
+  }
   at::Tensor decode(const std::vector<std::uint8_t>& encoded, std::int64_t numel) override {
     return quantizer_.decode(encoded, numel);
   }
+  void set_worker(int worker, int /*workers*/) override { worker_ = static_cast<std::uint64_t>(worker); }
   at::Generator& generator() { return generator_; }
 
  private:
   GradientQuantizer quantizer_;
   at::Generator generator_;
+  std::uint64_t worker_ = 0;
 };
 
 // Full precision: the fp32 values themselves.
@@ -69,8 +73,8 @@ class FullPrecisionCodec : public ql::GradientCodec {
   }
 };
 
-// ALQ/AMQ: the levels change; statistics are gathered from the gradients encoded during a step
-// that follows an update point, then the levels are adapted (ALGORITHMS.md 3.3-3.6).
+// ALQ/AMQ: the levels change; statistics are gathered from every worker's gradient of the step
+// that follows an update point (the host shows them to observe()), then the levels are adapted (ALGORITHMS.md 3.3-3.6).
 class AdaptiveCodec : public ql::GradientCodec {
  public:
   AdaptiveCodec(bool alq, bool norm_based, int bits, std::int64_t bucket_size, std::int64_t statistics_buckets,
@@ -81,12 +85,16 @@ class AdaptiveCodec : public ql::GradientCodec {
     set_levels(ql::nuqsgd::exponential_levels(count_, 0.5));  // NUQSGD's until the first statistics
   }
   std::vector<std::uint8_t> encode(const at::Tensor& bucket) override {
-    if (gathering_) statistics_.add(bucket, bucket_size_);
-    return quantizer_->encode(bucket, generator_);
+    return quantizer_->encode(bucket, generator_, worker_);
   }
   at::Tensor decode(const std::vector<std::uint8_t>& encoded, std::int64_t numel) override {
     return quantizer_->decode(encoded, numel);
   }
+  bool wants_gradients() const override { return gathering_; }
+  void observe(const at::Tensor& gradient) override {
+    if (gathering_) statistics_.add(gradient, bucket_size_);
+  }
+  void set_worker(int worker, int /*workers*/) override { worker_ = static_cast<std::uint64_t>(worker); }
   void start_gathering() { gathering_ = true; }
   // Adapts the levels to what was gathered; returns V(L) before and after (or nothing).
   std::optional<std::pair<double, double>> adapt() {
@@ -122,6 +130,7 @@ class AdaptiveCodec : public ql::GradientCodec {
   ql::nuqsgd::BucketStatistics statistics_;
   bool gathering_ = false;
   double multiplier_ = 0.5;
+  std::uint64_t worker_ = 0;
 };
 
 class Nuqsgd : public ql::Algorithm {

@@ -30,6 +30,13 @@ std::vector<std::int64_t> epoch_order(std::int64_t size, std::uint64_t seed, std
 /// 0..size-1 in order.
 std::vector<std::int64_t> sequential_order(std::int64_t size);
 
+/// One rank's part of `order` when it is cut into global batches of `batch_size` and each
+/// batch is split over `ranks`: rank r takes positions [r·n/ranks, (r+1)·n/ranks) of every
+/// batch of n samples, so that the ranks' batches (of batch_size / ranks) together are exactly
+/// the single-process batches. `batch_size` must be a multiple of `ranks`.
+std::vector<std::int64_t> shard_order(const std::vector<std::int64_t>& order, std::int64_t batch_size, int rank,
+                                      int ranks, bool drop_last);
+
 /// Derives an independent 64-bit seed from a seed and a stream number (SplitMix64).
 std::uint64_t derive_seed(std::uint64_t seed, std::uint64_t stream);
 

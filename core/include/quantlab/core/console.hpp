@@ -16,6 +16,8 @@ namespace ql::core {
 class Console {
  public:
   Console();
+  /// Only warnings, each after `prefix` (the other ranks of a data-parallel run: "rank 2: ").
+  void quiet(std::string prefix);
   void info(std::string_view line);
   void warn(std::string_view line);
   /// Redraws the progress line (terminal only); a following info/warn line replaces it.
@@ -27,6 +29,8 @@ class Console {
   std::mutex mutex_;
   bool terminal_;
   bool progress_shown_ = false;
+  bool quiet_ = false;
+  std::string prefix_;
 };
 
 }  // namespace ql::core

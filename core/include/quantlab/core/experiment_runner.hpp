@@ -10,6 +10,7 @@
 #pragma once
 
 #include "quantlab/core/console.hpp"
+#include "quantlab/core/data_parallel.hpp"
 #include "quantlab/core/plugin_registry.hpp"
 #include "quantlab/sdk/context.hpp"
 #include "quantlab/sdk/error.hpp"
@@ -29,6 +30,9 @@ struct RunRequest {
   std::optional<std::string> resume = {};
   /// When set, the unit's path is written to this file as soon as it exists (sweeps).
   std::filesystem::path unit_file = {};
+  /// Data-parallel training: this process is one rank of the job (see WorldSettings). Rank 0
+  /// writes the results unit; the others keep scratch files in the temporary directory.
+  std::optional<WorldSettings> world = {};
 };
 
 struct RunSummary {

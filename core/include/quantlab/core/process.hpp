@@ -22,6 +22,11 @@ std::pair<int, std::string> capture_output(const std::vector<std::string>& argv)
 /// cannot start.
 pid_t spawn(const std::vector<std::string>& argv, const std::filesystem::path& log);
 
+/// Starts `argv` with this process's environment, `environment` added (replacing variables of
+/// the same name), sharing its standard output and error, with no signal blocked or ignored.
+pid_t spawn_with_environment(const std::vector<std::string>& argv,
+                             const std::vector<std::pair<std::string, std::string>>& environment);
+
 /// Waits for `child`; its exit code, or 128 + signal number when a signal ended it.
 int wait_for(pid_t child);
 

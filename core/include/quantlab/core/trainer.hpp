@@ -29,6 +29,8 @@ class GradientCodec;
 
 namespace ql::core {
 
+class DataParallel;
+
 /// The training loss: cross-entropy, or the (squared) multi-class hinge of the ANA reference:
 /// targets +1 for the class and -1 elsewhere, mean over classes of max(0, 1 - t·y) (squared).
 enum class LossKind { cross_entropy, hinge, squared_hinge };
@@ -88,6 +90,11 @@ struct EpochProgress {
   double quantization_error2 = 0.0;  ///< Σ ||Q(g_w) - g_w||²
   double gradient_norm2 = 0.0;       ///< Σ ||g_w||²
   double worker_spread2 = 0.0;       ///< Σ ||g_w - mean g||²: plain SGD's own sampling variance
+  double sent_bytes = 0.0;           ///< data-parallel: bytes this rank sent (ring collectives)
+
+  /// Set after a step when a stop was requested (in data-parallel training: on any rank, so
+  /// that all ranks stop after the same step). Not part of a checkpoint.
+  bool stop = false;
 
   double loss() const { return samples > 0 ? loss_sum / static_cast<double>(samples) : 0.0; }
   double top1() const { return samples > 0 ? static_cast<double>(correct) / static_cast<double>(samples) : 0.0; }
@@ -105,6 +112,15 @@ struct StepOptions {
   LossKind loss = LossKind::cross_entropy;
   GradientCodec* codec = nullptr;
   std::int64_t workers = 1;
+  /// Data-parallel training: the loader yields this rank's shard of each global batch; the
+  /// gradients (weighted by shard size) are summed over the ranks, or sent through `codec`
+  /// and all-gathered; the epoch's totals are summed over the ranks.
+  DataParallel* world = nullptr;
+  /// Data-parallel: optimiser steps in the epoch (global batches). A rank whose shard of the
+  /// last batch is empty still takes part in that step.
+  std::int64_t steps = -1;
+  /// Polled after every step; with `world`, agreed on by all ranks.
+  std::function<bool()> stop_requested = {};
 };
 
 /// One pass of minibatch SGD over `loader` (forward, loss, backward, step), continuing

@@ -47,6 +47,16 @@ class GradientCodec {
   virtual std::vector<std::uint8_t> encode(const at::Tensor& bucket) = 0;
   /// The bucket of `numel` values an encoding stands for.
   virtual at::Tensor decode(const std::vector<std::uint8_t>& encoded, std::int64_t numel) = 0;
+  /// (optional) Adaptive codecs: true when the coming step's gradients should be shown to
+  /// observe() before they are encoded. The host then passes every worker's exact gradient of
+  /// that step (every simulated worker's, or in data-parallel training every rank's, gathered),
+  /// so that all ranks adapt their levels alike and can decode each other.
+  virtual bool wants_gradients() const { return false; }
+  virtual void observe(const at::Tensor& /*gradient*/) {}
+  /// (optional) In data-parallel training, this process encodes as worker `worker` of
+  /// `workers`. Random rounding must then differ between workers while the codec's state
+  /// (levels, generator) stays the same on every rank.
+  virtual void set_worker(int /*worker*/, int /*workers*/) {}
 };
 
 /// One setting of an algorithm to evaluate and report (a row of the sweep table).
