@@ -198,18 +198,18 @@ EpochStats train_epoch_data_parallel(Network& network, torch::optim::Optimizer& 
       QL_CHECK(totals[2] > 0, "data-parallel step {} had no samples on any rank", step + 1);
       if (options.codec->wants_gradients()) {
         for (const at::Tensor& g : world.all_gather(gradient)) options.codec->observe(g);
+        progress.sent_bytes += ring_all_gather_bytes(4.0 * static_cast<double>(gradient.numel()), world.size());
       }
       const std::vector<std::uint8_t> wire = options.codec->encode(gradient);
       const auto streams = world.all_gather(wire);
       at::Tensor average = torch::zeros_like(gradient);
       for (std::size_t r = 0; r < streams.size(); ++r) {
         const double weight = counts[r][2].item<double>() / totals[2];
-        if (weight == 0) continue;
-        const at::Tensor decoded = options.codec->decode(streams[r], gradient.numel());
-        average.add_(decoded, weight);
-        if (static_cast<int>(r) == world.rank()) {
-          progress.quantization_error2 += (decoded - gradient).square().sum().item<double>();
-        }
+        if (weight > 0) options.codec->decode_add(streams[r], weight, average);
+      }
+      if (count > 0) {
+        const at::Tensor mine = options.codec->decode(wire, gradient.numel());
+        progress.quantization_error2 += (mine - gradient).square().sum().item<double>();
       }
       progress.wire_bytes += static_cast<double>(wire.size());
       progress.coordinates += static_cast<double>(gradient.numel());

@@ -31,6 +31,10 @@ Topology::~Topology() = default;
 Algorithm::~Algorithm() = default;
 Calibration::~Calibration() = default;
 GradientCodec::~GradientCodec() = default;
+
+void GradientCodec::decode_add(const std::vector<std::uint8_t>& encoded, double weight, at::Tensor& sum) {
+  sum.add_(decode(encoded, sum.numel()), weight);
+}
 Context::~Context() = default;
 
 std::string_view to_string(Split split) {

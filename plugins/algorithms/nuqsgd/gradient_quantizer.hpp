@@ -4,8 +4,8 @@
 // that keeps the result unbiased. The indices are packed at ceil(log2 K) bits each, eight to a
 // group of ceil(log2 K) bytes (a bucket's codes padded to whole groups); the last, partial bucket
 // travels unquantised (the papers' ig_sm_bkts). Buckets are coded in parallel, each with its own
-// random stream derived from one draw of the caller's generator, so the result does not depend
-// on the thread count.
+// counter-based random stream seeded from one draw of the caller's generator, so the result does
+// not depend on the thread count.
 //
 //   GradientQuantizer q(level_set("nuq", 3), /*l2=*/true, 8192);
 //   std::vector<uint8_t> wire = q.encode(gradient, generator);
@@ -39,6 +39,9 @@ class GradientQuantizer {
                                    std::uint64_t worker = 0) const;
   /// The gradient an encoding stands for (`numel` values).
   at::Tensor decode(const std::vector<std::uint8_t>& encoded, std::int64_t numel) const;
+  /// sum += weight x the gradient an encoding stands for (sum: contiguous CPU fp32 of the
+  /// gradient's size); what a receiver averaging several workers does, without a temporary.
+  void decode_add(const std::vector<std::uint8_t>& encoded, at::Tensor& sum, float weight = 1.0f) const;
   /// encode then decode: Q(g), what a receiver reconstructs.
   at::Tensor quantize(const at::Tensor& gradient, at::Generator& generator) const;
   /// Bytes of the encoding of `numel` values.
@@ -49,9 +52,17 @@ class GradientQuantizer {
 
  private:
   std::int64_t bucket_bytes() const;
+  // The full buckets of an encoding of `numel` values into (or added to) out[0 .. buckets·d).
+  void decode_into(const std::vector<std::uint8_t>& encoded, std::int64_t numel, float* out, bool accumulate,
+                   float weight) const;
 
   std::vector<double> levels_;
   std::vector<float> float_levels_;
+  std::vector<float> inverse_widths_;  // 1 / (l_{j+1} - l_j)
+  std::vector<float> padded_levels_;   // the levels, then +inf
+  std::vector<std::int32_t> search_;   // level-search table over [-1, 1]
+  int search_cells_ = 0;
+  float uniform_inverse_width_ = 0.0f; // equispaced levels: 1 / spacing
   bool l2_norm_;
   std::int64_t bucket_size_;
   int bits_;

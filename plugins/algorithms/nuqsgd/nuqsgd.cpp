@@ -47,6 +47,9 @@ class QuantizingCodec : public ql::GradientCodec {
   at::Tensor decode(const std::vector<std::uint8_t>& encoded, std::int64_t numel) override {
     return quantizer_.decode(encoded, numel);
   }
+  void decode_add(const std::vector<std::uint8_t>& encoded, double weight, at::Tensor& sum) override {
+    quantizer_.decode_add(encoded, sum, static_cast<float>(weight));
+  }
   void set_worker(int worker, int /*workers*/) override { worker_ = static_cast<std::uint64_t>(worker); }
   at::Generator& generator() { return generator_; }
 
@@ -89,6 +92,9 @@ class AdaptiveCodec : public ql::GradientCodec {
   }
   at::Tensor decode(const std::vector<std::uint8_t>& encoded, std::int64_t numel) override {
     return quantizer_->decode(encoded, numel);
+  }
+  void decode_add(const std::vector<std::uint8_t>& encoded, double weight, at::Tensor& sum) override {
+    quantizer_->decode_add(encoded, sum, static_cast<float>(weight));
   }
   bool wants_gradients() const override { return gathering_; }
   void observe(const at::Tensor& gradient) override {

@@ -47,6 +47,9 @@ class GradientCodec {
   virtual std::vector<std::uint8_t> encode(const at::Tensor& bucket) = 0;
   /// The bucket of `numel` values an encoding stands for.
   virtual at::Tensor decode(const std::vector<std::uint8_t>& encoded, std::int64_t numel) = 0;
+  /// sum += weight x decode(encoded): how the host averages the workers' gradients (`sum` is a
+  /// contiguous CPU fp32 tensor). Override to decode without a temporary.
+  virtual void decode_add(const std::vector<std::uint8_t>& encoded, double weight, at::Tensor& sum);
   /// (optional) Adaptive codecs: true when the coming step's gradients should be shown to
   /// observe() before they are encoded. The host then passes every worker's exact gradient of
   /// that step (every simulated worker's, or in data-parallel training every rank's, gathered),
