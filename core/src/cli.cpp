@@ -6,6 +6,8 @@
 
 #include <fmt/format.h>
 
+#include <csignal>
+
 #include <cstdio>
 #include <exception>
 
@@ -46,6 +48,9 @@ int run_tool(std::string_view tool, std::string_view usage, int argc, char** arg
   }
   const std::string name = args[0];
   args.erase(args.begin());
+  // Past a file-size limit (ulimit -f, as on a full quota) a write fails with EFBIG instead of
+  // the process dying by SIGXFSZ: the writer reports it and the previous file stays.
+  std::signal(SIGXFSZ, SIG_IGN);
   return guarded_main(tool, [&] {
     std::vector<std::string> names;
     for (const auto& [command, run] : commands) {

@@ -106,6 +106,29 @@ class ScratchFolder {
   fs::path path_;
 };
 
+// A plugin's hook failed; the message names the plugin and the hook.
+class HookFailure : public Error {
+ public:
+  using Error::Error;
+};
+
+// Runs one hook of a plugin: whatever it throws becomes one line naming the plugin and hook.
+template <typename Hook>
+decltype(auto) in_hook(const std::string& plugin, std::string_view hook, Hook&& run) {
+  try {
+    return run();
+  } catch (const HookFailure&) {
+    throw;
+  } catch (const ConfigError& e) {
+    throw ConfigError(fmt::format("plugin '{}' failed in {}: {}", plugin, hook, e.what()));
+  } catch (const std::exception& e) {
+    throw HookFailure(fmt::format("plugin '{}' failed in {}: {}", plugin, hook, message_of(e)));
+  } catch (...) {
+    throw HookFailure(fmt::format("plugin '{}' failed in {}: it threw something that is not a std::exception", plugin,
+                                  hook));
+  }
+}
+
 struct RunState {
   const Splits* data;
   DatasetSpec spec;
@@ -292,8 +315,9 @@ struct VariantTables {
   Table layer_error;
 };
 
-VariantTables sweep(Algorithm& algorithm, const std::vector<Variant>& variants, Network& network,
-                    Calibration& calibration, Context& ctx, const RunState& run, const Evaluation& trained) {
+VariantTables sweep(const std::string& name, Algorithm& algorithm, const std::vector<Variant>& variants,
+                    Network& network, Calibration& calibration, Context& ctx, const RunState& run,
+                    const Evaluation& trained) {
   VariantTables tables;
   Table& table = tables.accuracy;
   const bool series = std::any_of(variants.begin(), variants.end(), [](const Variant& v) { return !v.series.empty(); });
@@ -327,7 +351,7 @@ VariantTables sweep(Algorithm& algorithm, const std::vector<Variant>& variants, 
   std::int64_t done = 0;
   for (const Variant& variant : variants) {
     restore(network, trained_state);
-    algorithm.apply_variant(variant, network, calibration, ctx);
+    in_hook(name, "apply_variant", [&] { algorithm.apply_variant(variant, network, calibration, ctx); });
     const Evaluation e = evaluate_split(run, network, Split::test);
     std::vector<std::string> values;
     for (const auto& [name, value] : variant.values) values.push_back(fmt::format("{:g}", value));
@@ -356,12 +380,16 @@ struct TrainingPosition {
 class FoldCheckpoints {
  public:
   FoldCheckpoints(fs::path dir, Network& network, torch::optim::Optimizer& optimizer,
-                  std::vector<PluginPtr<Algorithm>>& algorithms)
-      : dir_(std::move(dir)), network_(network), optimizer_(optimizer), algorithms_(algorithms) {}
+                  std::vector<PluginPtr<Algorithm>>& algorithms, const std::vector<PluginChoice>& choices)
+      : dir_(std::move(dir)), network_(network), optimizer_(optimizer), algorithms_(algorithms), choices_(choices) {}
 
   fs::path path(const std::string& name) const { return dir_ / "checkpoints" / (name + ".pt"); }
 
+  // The checkpoint written last, for messages: "PATH (step N)", or "" before the first.
+  const std::string& last_written() const { return last_written_; }
+
   void save(const std::string& name, const TrainingPosition& at) {
+    const std::string written = fmt::format("{} (step {})", path(name).string(), at.step);
     save_checkpoint(path(name), [&](torch::serialize::OutputArchive& archive) {
       for (const auto& p : network_.named_parameters()) archive.write("model/" + p.key(), p.value().detach());
       for (const auto& b : network_.named_buffers()) archive.write("model/" + b.key(), b.value(), true);
@@ -376,21 +404,20 @@ class FoldCheckpoints {
       archive.write("rng/cpu", generator.get_state());
       for (std::size_t i = 0; i < algorithms_.size(); ++i) {
         torch::serialize::OutputArchive state;
-        algorithms_[i]->save_state(state);
+        in_hook(choices_[i].name, "save_state", [&] { algorithms_[i]->save_state(state); });
         archive.write(fmt::format("algorithm/{}", i), state);
       }
     });
+    last_written_ = written;
   }
 
-  // In data-parallel training rank 0 reads the file and every rank loads its bytes.
+  // Checked against its checksum; in data-parallel training rank 0 reads the file and every
+  // rank loads its bytes.
   TrainingPosition load(const std::string& name, DataParallel* world) {
     const fs::path file = path(name);
-    if (world == nullptr) return load(file, [&](torch::serialize::InputArchive& a) { a.load_from(file.string()); });
-    const std::string bytes = world->broadcast_bytes(world->is_root() ? read_text_file(file) : std::string());
-    return load(file, [&](torch::serialize::InputArchive& a) {
-      std::istringstream in(bytes);
-      a.load_from(in);
-    });
+    std::string bytes = world == nullptr || world->is_root() ? read_checkpoint(file) : std::string();
+    if (world != nullptr) bytes = world->broadcast_bytes(bytes);
+    return load(file, [&](torch::serialize::InputArchive& a) { load_archive(a, bytes); });
   }
 
  private:
@@ -421,7 +448,7 @@ class FoldCheckpoints {
       for (std::size_t i = 0; i < algorithms_.size(); ++i) {
         torch::serialize::InputArchive state;
         archive.read(fmt::format("algorithm/{}", i), state);
-        algorithms_[i]->load_state(state);
+        in_hook(choices_[i].name, "load_state", [&] { algorithms_[i]->load_state(state); });
       }
       const auto p = position.accessor<std::int64_t, 1>();
       const auto t = totals.accessor<double, 1>();
@@ -445,6 +472,8 @@ class FoldCheckpoints {
   Network& network_;
   torch::optim::Optimizer& optimizer_;
   std::vector<PluginPtr<Algorithm>>& algorithms_;
+  const std::vector<PluginChoice>& choices_;
+  std::string last_written_;
 };
 
 // What every fold shares: the loaded experiment, its plugins' choices, the unit and its record.
@@ -508,7 +537,8 @@ FoldResult run_fold(Experiment& x, std::size_t k, const Splits& data) {
   run.world = x.world;
 
   torch::manual_seed(x.seed);
-  std::shared_ptr<Network> network = x.topology.build(run.spec);
+  std::shared_ptr<Network> network =
+      in_hook(x.config.topology().name, "build", [&] { return x.topology.build(run.spec); });
   QL_CHECK(network != nullptr, "topology '{}' built no network", x.config.topology().name);
   network->to(run.device);
   std::vector<PluginPtr<Algorithm>> algorithms;
@@ -520,7 +550,7 @@ FoldResult run_fold(Experiment& x, std::size_t k, const Splits& data) {
     const PluginChoice& choice = x.algorithm_choices[i];
     contexts.push_back(std::make_unique<HostContext>(choice.options, choice.name, run,
                                                      derive_seed(x.seed, kPluginStreams + i), fold_dir / choice.name));
-    algorithms[i]->attach(*network, *contexts[i]);
+    in_hook(choice.name, "attach", [&] { algorithms[i]->attach(*network, *contexts[i]); });
   }
   if (x.world != nullptr) {
     // Same weights everywhere whatever each rank's initialisation did; then each rank its own
@@ -531,7 +561,7 @@ FoldResult run_fold(Experiment& x, std::size_t k, const Splits& data) {
     if (!x.root) torch::manual_seed(derive_seed(x.seed, kRankStream + static_cast<std::uint64_t>(x.world->rank())));
   }
   auto optimizer = make_optimizer(settings, network->parameters());
-  FoldCheckpoints checkpoints(fold_dir, *network, *optimizer, algorithms);
+  FoldCheckpoints checkpoints(fold_dir, *network, *optimizer, algorithms, x.algorithm_choices);
   std::shared_ptr<GradientCodec> codec_holder;
   auto save = [&](const std::string& name, const TrainingPosition& position) {
     if (x.root) checkpoints.save(name, position);
@@ -560,8 +590,8 @@ FoldResult run_fold(Experiment& x, std::size_t k, const Splits& data) {
   step_options.workers = settings.simulated_workers;
   step_options.world = x.world;
   step_options.stop_requested = [] { return StopOnSignals::requested() != 0; };
-  for (auto& algorithm : algorithms) {
-    if (auto codec = algorithm->gradient_codec()) {
+  for (std::size_t i = 0; i < algorithms.size(); ++i) {
+    if (auto codec = in_hook(x.algorithm_choices[i].name, "gradient_codec", [&] { return algorithms[i]->gradient_codec(); })) {
       QL_CHECK(step_options.codec == nullptr, "two algorithms offer a gradient codec; use one");
       step_options.codec = codec.get();
       codec_holder = codec;
@@ -580,7 +610,9 @@ FoldResult run_fold(Experiment& x, std::size_t k, const Splits& data) {
   for (std::int64_t epoch = at.epoch; epoch < settings.epochs; ++epoch) {
     const double lr = scheduled_lr(settings, epoch);
     set_lr(*optimizer, lr);
-    for (std::size_t i = 0; i < algorithms.size(); ++i) algorithms[i]->on_epoch_begin(epoch, *contexts[i]);
+    for (std::size_t i = 0; i < algorithms.size(); ++i) {
+      in_hook(x.algorithm_choices[i].name, "on_epoch_begin", [&] { algorithms[i]->on_epoch_begin(epoch, *contexts[i]); });
+    }
     std::vector<std::int64_t> order = epoch_order(data.train->size(), derive_seed(x.seed, kShuffleStream), epoch);
     std::int64_t batch_size = settings.batch_size;
     std::uint64_t augment_seed = derive_seed(derive_seed(x.seed, kAugmentStream), epoch);
@@ -603,11 +635,24 @@ FoldResult run_fold(Experiment& x, std::size_t k, const Splits& data) {
       return p;
     };
     const std::int64_t epoch_batches = x.world != nullptr ? step_options.steps : loader.batches();
-    const EpochStats stats = train_epoch(
+    // A loss that is no longer finite ends the run naming the step and what to resume from.
+    auto stop_if_not_finite = [&](auto&& train) {
+      try {
+        return train();
+      } catch (const NonFiniteLoss& e) {
+        const std::string& checkpoint = checkpoints.last_written();
+        throw Error(fmt::format("{}{} at step {} (epoch {}, batch {}); the last good checkpoint is {}", run.fold_label,
+                                e.what(), at.step + 1, epoch + 1, e.batch,
+                                checkpoint.empty() ? std::string("none (no checkpoint was written before)") : checkpoint));
+      }
+    };
+    const EpochStats stats = stop_if_not_finite([&] { return train_epoch(
         *network, *optimizer, loader, run.device, start, [&](const EpochProgress& progress, double loss) {
           ++at.step;
           if (x.step_scalars) metrics.scalar("train/loss_step", loss, at.step);
-          for (std::size_t i = 0; i < algorithms.size(); ++i) algorithms[i]->on_step_end(at.step, *contexts[i]);
+          for (std::size_t i = 0; i < algorithms.size(); ++i) {
+            in_hook(x.algorithm_choices[i].name, "on_step_end", [&] { algorithms[i]->on_step_end(at.step, *contexts[i]); });
+          }
           x.console.progress(label, progress.batches, epoch_batches, fmt::format("loss {:.4f}", loss));
           const bool stop = progress.stop;
           const bool periodic = settings.checkpoint_every_steps > 0 && at.step % settings.checkpoint_every_steps == 0;
@@ -623,7 +668,7 @@ FoldResult run_fold(Experiment& x, std::size_t k, const Splits& data) {
                                           checkpoints.path("last").string()));
           }
         },
-        step_options);
+        step_options); });
     std::string line = fmt::format("{}  train loss {:.4f} top1 {}", label, stats.loss(), percent(stats.top1()));
     metrics.scalar("train/loss", stats.loss(), at.step);
     metrics.scalar("train/top1", stats.top1(), at.step);
@@ -700,11 +745,11 @@ FoldResult run_fold(Experiment& x, std::size_t k, const Splits& data) {
 
   HostCalibration calibration(run, derive_seed(x.seed, kCalibrationStream));
   for (std::size_t i = 0; i < algorithms.size(); ++i) {
-    const std::vector<Variant> variants = algorithms[i]->variants();
-    if (variants.empty()) continue;
     const std::string& name = x.algorithm_choices[i].name;
+    const std::vector<Variant> variants = in_hook(name, "variants", [&] { return algorithms[i]->variants(); });
+    if (variants.empty()) continue;
     QL_CHECK(data.test != nullptr, "the variants sweep of '{}' needs a test split", name);
-    const VariantTables tables = sweep(*algorithms[i], variants, *network, calibration, *contexts[i], run,
+    const VariantTables tables = sweep(name, *algorithms[i], variants, *network, calibration, *contexts[i], run,
                                        result.trained);
     write_file_atomically(fold_dir / fmt::format("{}_variants.csv", name), tables.accuracy.csv());
     write_file_atomically(fold_dir / fmt::format("{}_layer_error.csv", name), tables.layer_error.csv());
@@ -712,7 +757,8 @@ FoldResult run_fold(Experiment& x, std::size_t k, const Splits& data) {
                                tables.accuracy.markdown()));
   }
   for (std::size_t i = 0; i < algorithms.size(); ++i) {
-    algorithms[i]->post_training(*network, calibration, *contexts[i]);
+    in_hook(x.algorithm_choices[i].name, "post_training",
+            [&] { algorithms[i]->post_training(*network, calibration, *contexts[i]); });
   }
   result.result = result.trained;
   if (!algorithms.empty()) {
@@ -798,7 +844,11 @@ RunSummary run_experiment(const RunRequest& request, PluginRegistry& registry, C
   x.top5 = std::find(metric_names.begin(), metric_names.end(), "top5") != metric_names.end();
   for (const PluginChoice& choice : x.algorithm_choices) registry.find(PluginKind::algorithm, choice.name);
 
-  Splits problem_data{problem->dataset(Split::train), problem->dataset(Split::valid), problem->dataset(Split::test)};
+  auto dataset = [&](Split split) {
+    return in_hook(config.problem().name, fmt::format("dataset({})", to_string(split)),
+                   [&] { return problem->dataset(split); });
+  };
+  Splits problem_data{dataset(Split::train), dataset(Split::valid), dataset(Split::test)};
   QL_CHECK(problem_data.train && problem_data.train->size() > 0, "problem '{}' has no training data",
            config.problem().name);
   const DatasetSpec spec = problem->spec();

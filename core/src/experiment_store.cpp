@@ -2,7 +2,10 @@
 
 #include "quantlab/sdk/error.hpp"
 
+#include <torch/serialize/input-archive.h>
 #include <torch/serialize/output-archive.h>
+
+#include <boost/crc.hpp>
 
 #include <algorithm>
 #include <cerrno>
@@ -93,7 +96,7 @@ std::vector<fs::path> list_units(const fs::path& parent) {
 
 std::string read_text_file(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
-  QL_CHECK(in.good(), "cannot read {}", path.string());
+  QL_CHECK(in.good(), "cannot read {}: {}", path.string(), std::strerror(errno));
   std::ostringstream text;
   text << in.rdbuf();
   return text.str();
@@ -132,17 +135,69 @@ void write_atomically(const fs::path& path, const std::function<void(const fs::p
   commit(temporary, path);
 }
 
+namespace {
+
+constexpr char kCheckpointMagic[4] = {'Q', 'L', 'C', 'K'};
+constexpr std::size_t kTrailerSize = 16;
+
+std::uint32_t crc32c(const void* data, std::size_t size) {
+  boost::crc_optimal<32, 0x1EDC6F41, 0xFFFFFFFF, 0xFFFFFFFF, true, true> crc;
+  crc.process_bytes(data, size);
+  return crc.checksum();
+}
+
+template <typename T>
+void put_little_endian(char* out, T value) {
+  for (std::size_t i = 0; i < sizeof(T); ++i) out[i] = static_cast<char>((value >> (8 * i)) & 0xff);
+}
+
+template <typename T>
+T get_little_endian(const char* in) {
+  T value = 0;
+  for (std::size_t i = 0; i < sizeof(T); ++i) value |= static_cast<T>(static_cast<unsigned char>(in[i])) << (8 * i);
+  return value;
+}
+
+}  // namespace
+
 void save_checkpoint(const fs::path& path,
                      const std::function<void(torch::serialize::OutputArchive&)>& fill) {
-  write_atomically(path, [&](const fs::path& temporary) {
-    try {
-      torch::serialize::OutputArchive archive;
-      fill(archive);
-      archive.save_to(temporary.string());
-    } catch (const std::exception& e) {
-      throw Error(fmt::format("cannot write checkpoint {}: {}", path.string(), message_of(e)));
-    }
-  });
+  std::string bytes;
+  try {
+    torch::serialize::OutputArchive archive;
+    fill(archive);
+    std::ostringstream out;
+    archive.save_to(out);
+    bytes = std::move(out).str();
+  } catch (const std::exception& e) {
+    throw Error(fmt::format("cannot write checkpoint {}: {}", path.string(), message_of(e)));
+  }
+  char trailer[kTrailerSize];
+  std::memcpy(trailer, kCheckpointMagic, 4);
+  put_little_endian<std::uint32_t>(trailer + 4, crc32c(bytes.data(), bytes.size()));
+  put_little_endian<std::uint64_t>(trailer + 8, bytes.size());
+  bytes.append(trailer, kTrailerSize);
+  write_file_atomically(path, bytes);
+}
+
+std::string read_checkpoint(const fs::path& path) {
+  std::string bytes = read_text_file(path);
+  QL_CHECK(bytes.size() >= kTrailerSize && std::memcmp(bytes.data() + bytes.size() - kTrailerSize, kCheckpointMagic, 4) == 0,
+           "{}: not a QuantLab checkpoint or truncated (no checksum trailer at its end)", path.string());
+  const char* trailer = bytes.data() + bytes.size() - kTrailerSize;
+  const auto stored = get_little_endian<std::uint32_t>(trailer + 4);
+  const auto length = get_little_endian<std::uint64_t>(trailer + 8);
+  QL_CHECK(length == bytes.size() - kTrailerSize, "{}: truncated or extended checkpoint ({} bytes of archive, the trailer says {})",
+           path.string(), bytes.size() - kTrailerSize, length);
+  bytes.resize(bytes.size() - kTrailerSize);
+  const std::uint32_t computed = crc32c(bytes.data(), bytes.size());
+  QL_CHECK(computed == stored, "{}: checksum mismatch (CRC-32C {:08x}, stored {:08x}): the checkpoint is corrupt",
+           path.string(), computed, stored);
+  return bytes;
+}
+
+void load_archive(torch::serialize::InputArchive& archive, const std::string& bytes) {
+  archive.load_from(bytes.data(), bytes.size());
 }
 
 }  // namespace ql::core

@@ -10,6 +10,8 @@
 #include <torch/optim/adamw.h>
 #include <torch/optim/sgd.h>
 
+#include <fmt/format.h>
+
 #include <chrono>
 #include <cmath>
 
@@ -101,7 +103,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 void check_finite(double loss, std::int64_t batch) {
-  QL_CHECK(std::isfinite(loss), "the training loss became {} at batch {}", loss, batch);
+  if (!std::isfinite(loss)) throw NonFiniteLoss(fmt::format("the training loss became {}", loss), batch);
 }
 
 }  // namespace

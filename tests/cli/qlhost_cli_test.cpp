@@ -117,6 +117,7 @@ TEST_F(QlhostCliTest, SameSeedGivesTheSameNumbers) {
             ql::test::read_text(dir_ / "logs/mnist/mlp/exp0002/uniform_variants.csv"));
 }
 
+// bad-input: an unknown key in the experiment file | `exp.toml:21:1: unknown key 'algorithm[0].bitz' (did you mean 'bits'?); valid keys here: …` | 2
 TEST_F(QlhostCliTest, BadConfigGivesOneLineAndExitTwo) {
   ql::test::write_text(dir_ / "exp.toml", experiment("bitz = 3"));
   const auto result = run_qlhost(run_args(), dir_.path());
@@ -127,6 +128,7 @@ TEST_F(QlhostCliTest, BadConfigGivesOneLineAndExitTwo) {
   EXPECT_FALSE(fs::exists(dir_ / "logs")) << "a rejected experiment must not create results";
 }
 
+// bad-input: a plugin option out of its range | `… bits: expected an integer in [2, 32], got 40` | 2
 TEST_F(QlhostCliTest, OutOfRangePluginOptionGivesExitTwo) {
   const auto result = run_qlhost(run_args("--set algorithm.uniform.bits=40"), dir_.path());
   EXPECT_EQ(result.exit_code, 2);
@@ -134,6 +136,7 @@ TEST_F(QlhostCliTest, OutOfRangePluginOptionGivesExitTwo) {
   EXPECT_NE(result.err.find("bits: expected an integer in [2, 32], got 40"), std::string::npos) << result.err;
 }
 
+// bad-input: an experiment file that is not valid TOML | `qlhost: error: exp.toml:1:…: ` and the parser's reason, one line | 2
 TEST_F(QlhostCliTest, MalformedTomlGivesExitTwo) {
   ql::test::write_text(dir_ / "exp.toml", "[problem\nplugin = 1\n");
   const auto result = run_qlhost(run_args(), dir_.path());
@@ -141,12 +144,14 @@ TEST_F(QlhostCliTest, MalformedTomlGivesExitTwo) {
   EXPECT_NE(result.err.find("exp.toml:1:"), std::string::npos) << result.err;
 }
 
+// bad-input: an experiment file that does not exist | `cannot open the experiment file …` | 2
 TEST_F(QlhostCliTest, MissingExperimentFileGivesExitTwo) {
   const auto result = run_qlhost("run /nonexistent/exp.toml", dir_.path());
   EXPECT_EQ(result.exit_code, 2);
   EXPECT_NE(result.err.find("cannot open the experiment file"), std::string::npos) << result.err;
 }
 
+// bad-input: a truncated (gzipped) IDX data file | one line naming the file and what is missing | 1
 TEST_F(QlhostCliTest, TruncatedDataFileGivesExitOneNamingTheFile) {
   const fs::path labels = dir_ / "data/train-labels-idx1-ubyte.gz";
   auto bytes = ql::test::read_bytes(labels);
@@ -158,6 +163,7 @@ TEST_F(QlhostCliTest, TruncatedDataFileGivesExitOneNamingTheFile) {
   EXPECT_NE(result.err.find(labels.string()), std::string::npos) << result.err;
 }
 
+// bad-input: a text file named `*.so` in a plugin directory | skipped; with `--verbose`: `x.so: not an ELF file` | 0
 TEST_F(QlhostCliTest, PluginsListsTheBundledPluginsDespiteATextFileNamedSo) {
   ql::test::write_text(dir_ / "plugins/x.so", "not a plugin\n");
   const auto result = run_qlhost("plugins --plugin-dir '" + (dir_ / "plugins").string() + "'", dir_.path());
@@ -179,6 +185,7 @@ TEST_F(QlhostCliTest, PluginsShowPrintsOptionsWithDocumentation) {
   EXPECT_NE(run_qlhost("plugins --show host", dir_.path()).out.find("[training.optimizer]"), std::string::npos);
 }
 
+// bad-input: an unknown command, a missing argument or an unknown flag | `unknown command 'frobnicate' (commands: …)`, the option parser's message | 2
 TEST_F(QlhostCliTest, UsageErrorsGiveExitTwo) {
   EXPECT_EQ(run_qlhost("frobnicate", dir_.path()).exit_code, 2);
   EXPECT_EQ(run_qlhost("run", dir_.path()).exit_code, 2);

@@ -2,6 +2,7 @@
 // train the weights of one, a gradient codec on two ranks, stop and resume, a rank that dies.
 #include "quantlab/core/local_launcher.hpp"
 #include "quantlab/core/metrics_log.hpp"
+#include "quantlab/core/experiment_store.hpp"
 #include "quantlab/core/process.hpp"
 #include "quantlab/core/unit_record.hpp"
 #include "support/test_support.hpp"
@@ -66,7 +67,7 @@ deterministic = true
 
   static std::map<std::string, at::Tensor> model_of(const fs::path& checkpoint) {
     torch::serialize::InputArchive archive;
-    archive.load_from(checkpoint.string());
+    ql::core::load_archive(archive, ql::core::read_checkpoint(checkpoint));
     std::map<std::string, at::Tensor> tensors;
     for (const std::string& key : archive.keys()) {
       if (key.rfind("model/", 0) != 0) continue;
@@ -198,6 +199,7 @@ class DeadOrHungRank : public QlhostDistributedTest, public ::testing::WithParam
 
 // SIGKILL: the peer's sockets close and rank 0 fails at once. SIGSTOP: nothing closes and rank
 // 0 fails when its collective times out (5 s here).
+// bad-input: a data-parallel rank that dies (SIGKILL) or hangs (SIGSTOP) | the others: `data-parallel all-reduce failed on rank 0 of 2 (another rank died, hung or left; timeout 30 s): …` within the timeout | 1
 TEST_P(DeadOrHungRank, MakesTheOtherRankFailWithinAMinuteWithAClearError) {
   const int signal = GetParam();
   std::string text = ql::test::read_text(dir_ / "exp.toml");

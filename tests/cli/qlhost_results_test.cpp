@@ -1,5 +1,6 @@
 // Results units end to end with real qlhost processes: kill and resume, stop by signal, folds,
 // sweeps, listings, and the metrics files read by independent readers.
+#include "quantlab/core/experiment_store.hpp"
 #include "quantlab/core/process.hpp"
 #include "quantlab/core/unit_record.hpp"
 #include "support/test_support.hpp"
@@ -78,7 +79,7 @@ deterministic = true
 
   static std::map<std::string, at::Tensor> model_of(const fs::path& checkpoint) {
     torch::serialize::InputArchive archive;
-    archive.load_from(checkpoint.string());
+    ql::core::load_archive(archive, ql::core::read_checkpoint(checkpoint));
     std::map<std::string, at::Tensor> tensors;
     for (const std::string& key : archive.keys()) {
       if (key.rfind("model/", 0) != 0) continue;
@@ -112,6 +113,7 @@ deterministic = true
 
 }  // namespace
 
+// bad-input: a run killed with SIGKILL, or stopped with SIGINT | listed as `killed`; SIGINT: a checkpoint, `interrupted: stopped by signal 2 …`; `--resume` ends with bit-identical weights; a done unit: `already done` | 137 / 130, then 0
 TEST_F(QlhostResultsTest, KilledOrStoppedRunsResumeToBitIdenticalWeights) {
   const auto reference = run_qlhost(run_args(), dir_.path());
   ASSERT_EQ(reference.exit_code, 0) << reference.out << reference.err;
@@ -158,6 +160,7 @@ TEST_F(QlhostResultsTest, KilledOrStoppedRunsResumeToBitIdenticalWeights) {
   EXPECT_NE(again.err.find("already done"), std::string::npos) << again.err;
 }
 
+// bad-input: `--resume` with a changed configuration, or of a unit that does not exist | `… was run with another configuration (training.optimizer.lr: 0.001 -> 0.5) …`; `… exp0042 does not exist` | 2; 1
 TEST_F(QlhostResultsTest, ResumeRefusesAnotherConfiguration) {
   const pid_t child = start({"--set", "training.epochs=1"}, dir_ / "run.log");
   wait_for_steps(dir_ / "logs/mnist/mlp/exp0001", 20);

@@ -45,6 +45,7 @@ TEST(WorldSettings, ReadsSlurmVariablesWithTheFirstHostAsMaster) {
   EXPECT_EQ(ql::core::first_slurm_host("single"), "single");
 }
 
+// bad-input: launcher variables that do not fit (`RANK=2 WORLD_SIZE=2`, `RANK` alone, `WORLD_SIZE=two`, `MASTER_PORT=70000`) | `environment variable RANK=2: expected an integer in [0, 1]` and the like | 2
 TEST(WorldSettings, NoLauncherOrOneRankMeansNoWorldAndBadValuesAreRefused) {
   EXPECT_FALSE(WorldSettings::from_environment(std::map<std::string, std::string>{}).has_value());
   EXPECT_FALSE(WorldSettings::from_environment({{"RANK", "0"}, {"WORLD_SIZE", "1"}}).has_value());

@@ -73,12 +73,14 @@ TEST_F(ExperimentConfigTest, UnknownPluginOptionIsCheckedAgainstThePluginDefault
   EXPECT_NE(message.find("'hidden'"), std::string::npos) << message;
 }
 
+// bad-input: a value of the wrong type (`epochs = "3"`) | `exp.toml:L:C: training.epochs: expected integer, got string` | 2
 TEST_F(ExperimentConfigTest, WrongTypeIsAnError) {
   const std::string message = error_of(std::string(kMinimal) + "[training]\nepochs = \"ten\"\n");
   EXPECT_NE(message.find(file() + ":7:10"), std::string::npos) << message;
   EXPECT_NE(message.find("expected integer, got string"), std::string::npos) << message;
 }
 
+// bad-input: an array with an element of the wrong type | `… expected an array of integer …` | 2
 TEST_F(ExperimentConfigTest, WrongArrayElementTypeIsAnError) {
   const std::string message = error_of("[problem]\nplugin = \"mnist\"\n[topology]\nplugin = \"mlp\"\nhidden = [64, \"x\"]\n");
   EXPECT_NE(message.find(file() + ":5:15"), std::string::npos) << message;
@@ -90,18 +92,21 @@ TEST_F(ExperimentConfigTest, IntegerIsAcceptedForAFloatOption) {
   EXPECT_DOUBLE_EQ(config.section("training").table("optimizer").get_double("lr"), 1.0);
 }
 
+// bad-input: an unknown plugin name | `no problem plugin named 'mnst' (did you mean 'mnist'?); available: …` | 2
 TEST_F(ExperimentConfigTest, UnknownPluginSuggestsTheClosestName) {
   const std::string message = error_of("[problem]\nplugin = \"mnst\"\n[topology]\nplugin = \"mlp\"\n");
   EXPECT_NE(message.find(file() + ":2:10"), std::string::npos) << message;
   EXPECT_NE(message.find("did you mean 'mnist'"), std::string::npos) << message;
 }
 
+// bad-input: an unknown section | `unknown section 'trainig' (did you mean 'training'?)` | 2
 TEST_F(ExperimentConfigTest, UnknownSectionIsAnError) {
   const std::string message = error_of(std::string(kMinimal) + "[trainig]\nepochs = 1\n");
   EXPECT_NE(message.find("unknown section 'trainig'"), std::string::npos) << message;
   EXPECT_NE(message.find("did you mean 'training'"), std::string::npos) << message;
 }
 
+// bad-input: no `[problem]` section | `missing [problem]` | 2
 TEST_F(ExperimentConfigTest, MissingProblemIsAnError) {
   const std::string message = error_of("[topology]\nplugin = \"mlp\"\n");
   EXPECT_NE(message.find("missing [problem]"), std::string::npos) << message;
@@ -112,6 +117,7 @@ TEST_F(ExperimentConfigTest, MalformedTomlNamesLineAndColumn) {
   EXPECT_NE(message.find(file() + ":2:"), std::string::npos) << message;
 }
 
+// bad-input: a host value out of range (`batch_size = 0`) | `training.batch_size: expected an integer in [1, …], got 0` | 2
 TEST_F(ExperimentConfigTest, OutOfRangeValueNamesTheKeyAndRange) {
   const auto config = load(std::string(kMinimal) + "[training]\nbatch_size = 0\n");
   try {
@@ -136,12 +142,14 @@ TEST_F(ExperimentConfigTest, OverridesReplaceAndAddValues) {
   EXPECT_EQ(config.problem().options.get_string("data_dir"), "/some/where");
 }
 
+// bad-input: `--set` of an unknown key | `--set training.epoch=3: unknown key … (did you mean 'epochs'?)` | 2
 TEST_F(ExperimentConfigTest, OverrideOfAnUnknownKeyIsAnError) {
   const std::string message = error_of(kMinimal, {"training.epoch=3"});
   EXPECT_NE(message.find("--set training.epoch=3"), std::string::npos) << message;
   EXPECT_NE(message.find("did you mean 'epochs'"), std::string::npos) << message;
 }
 
+// bad-input: `--set` without a value | `… expected KEY=VALUE` | 2
 TEST_F(ExperimentConfigTest, OverrideWithoutValueIsAnError) {
   EXPECT_NE(error_of(kMinimal, {"training.epochs"}).find("expected KEY=VALUE"), std::string::npos);
 }

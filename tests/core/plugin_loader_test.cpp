@@ -56,6 +56,7 @@ TEST(PluginLoaderTest, BadOptionsBecomeConfigErrorsNamingThePlugin) {
   }
 }
 
+// bad-input: a plugin built for another plugin ABI | refused without being loaded: `… ABI 2.0 … host ABI 1.0`; naming it in an experiment: `cannot be used: …` | 2
 TEST(PluginLoaderTest, WrongAbiMajorIsRefusedWithBothVersions) {
   const PluginInspection found = ql::core::inspect_plugin_file(fixture("abi_major"));
   EXPECT_EQ(found.status, Status::refused);
@@ -76,6 +77,7 @@ TEST(PluginLoaderTest, OlderAbiMinorIsAccepted) {
   EXPECT_EQ(found.status, Status::plugin) << found.reason;
 }
 
+// bad-input: a plugin built with another compiler, C++ ABI, LibTorch or SDK | refused, the differing fields first: `compiler: expected gcc-12.2, found …` | 2
 TEST(PluginLoaderTest, WrongFingerprintNamesTheDifferingFieldsFirst) {
   const PluginInspection found = ql::core::inspect_plugin_file(fixture("fingerprint"));
   EXPECT_EQ(found.status, Status::refused);
@@ -88,12 +90,14 @@ TEST(PluginLoaderTest, WrongFingerprintNamesTheDifferingFieldsFirst) {
   EXPECT_EQ(found.reason.find("torch:"), std::string::npos) << "torch matched: " << found.reason;
 }
 
+// bad-input: a shared object that is not a plugin | `… no 'ql_plugin_v1' symbol` (its code never runs) | 2
 TEST(PluginLoaderTest, SharedObjectWithoutEntrySymbolIsNotAPlugin) {
   const PluginInspection found = ql::core::inspect_plugin_file(fixture("no_entry"));
   EXPECT_EQ(found.status, Status::not_plugin);
   EXPECT_NE(found.reason.find("no 'ql_plugin_v1' symbol"), std::string::npos) << found.reason;
 }
 
+// bad-input: a file that is not ELF given as a plugin | `… not an ELF file` | 2
 TEST(PluginLoaderTest, NonElfFileIsNotAPlugin) {
   ql::test::TempDir dir;
   ql::test::write_text(dir / "x.so", "this is a text file\n");
@@ -102,6 +106,7 @@ TEST(PluginLoaderTest, NonElfFileIsNotAPlugin) {
   EXPECT_NE(found.reason.find("not an ELF file"), std::string::npos) << found.reason;
 }
 
+// bad-input: a truncated plugin file | `… truncated …`, no crash | 2
 TEST(PluginLoaderTest, TruncatedPluginIsRefused) {
   ql::test::TempDir dir;
   auto bytes = ql::test::read_bytes(fixture("good"));
@@ -113,6 +118,7 @@ TEST(PluginLoaderTest, TruncatedPluginIsRefused) {
   }
 }
 
+// bad-input: a plugin with a corrupt ELF section table | refused with the reason, no crash | 2
 TEST(PluginLoaderTest, CorruptSectionTableIsRefusedWithoutCrashing) {
   ql::test::TempDir dir;
   const auto bytes = ql::test::read_bytes(fixture("good"));
@@ -133,6 +139,7 @@ TEST(PluginLoaderTest, CorruptSectionTableIsRefusedWithoutCrashing) {
   EXPECT_EQ(found.status, Status::refused) << found.reason;
 }
 
+// bad-input: a plugin whose metadata section is corrupt | `… bad magic …` | 2
 TEST(PluginLoaderTest, CorruptMetadataBlobIsRefused) {
   ql::test::TempDir dir;
   auto bytes = ql::test::read_bytes(fixture("good"));
@@ -146,6 +153,7 @@ TEST(PluginLoaderTest, CorruptMetadataBlobIsRefused) {
   EXPECT_NE(found.reason.find("magic"), std::string::npos) << found.reason;
 }
 
+// bad-input: two plugin files with the same kind and name | refused, naming both files | 2
 TEST(PluginLoaderTest, DuplicateNamesAreRefusedNamingBothFiles) {
   ql::test::TempDir a, b;
   fs::copy_file(fixture("good"), a / "one.so");
@@ -165,6 +173,7 @@ TEST(PluginLoaderTest, SameFileReachedTwiceIsNoDuplicate) {
   EXPECT_TRUE(registry.refusals().empty());
 }
 
+// bad-input: a plugin whose static initialiser aborts | listed from its metadata; its code runs only when an experiment uses it | 0
 TEST(PluginLoaderTest, PluginWhoseStaticConstructorAbortsIsListedWithoutRunning) {
   PluginRegistry registry(only(fixture("static_abort").parent_path()));
   ASSERT_EQ(registry.plugins().size(), 1u);
@@ -209,6 +218,7 @@ TEST(PluginLoaderTest, RefusedPluginIsNamedWithTheReasonWhenAskedFor) {
   }
 }
 
+// bad-input: a misspelt plugin name | `… (did you mean 'fixture_good'?)` | 2
 TEST(PluginLoaderTest, UnknownNameSuggestsTheClosest) {
   PluginRegistry registry(only(fixture("good").parent_path()));
   try {

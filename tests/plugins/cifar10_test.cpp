@@ -129,6 +129,7 @@ TEST_F(CifarTest, HoldOutIsSeededAndDisjoint) {
       problem->dataset(ql::Split::valid)->get_batch(all, 0, false).inputs));
 }
 
+// bad-input: a truncated CIFAR batch file, or no data folder | `…/data_batch_3.bin: N bytes is not a whole number of 3073-byte records (truncated or not a CIFAR binary file?)` | 1
 TEST_F(CifarTest, TruncatedFileAndMissingDirectoryAreErrorsNamingTheFile) {
   auto bytes = ql::test::read_bytes(dir_ / "c10/data_batch_3.bin");
   bytes.resize(bytes.size() - 100);

@@ -149,6 +149,7 @@ TEST_F(Ilsvrc12Test, DecodesOnlyThePartACropNeeds) {
   }
 }
 
+// bad-input: a truncated JPEG or a GIF named `.JPEG` in an ImageNet folder | an error naming the file; with `on_corrupt = "skip"` the batch skips and counts it | 1
 TEST_F(Ilsvrc12Test, CorruptFilesAreNamedOrSkipped) {
   auto bytes = ql::test::read_bytes(dir_ / "train/n01443537/img_1.JPEG");
   bytes.resize(bytes.size() / 2);

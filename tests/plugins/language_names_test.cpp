@@ -99,6 +99,7 @@ TEST_F(LanguageNamesTest, SplitIsStratifiedDisjointAndSeeded) {
   EXPECT_FALSE(all(*other->dataset(ql::Split::test)).equal(all(*names->dataset(ql::Split::test))));
 }
 
+// bad-input: a names file with invalid UTF-8 | `…/Broken.txt:2: not valid UTF-8` | 1
 TEST_F(LanguageNamesTest, InvalidUtf8NamesTheFileAndLine) {
   ql::test::write_text(dir_ / "names/Broken.txt", "Good\nBa\xff" "d\n");
   try {
@@ -109,6 +110,7 @@ TEST_F(LanguageNamesTest, InvalidUtf8NamesTheFileAndLine) {
   }
 }
 
+// bad-input: a names folder that does not exist | an error naming the folder | 1
 TEST_F(LanguageNamesTest, MissingFolderIsAnError) {
   EXPECT_THROW(registry_.create<ql::Problem>("language_names",
                                             ql::core::plugin_options(registry_.find(ql::PluginKind::problem, "language_names"),

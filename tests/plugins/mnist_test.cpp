@@ -75,6 +75,7 @@ TEST(IdxFileTest, TruncatedDataNamesTheFileAndTheShortfall) {
   EXPECT_NE(message.find("3x2x2"), std::string::npos) << message;
 }
 
+// bad-input: an IDX file cut inside its header | `FILE: truncated: 9 bytes, shorter than its 16-byte header` | 1
 TEST(IdxFileTest, TruncatedHeaderIsAnError) {
   ql::test::TempDir dir;
   auto bytes = ql::mnist::encode_idx(sample_images());
@@ -85,6 +86,7 @@ TEST(IdxFileTest, TruncatedHeaderIsAnError) {
   EXPECT_NE(error_reading(dir / "tiny").find("truncated"), std::string::npos);
 }
 
+// bad-input: a cut gzip stream | `FILE: corrupt or truncated gzip data …` | 1
 TEST(IdxFileTest, TruncatedGzipIsAnError) {
   ql::test::TempDir dir;
   ql::test::write_gzip(dir / "full.gz", ql::mnist::encode_idx(sample_images()));
@@ -94,6 +96,7 @@ TEST(IdxFileTest, TruncatedGzipIsAnError) {
   EXPECT_NE(error_reading(dir / "cut.gz").find("gzip"), std::string::npos);
 }
 
+// bad-input: an IDX file longer than its header says | `FILE: 13 bytes of data after the header, expected 12 for 3x2x2` | 1
 TEST(IdxFileTest, ExtraBytesAreAnError) {
   ql::test::TempDir dir;
   auto bytes = ql::mnist::encode_idx(sample_images());
@@ -102,6 +105,7 @@ TEST(IdxFileTest, ExtraBytesAreAnError) {
   EXPECT_NE(error_reading(dir / "long").find("expected 12"), std::string::npos);
 }
 
+// bad-input: a file that is not IDX, or IDX of floats | `FILE: not an IDX file (magic …)`, `FILE: IDX element type 0x0d is not supported …` | 1
 TEST(IdxFileTest, WrongMagicAndElementTypeAreErrors) {
   ql::test::TempDir dir;
   auto bytes = ql::mnist::encode_idx(sample_images());
@@ -175,6 +179,7 @@ TEST_F(MnistPluginTest, SpecNeedsNoFiles) {
   }
 }
 
+// bad-input: image and label files that disagree (size, count, label range) | `FILE: images of 6x6, but image_size = [8, 8]`, `label 3 is not below classes = 3`, `has 10 images but …` | 1
 TEST_F(MnistPluginTest, FilesThatDisagreeWithEachOtherOrTheSpecAreErrorsNamingTheFile) {
   ql::test::write_idx_dataset(dir_.path(), 100, 10, 6, 4, /*gzip=*/false);
   auto error_of = [&](const ql::Config& config) -> std::string {

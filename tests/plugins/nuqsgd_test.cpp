@@ -2,6 +2,7 @@
 // outputs on norm x levels, the packed wire format, and simulated data-parallel training.
 #include "plugins/algorithms/nuqsgd/adaptive_levels.hpp"
 #include "plugins/algorithms/nuqsgd/gradient_quantizer.hpp"
+#include "quantlab/core/experiment_store.hpp"
 #include "quantlab/sdk/error.hpp"
 #include "support/test_support.hpp"
 
@@ -118,7 +119,7 @@ threads = 1
   EXPECT_NE(four.out.find("32.00 bits/coord"), std::string::npos) << four.out;
   auto weights = [](const fs::path& file) {
     torch::serialize::InputArchive archive;
-    archive.load_from(file.string());
+    ql::core::load_archive(archive, ql::core::read_checkpoint(file));
     at::Tensor w;
     archive.read("model/fc1.weight", w);
     return w;

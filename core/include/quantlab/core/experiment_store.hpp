@@ -14,6 +14,7 @@
 #include <vector>
 
 namespace torch::serialize {
+class InputArchive;
 class OutputArchive;
 }
 
@@ -40,8 +41,17 @@ void write_atomically(const std::filesystem::path& path,
 /// Writes `content` to `path` via a synced temporary file and a rename.
 void write_file_atomically(const std::filesystem::path& path, std::string_view content);
 
-/// Writes a LibTorch archive filled by `fill` to `path` atomically.
+/// Writes a LibTorch archive filled by `fill` to `path` atomically, followed by a 16-byte
+/// trailer: "QLCK", the CRC-32C of the archive (little-endian u32) and its length (u64). The
+/// archive's own zip records are not checked by LibTorch's reader, the trailer is.
 void save_checkpoint(const std::filesystem::path& path,
                      const std::function<void(torch::serialize::OutputArchive&)>& fill);
+
+/// The archive bytes of a checkpoint after checking its trailer; throws ql::Error naming the
+/// file when it is truncated, changed or not a QuantLab checkpoint.
+std::string read_checkpoint(const std::filesystem::path& path);
+
+/// Opens archive bytes (from read_checkpoint) for reading.
+void load_archive(torch::serialize::InputArchive& archive, const std::string& bytes);
 
 }  // namespace ql::core

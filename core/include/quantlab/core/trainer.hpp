@@ -9,6 +9,7 @@
 #include "quantlab/core/batch_loader.hpp"
 #include "quantlab/sdk/config.hpp"
 #include "quantlab/sdk/context.hpp"
+#include "quantlab/sdk/error.hpp"
 #include "quantlab/sdk/topology.hpp"
 
 #include <c10/core/Device.h>
@@ -30,6 +31,13 @@ class GradientCodec;
 namespace ql::core {
 
 class DataParallel;
+
+/// The training loss became NaN or infinite at `batch` (1-based, in its epoch).
+class NonFiniteLoss : public Error {
+ public:
+  NonFiniteLoss(const std::string& message, std::int64_t batch) : Error(message), batch(batch) {}
+  std::int64_t batch;
+};
 
 /// The training loss: cross-entropy, or the (squared) multi-class hinge of the ANA reference:
 /// targets +1 for the class and -1 elsewhere, mean over classes of max(0, 1 - t·y) (squared).
