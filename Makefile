@@ -25,7 +25,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 ASAN_BUILD_DIR ?= build-asan
 # The sanitizer runs: leaks, undefined behaviour and bad memory access all fail the test; the
 # suppressions file lists third-party leaks only, each with its reason.
-SANITIZER_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:strict_init_order=1:detect_stack_use_after_return=0 \
+SANITIZER_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:strict_init_order=1:detect_stack_use_after_return=0:verify_asan_link_order=0 \
                  LSAN_OPTIONS=suppressions=$(CURDIR)/tools/sanitizers/lsan.supp:print_suppressions=0 \
                  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:suppressions=$(CURDIR)/tools/sanitizers/ubsan.supp
 # Paths in debug info relative to the checkout, so that a clean clone reuses the compiler cache.

@@ -75,8 +75,8 @@ PluginRegistry::PluginRegistry(std::vector<fs::path> search_path)
                                     fmt::join(paths.begin(), paths.end(), " and ")));
     unusable_[key] = refusals_.back();
     plugins_.erase(std::remove_if(plugins_.begin(), plugins_.end(),
-                                  [&](const PluginMetadata& p) {
-                                    return p.kind == key.first && p.name == key.second;
+                                  [wanted = key](const PluginMetadata& p) {
+                                    return p.kind == wanted.first && p.name == wanted.second;
                                   }),
                    plugins_.end());
   }

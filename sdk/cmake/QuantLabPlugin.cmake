@@ -24,7 +24,12 @@ function(ql_add_plugin name)
   target_compile_features(${target} PRIVATE cxx_std_17)
   target_compile_options(${target} PRIVATE -Wall -Wextra)
   target_link_options(${target} PRIVATE
-    -Wl,-z,defs -Wl,-z,nodelete -Wl,--version-script=${_QL_PLUGIN_VERSION_SCRIPT})
+    -Wl,-z,nodelete -Wl,--version-script=${_QL_PLUGIN_VERSION_SCRIPT})
+  # Every symbol resolved at link time, except in fuzzing builds, whose coverage hooks live in
+  # the fuzzer executable.
+  if(NOT QL_FUZZ)
+    target_link_options(${target} PRIVATE -Wl,-z,defs)
+  endif()
   if(NOT ARG_OUTPUT_DIRECTORY)
     if(DEFINED QL_BUILD_PLUGIN_DIR)
       set(ARG_OUTPUT_DIRECTORY ${QL_BUILD_PLUGIN_DIR})

@@ -202,7 +202,9 @@ class Greedy : public ql::Algorithm {
 
     std::vector<LayerResult> results;
     for (std::size_t l = 0; l < chosen.size(); ++l) {
-      const auto& [name, layer] = chosen[l];
+      // Named references, not structured bindings: lambdas below capture them (C++17).
+      const std::string& name = chosen[l].first;
+      const auto& layer = chosen[l].second;
       const at::Tensor w = neurons_of(*layer);
       const double median = layer->weight.detach().abs().flatten().to(torch::kFloat64).median().item<double>();
       const at::Tensor atoms = ql::greedy::alphabet(setting.bits, setting.scalar * median);

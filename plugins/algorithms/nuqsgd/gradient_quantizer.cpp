@@ -148,8 +148,8 @@ void encode_bucket(const float* v, std::int64_t size, float scale, std::uint32_t
 // out = (or +=) the bucket the codes stand for; the code width is a constant so that the
 // unpacking unrolls.
 template <int Bits>
-__attribute__((target_clones("avx2", "default")))
-void decode_bucket(const std::uint8_t* bytes, std::int64_t size, const float* scaled_levels, float* out, bool assign) {
+inline __attribute__((always_inline)) void decode_bucket_of(const std::uint8_t* bytes, std::int64_t size,
+                                                            const float* scaled_levels, float* out, bool assign) {
   constexpr std::uint64_t kMask = (std::uint64_t{1} << Bits) - 1;
   alignas(32) float values[8];
   for (std::int64_t group = 0; group < size; group += 8) {
@@ -169,12 +169,21 @@ void decode_bucket(const std::uint8_t* bytes, std::int64_t size, const float* sc
   }
 }
 
-using DecodeBucket = void (*)(const std::uint8_t*, std::int64_t, const float*, float*, bool);
-
-DecodeBucket decoder_for(int bits) {
-  static constexpr DecodeBucket kDecoders[] = {decode_bucket<1>, decode_bucket<2>, decode_bucket<3>, decode_bucket<4>,
-                                               decode_bucket<5>, decode_bucket<6>, decode_bucket<7>, decode_bucket<8>};
-  return kDecoders[bits - 1];
+// One function per instruction set (target_clones takes no templates in clang), each with the
+// eight unrolled widths inlined.
+__attribute__((target_clones("avx2", "default")))
+void decode_bucket(int bits, const std::uint8_t* bytes, std::int64_t size, const float* scaled_levels, float* out,
+                   bool assign) {
+  switch (bits) {
+    case 1: return decode_bucket_of<1>(bytes, size, scaled_levels, out, assign);
+    case 2: return decode_bucket_of<2>(bytes, size, scaled_levels, out, assign);
+    case 3: return decode_bucket_of<3>(bytes, size, scaled_levels, out, assign);
+    case 4: return decode_bucket_of<4>(bytes, size, scaled_levels, out, assign);
+    case 5: return decode_bucket_of<5>(bytes, size, scaled_levels, out, assign);
+    case 6: return decode_bucket_of<6>(bytes, size, scaled_levels, out, assign);
+    case 7: return decode_bucket_of<7>(bytes, size, scaled_levels, out, assign);
+    default: return decode_bucket_of<8>(bytes, size, scaled_levels, out, assign);
+  }
 }
 
 // The L2 norm or the largest magnitude of a bucket, in eight float lanes (vectorisable).
@@ -277,7 +286,6 @@ void GradientQuantizer::decode_into(const std::vector<std::uint8_t>& encoded, st
   const std::int64_t stride = bucket_bytes();
   const std::uint8_t* norms_at = encoded.data();
   const std::uint8_t* codes_at = encoded.data() + buckets * 4;
-  const DecodeBucket decode = decoder_for(bits_);
   at::parallel_for(0, buckets, 1, [&](std::int64_t begin, std::int64_t end) {
     float scaled[256] = {};
     for (std::int64_t b = begin; b < end; ++b) {
@@ -287,7 +295,7 @@ void GradientQuantizer::decode_into(const std::vector<std::uint8_t>& encoded, st
       for (std::size_t j = 0; j < float_levels_.size(); ++j) scaled[j] = norm * float_levels_[j];
       // Codes past the last level (only in a corrupt stream) read as the top level.
       for (std::size_t j = float_levels_.size(); j < (std::size_t{1} << bits_); ++j) scaled[j] = norm;
-      decode(codes_at + b * stride, bucket_size_, scaled, out + b * bucket_size_, !accumulate);
+      decode_bucket(bits_, codes_at + b * stride, bucket_size_, scaled, out + b * bucket_size_, !accumulate);
     }
   });
 }
