@@ -2,7 +2,6 @@
 // train the weights of one, a gradient codec on two ranks, stop and resume, a rank that dies.
 #include "quantlab/core/local_launcher.hpp"
 #include "quantlab/core/metrics_log.hpp"
-#include "quantlab/core/experiment_store.hpp"
 #include "quantlab/core/process.hpp"
 #include "quantlab/core/unit_record.hpp"
 #include "support/test_support.hpp"
@@ -10,7 +9,6 @@
 #include <gtest/gtest.h>
 
 #include <fmt/format.h>
-#include <torch/serialize/input-archive.h>
 #include <torch/types.h>
 
 #include <chrono>
@@ -29,31 +27,7 @@ class QlhostDistributedTest : public ::testing::Test {
     // 1010 files: 909 train after the 10 % hold-out, so the last global batch of 16 has 13
     // samples, split 6 / 7 over two ranks.
     ql::test::write_idx_dataset(dir_ / "data", 1010, 100, 28, 4, /*gzip=*/false);
-    ql::test::write_text(dir_ / "exp.toml", R"([experiment]
-seed = 5
-[storage]
-logs = "logs"
-data = "."
-[problem]
-plugin = "mnist"
-data_dir = "data"
-image_size = [28, 28]
-classes = 4
-[topology]
-plugin = "mlp"
-hidden = [64]
-[training]
-epochs = 3
-batch_size = 16
-checkpoint_every_steps = 5
-[training.optimizer]
-name = "sgd"
-lr = 0.002
-momentum = 0.9
-[run]
-threads = 1
-deterministic = true
-)");
+    ql::test::write_text(dir_ / "exp.toml", ql::test::small_mlp_experiment(5));
     ::setenv("TMPDIR", (dir_ / "tmp").c_str(), 1);
     fs::create_directories(dir_ / "tmp");
   }
@@ -64,19 +38,6 @@ deterministic = true
   }
 
   fs::path unit(int number) const { return dir_ / fmt::format("logs/mnist/mlp/exp{:04d}", number); }
-
-  static std::map<std::string, at::Tensor> model_of(const fs::path& checkpoint) {
-    torch::serialize::InputArchive archive;
-    ql::core::load_archive(archive, ql::core::read_checkpoint(checkpoint));
-    std::map<std::string, at::Tensor> tensors;
-    for (const std::string& key : archive.keys()) {
-      if (key.rfind("model/", 0) != 0) continue;
-      at::Tensor value;
-      archive.read(key, value, /*is_buffer=*/true);
-      tensors[key] = value;
-    }
-    return tensors;
-  }
 
   // The last value of a scalar series of fold 0's metrics.
   static double last_scalar(const fs::path& unit, const std::string& name) {
@@ -119,8 +80,8 @@ TEST_F(QlhostDistributedTest, TwoRanksTrainTheWeightsOfOneRankWithTheSameGlobalB
   EXPECT_EQ(two_record.status, "done");
   EXPECT_EQ(two_record.folds[0].steps, one_record.folds[0].steps);
   EXPECT_EQ(two_record.folds[0].steps, 3 * 57);
-  const auto a = model_of(unit(1) / "fold0/checkpoints/last.pt");
-  const auto b = model_of(unit(2) / "fold0/checkpoints/last.pt");
+  const auto a = ql::test::checkpoint_model(unit(1) / "fold0/checkpoints/last.pt");
+  const auto b = ql::test::checkpoint_model(unit(2) / "fold0/checkpoints/last.pt");
   ASSERT_EQ(a.size(), b.size());
   ASSERT_FALSE(a.empty());
   for (const auto& [key, value] : a) {
@@ -175,23 +136,15 @@ TEST_F(QlhostDistributedTest, ATerminatedLauncherStopsAllRanksAtOneStepAndTheRes
   ::setenv("QL_PLUGIN_PATH", "", 1);
   const pid_t launcher = ql::core::spawn({QL_TEST_QLHOST, "run", (dir_ / "exp.toml").string(), "--nproc", "2"},
                                          dir_ / "stopped.log");
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  while (std::chrono::steady_clock::now() < deadline) {
-    try {
-      const auto record = ql::core::read_unit_record(unit(2));
-      if (!record.folds.empty() && record.folds[0].steps >= 60) break;
-    } catch (const std::exception&) {
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
+  ASSERT_TRUE(ql::test::wait_for_checkpointed_steps(unit(2), 60));
   ::kill(launcher, SIGTERM);
   EXPECT_EQ(ql::core::wait_for(launcher), 130) << ql::test::read_text(dir_ / "stopped.log");
   EXPECT_EQ(ql::core::read_unit_record(unit(2)).status, "interrupted");
   const auto resumed = qlhost("--nproc 2 --resume exp0002");
   ASSERT_EQ(resumed.exit_code, 0) << resumed.out << resumed.err;
   EXPECT_NE(resumed.out.find("resuming at epoch"), std::string::npos) << resumed.out;
-  const auto a = model_of(unit(1) / "fold0/checkpoints/last.pt");
-  const auto b = model_of(unit(2) / "fold0/checkpoints/last.pt");
+  const auto a = ql::test::checkpoint_model(unit(1) / "fold0/checkpoints/last.pt");
+  const auto b = ql::test::checkpoint_model(unit(2) / "fold0/checkpoints/last.pt");
   for (const auto& [key, value] : a) EXPECT_TRUE(torch::equal(value, b.at(key))) << key;
 }
 
@@ -211,15 +164,7 @@ TEST_P(DeadOrHungRank, MakesTheOtherRankFailWithinAMinuteWithAClearError) {
   const std::vector<std::string> argv{QL_TEST_QLHOST, "run", (dir_ / "exp.toml").string()};
   const pid_t root = start_rank(0, port, argv, dir_ / "rank0.log", signal == SIGKILL ? 30 : 5);
   const pid_t other = start_rank(1, port, argv, dir_ / "rank1.log", 30);
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  while (std::chrono::steady_clock::now() < deadline) {
-    try {
-      const auto record = ql::core::read_unit_record(unit(1));
-      if (!record.folds.empty() && record.folds[0].steps >= 20) break;
-    } catch (const std::exception&) {
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
+  ASSERT_TRUE(ql::test::wait_for_checkpointed_steps(unit(1), 20));
   ::kill(other, signal);
   const auto signalled_at = std::chrono::steady_clock::now();
   int status = 0;

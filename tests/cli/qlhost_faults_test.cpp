@@ -1,7 +1,6 @@
 // Faults a long run must survive, with real qlhost processes: a corrupted or truncated
 // checkpoint, a full disk (a file-size limit) while writing one, a loss that turns NaN, and a
 // plugin that throws from any of its hooks.
-#include "quantlab/core/experiment_store.hpp"
 #include "quantlab/core/process.hpp"
 #include "quantlab/core/unit_record.hpp"
 #include "support/test_support.hpp"
@@ -9,7 +8,6 @@
 #include <gtest/gtest.h>
 
 #include <fmt/format.h>
-#include <torch/serialize/input-archive.h>
 #include <torch/types.h>
 
 #include <chrono>
@@ -21,31 +19,7 @@ using ql::test::quoted;
 
 namespace {
 
-constexpr char kExperiment[] = R"([experiment]
-seed = 9
-[storage]
-logs = "logs"
-data = "."
-[problem]
-plugin = "mnist"
-data_dir = "data"
-image_size = [28, 28]
-classes = 4
-[topology]
-plugin = "mlp"
-hidden = [64]
-[training]
-epochs = 3
-batch_size = 16
-checkpoint_every_steps = 5
-[training.optimizer]
-name = "sgd"
-lr = 0.002
-momentum = 0.9
-[run]
-threads = 1
-deterministic = true
-)";
+const std::string kExperiment = ql::test::small_mlp_experiment(9);
 
 class QlhostFaultsTest : public ::testing::Test {
  protected:
@@ -68,30 +42,10 @@ class QlhostFaultsTest : public ::testing::Test {
     ::setenv("HOME", dir_.path().c_str(), 1);
     ::setenv("QL_PLUGIN_PATH", "", 1);
     const pid_t child = ql::core::spawn({QL_TEST_QLHOST, "run", (dir_ / "exp.toml").string()}, dir_ / "stopped.log");
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-    while (std::chrono::steady_clock::now() < deadline) {
-      try {
-        const auto record = ql::core::read_unit_record(unit(number));
-        if (!record.folds.empty() && record.folds[0].steps >= 20) break;
-      } catch (const std::exception&) {
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    }
+    const bool reached = ql::test::wait_for_checkpointed_steps(unit(number), 20);
     ::kill(child, SIGINT);
+    ASSERT_TRUE(reached) << ql::test::read_text(dir_ / "stopped.log");
     ASSERT_EQ(ql::core::wait_for(child), 130) << ql::test::read_text(dir_ / "stopped.log");
-  }
-
-  static std::map<std::string, at::Tensor> model_of(const fs::path& checkpoint) {
-    torch::serialize::InputArchive archive;
-    ql::core::load_archive(archive, ql::core::read_checkpoint(checkpoint));
-    std::map<std::string, at::Tensor> tensors;
-    for (const std::string& key : archive.keys()) {
-      if (key.rfind("model/", 0) != 0) continue;
-      at::Tensor value;
-      archive.read(key, value, /*is_buffer=*/true);
-      tensors[key] = value;
-    }
-    return tensors;
   }
 
   static int lines(const std::string& text) { return static_cast<int>(std::count(text.begin(), text.end(), '\n')); }
@@ -153,8 +107,8 @@ TEST_F(QlhostFaultsTest, AFullDiskWhileCheckpointingKeepsThePreviousCheckpointAn
   // With room again the unit resumes from that checkpoint and ends as if never stopped.
   const auto resumed = qlhost("--resume exp0002");
   ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
-  const auto a = model_of(unit(1) / "fold0/checkpoints/last.pt");
-  const auto b = model_of(checkpoints / "last.pt");
+  const auto a = ql::test::checkpoint_model(unit(1) / "fold0/checkpoints/last.pt");
+  const auto b = ql::test::checkpoint_model(checkpoints / "last.pt");
   ASSERT_EQ(a.size(), b.size());
   for (const auto& [key, value] : a) EXPECT_TRUE(torch::equal(value, b.at(key))) << key;
 }
@@ -173,7 +127,7 @@ TEST_F(QlhostFaultsTest, ALossThatTurnsNanStopsTheRunNamingTheStepAndTheLastGood
   const std::string named = run.err.substr(run.err.find("checkpoint is ") + 14);
   if (named.rfind("none", 0) != 0) {
     const fs::path file = named.substr(0, named.find(" (step"));
-    for (const auto& [key, value] : model_of(file)) EXPECT_TRUE(torch::isfinite(value).all().item<bool>()) << key;
+    for (const auto& [key, value] : ql::test::checkpoint_model(file)) EXPECT_TRUE(torch::isfinite(value).all().item<bool>()) << key;
   }
 }
 
@@ -188,7 +142,7 @@ class ThrowingPlugin : public QlhostFaultsTest, public ::testing::WithParamInter
 // bad-input: a plugin that throws in a hook (attach, on_epoch_begin, on_step_end, gradient_codec, variants, apply_variant, post_training, save_state; any exception type) | `plugin 'throwing' failed in on_step_end: deliberate failure`, the unit marked failed | 1
 TEST_P(ThrowingPlugin, GivesOneLineNamingThePluginAndTheHook) {
   const HookCase& c = GetParam();
-  ql::test::write_text(dir_ / "exp.toml", std::string(kExperiment) +
+  ql::test::write_text(dir_ / "exp.toml", kExperiment +
                                               fmt::format("[[algorithm]]\nplugin = \"throwing\"\nhook = \"{}\"\nkind = \"{}\"\n",
                                                           c.hook, c.kind));
   const auto run = qlhost(fmt::format("--set training.epochs=1 --plugin-dir {}",

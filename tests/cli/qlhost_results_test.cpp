@@ -1,6 +1,5 @@
 // Results units end to end with real qlhost processes: kill and resume, stop by signal, folds,
 // sweeps, listings, and the metrics files read by independent readers.
-#include "quantlab/core/experiment_store.hpp"
 #include "quantlab/core/process.hpp"
 #include "quantlab/core/unit_record.hpp"
 #include "support/test_support.hpp"
@@ -8,7 +7,6 @@
 #include <gtest/gtest.h>
 
 #include <fmt/format.h>
-#include <torch/serialize/input-archive.h>
 #include <torch/types.h>
 
 #include <chrono>
@@ -64,34 +62,11 @@ deterministic = true
 
   // Waits until the unit's record says at least `steps` optimiser steps are checkpointed.
   static void wait_for_steps(const fs::path& unit, std::int64_t steps) {
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-    while (std::chrono::steady_clock::now() < deadline) {
-      try {
-        const auto record = ql::core::read_unit_record(unit);
-        if (!record.folds.empty() && record.folds[0].steps >= steps) return;
-      } catch (const std::exception&) {
-        // Not written yet.
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    }
-    FAIL() << "the run did not reach step " << steps;
-  }
-
-  static std::map<std::string, at::Tensor> model_of(const fs::path& checkpoint) {
-    torch::serialize::InputArchive archive;
-    ql::core::load_archive(archive, ql::core::read_checkpoint(checkpoint));
-    std::map<std::string, at::Tensor> tensors;
-    for (const std::string& key : archive.keys()) {
-      if (key.rfind("model/", 0) != 0) continue;
-      at::Tensor value;
-      archive.read(key, value, /*is_buffer=*/true);
-      tensors[key] = value;
-    }
-    return tensors;
+    if (!ql::test::wait_for_checkpointed_steps(unit, steps)) FAIL() << "the run did not reach step " << steps;
   }
 
   static void expect_same_weights(const fs::path& a, const fs::path& b) {
-    const auto ta = model_of(a), tb = model_of(b);
+    const auto ta = ql::test::checkpoint_model(a), tb = ql::test::checkpoint_model(b);
     ASSERT_FALSE(ta.empty());
     ASSERT_EQ(ta.size(), tb.size());
     for (const auto& [key, value] : ta) {

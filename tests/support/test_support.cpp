@@ -1,16 +1,23 @@
 #include "support/test_support.hpp"
 
 #include "config_impl.hpp"
+#include "quantlab/core/experiment_store.hpp"
+#include "quantlab/core/unit_record.hpp"
 #include "plugins/problems/mnist/idx_file.hpp"
 
 #include <gtest/gtest.h>
 #include <zlib.h>
 
+#include <fmt/format.h>
+#include <torch/serialize/input-archive.h>
+
+#include <chrono>
 #include <cstdlib>
 #include <fstream>
 #include <random>
 #include <sstream>
 #include <sys/wait.h>
+#include <thread>
 #include <unistd.h>
 
 namespace ql::test {
@@ -116,6 +123,62 @@ void write_idx_dataset(const fs::path& dir, std::int64_t train, std::int64_t tes
   };
   make(train, "train-images-idx3-ubyte", "train-labels-idx1-ubyte");
   make(test, "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte");
+}
+
+std::string small_mlp_experiment(int seed) {
+  return fmt::format(R"([experiment]
+seed = {}
+[storage]
+logs = "logs"
+data = "."
+[problem]
+plugin = "mnist"
+data_dir = "data"
+image_size = [28, 28]
+classes = 4
+[topology]
+plugin = "mlp"
+hidden = [64]
+[training]
+epochs = 3
+batch_size = 16
+checkpoint_every_steps = 5
+[training.optimizer]
+name = "sgd"
+lr = 0.002
+momentum = 0.9
+[run]
+threads = 1
+deterministic = true
+)",
+                     seed);
+}
+
+std::map<std::string, at::Tensor> checkpoint_model(const fs::path& checkpoint) {
+  torch::serialize::InputArchive archive;
+  ql::core::load_archive(archive, ql::core::read_checkpoint(checkpoint));
+  std::map<std::string, at::Tensor> tensors;
+  for (const std::string& key : archive.keys()) {
+    if (key.rfind("model/", 0) != 0) continue;
+    at::Tensor value;
+    archive.read(key, value, /*is_buffer=*/true);
+    tensors[key] = value;
+  }
+  return tensors;
+}
+
+bool wait_for_checkpointed_steps(const fs::path& unit, std::int64_t steps) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (std::chrono::steady_clock::now() < deadline) {
+    try {
+      const auto record = ql::core::read_unit_record(unit);
+      if (!record.folds.empty() && record.folds[0].steps >= steps) return true;
+    } catch (const std::exception&) {
+      // Not written yet, or being replaced.
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return false;
 }
 
 }  // namespace ql::test

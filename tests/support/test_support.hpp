@@ -3,8 +3,11 @@
 
 #include "quantlab/sdk/config.hpp"
 
+#include <ATen/core/Tensor.h>
+
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -48,5 +51,18 @@ std::string quoted(const std::string& text);
 /// images, each class a bright bar at its own row, with noise; learnable in a few epochs.
 void write_idx_dataset(const std::filesystem::path& dir, std::int64_t train, std::int64_t test,
                        std::int64_t size, std::int64_t classes, bool gzip);
+
+/// An experiment on write_idx_dataset's files in `data/` of its folder (4 classes of 28x28, a
+/// tenth held out): MLP 784-64-4 (no dropout, so runs repeat exactly), SGD with momentum at a
+/// learning rate low enough to keep learning through 3 epochs of batches of 16, a checkpoint
+/// every 5 steps, 1 thread, deterministic; results in `logs/`.
+std::string small_mlp_experiment(int seed);
+
+/// The network's tensors ("model/...") of a QuantLab checkpoint (checksum checked), by name.
+std::map<std::string, at::Tensor> checkpoint_model(const std::filesystem::path& checkpoint);
+
+/// Waits (up to 120 s) until `unit`'s record says fold 0 has checkpointed at least `steps`
+/// optimiser steps; false when it never does.
+bool wait_for_checkpointed_steps(const std::filesystem::path& unit, std::int64_t steps);
 
 }  // namespace ql::test

@@ -37,7 +37,7 @@ def rows():
             if pending and test:
                 name = f"{test.group(1)}.{test.group(2)}"
                 where = path.relative_to(ROOT)
-                found += [cells + [f"[`{name}`]({where}#L{number})"] for cells in pending]
+                found += [cells + [f"[`{name}`]({where})"] for cells in pending]
                 pending = []
             elif pending and not line.strip().startswith("//"):
                 sys.exit(f"{path}:{number}: a bad-input row must stand right above its test")
