@@ -82,6 +82,28 @@ TEST(NuqsgdTest, StochasticRoundingIsUnbiased) {
   }
 }
 
+TEST(NuqsgdTest, EveryLevelSearchGivesTheSameCodes) {
+  // The encoder finds a value's level directly for equispaced sets and for NUQSGD's ±2^-j (with
+  // AVX2 intrinsics where the CPU has them), else through a table. The same levels nudged by
+  // 1e-9 (equal as floats, but no longer recognised) take the table path: the codes must agree
+  // but for values within float rounding of a level (none expected here).
+  torch::manual_seed(5);
+  at::Tensor g = torch::randn({64 * 257}) * torch::rand({64 * 257}).pow(4);  // many tiny values
+  g.slice(0, 0, 16).fill_(0.0f);                                          // and exact zeros
+  for (const auto& [scheme, bits] : std::vector<std::pair<std::string, int>>{{"nuq", 2}, {"nuq", 3}, {"nuq", 4}, {"nuq", 6}, {"qsgd", 3}, {"qsgdinf", 4}, {"trn", 2}}) {
+    const std::vector<double> levels = level_set(scheme, bits);
+    std::vector<double> nudged = levels;
+    for (std::size_t j = 1; j + 1 < nudged.size(); ++j) nudged[j] *= 1.0 + 1e-9;
+    const bool l2 = scheme != "qsgdinf" && scheme != "trn";
+    GradientQuantizer direct(levels, l2, 64), searched(nudged, l2, 64);
+    at::Generator a = at::make_generator<at::CPUGeneratorImpl>(3), b = at::make_generator<at::CPUGeneratorImpl>(3);
+    const at::Tensor from_direct = direct.decode(direct.encode(g, a), g.numel());
+    const at::Tensor from_search = searched.decode(searched.encode(g, b), g.numel());
+    const auto differing = (from_direct != from_search).sum().item<std::int64_t>();
+    EXPECT_LE(differing, g.numel() / 10000) << scheme << " " << bits << " bits";
+  }
+}
+
 TEST(NuqsgdTest, SimulatedWorkersWithoutQuantisationEqualOneLargeBatch) {
   // Four workers of 8 samples, full precision, average their gradients: the same step as one
   // batch of 32 (the loss is a mean over equal batches), so the same weights up to rounding.

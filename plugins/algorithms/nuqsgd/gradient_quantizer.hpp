@@ -63,6 +63,7 @@ class GradientQuantizer {
   std::vector<std::int32_t> search_;   // level-search table over [-1, 1]
   int search_cells_ = 0;
   float uniform_inverse_width_ = 0.0f; // equispaced levels: 1 / spacing
+  bool halving_ = false;               // levels ±2^-j (NUQSGD with p = 1/2)
   bool l2_norm_;
   std::int64_t bucket_size_;
   int bits_;
