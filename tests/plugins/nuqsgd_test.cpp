@@ -174,18 +174,30 @@ TEST(NuqsgdTest, AdaptiveLevelsNeverRaiseTheVarianceObjective) {
   for (bool norm_based : {false, true}) {
     const Density f = density(stats, norm_based, 50, 4096);
     EXPECT_NEAR(std::accumulate(f.mass.begin(), f.mass.end(), 0.0), 1.0, 1e-9);
-    // Coordinate descent from NUQSGD's levels: V never increases, sweep after sweep.
-    std::vector<double> levels = exponential_levels(8, 0.5);
-    double previous = variance_objective(levels, f);
-    for (int sweep = 0; sweep < 10; ++sweep) {
-      alq_sweep(levels, f);
-      const double v = variance_objective(levels, f);
-      EXPECT_LE(v, previous + 1e-15) << "sweep " << sweep;
-      previous = v;
-      EXPECT_TRUE(std::is_sorted(levels.begin(), levels.end()));
-      EXPECT_EQ(levels.front(), -1.0);
-      EXPECT_EQ(levels.back(), 1.0);
+    // Coordinate descent from NUQSGD's levels, with each update rule: V never increases, sweep
+    // after sweep, and every rule lowers it.
+    const double start = variance_objective(exponential_levels(8, 0.5), f);
+    for (const AlqUpdate update : {AlqUpdate::closed_form, AlqUpdate::gradient, AlqUpdate::projected}) {
+      std::vector<double> levels = exponential_levels(8, 0.5);
+      double previous = start;
+      for (int sweep = 0; sweep < 10; ++sweep) {
+        alq_sweep(levels, f, update);
+        const double v = variance_objective(levels, f);
+        EXPECT_LE(v, previous + 1e-15) << "sweep " << sweep << " update " << static_cast<int>(update);
+        previous = v;
+        EXPECT_TRUE(std::is_sorted(levels.begin(), levels.end()));
+        EXPECT_EQ(levels.front(), -1.0);
+        EXPECT_EQ(levels.back(), 1.0);
+      }
+      EXPECT_LT(previous, 0.9 * start) << "update " << static_cast<int>(update);
     }
+    // V_loc is the part of V that a level moves: its central difference matches V's change.
+    const double a = -0.2, l = 0.01, b = 0.3, h = 1e-4;
+    const double numeric = (local_objective(a, l + h, b, f) - local_objective(a, l - h, b, f)) / (2 * h);
+    std::vector<double> around{-1.0, a, l, b, 1.0};
+    std::vector<double> nudged = around;
+    nudged[2] += h;
+    EXPECT_NEAR(variance_objective(nudged, f) - variance_objective(around, f), numeric * h, std::fabs(numeric * h) * 0.1 + 1e-9);
     // Adapted levels beat the fixed schemes on the density they were fitted to.
     const double alq = variance_objective(alq_levels(8, f, 30), f);
     double p = 0;

@@ -109,20 +109,64 @@ double variance_objective(const std::vector<double>& levels, const Density& f) {
   return v;
 }
 
-void alq_sweep(std::vector<double>& levels, const Density& f) {
-  const std::vector<double> cumulative = cumulative_of(f);
+double local_objective(double a, double l, double b, const Density& f) {
+  double v = 0.0;
+  const auto first = static_cast<std::size_t>(std::clamp((a + 1.0) / f.bin_width(), 0.0, static_cast<double>(f.mass.size())));
+  for (std::size_t k = first; k < f.mass.size() && f.centre(k) < b; ++k) {
+    const double r = f.centre(k);
+    if (r <= a) continue;
+    v += f.mass[k] * (r <= l ? (r - a) * (l - r) : (r - l) * (b - r));
+  }
+  return v;
+}
+
+namespace {
+
+// dV_loc/dl = ∫_a^l (r - a) f dr - ∫_l^b (b - r) f dr.
+double local_gradient(double a, double l, double b, const Density& f) {
+  double g = 0.0;
+  const auto first = static_cast<std::size_t>(std::clamp((a + 1.0) / f.bin_width(), 0.0, static_cast<double>(f.mass.size())));
+  for (std::size_t k = first; k < f.mass.size() && f.centre(k) < b; ++k) {
+    const double r = f.centre(k);
+    if (r <= a) continue;
+    g += f.mass[k] * (r <= l ? r - a : -(b - r));
+  }
+  return g;
+}
+
+double closed_form_level(double a, double b, const Density& f, const std::vector<double>& cumulative) {
+  // ∫_a^b (r - a) f dr over the bins whose centres lie in (a, b).
+  double moment = 0.0;
+  const auto first = static_cast<std::size_t>(std::clamp((a + 1.0) / f.bin_width(), 0.0, static_cast<double>(f.mass.size())));
+  for (std::size_t k = first; k < f.mass.size() && f.centre(k) < b; ++k) {
+    if (f.centre(k) > a) moment += (f.centre(k) - a) * f.mass[k];
+  }
+  return inverse_cdf(cumulative, f, cdf(cumulative, f, b) - moment / (b - a));
+}
+
+}  // namespace
+
+void alq_sweep(std::vector<double>& levels, const Density& f, AlqUpdate update) {
+  const std::vector<double> cumulative = update == AlqUpdate::closed_form ? cumulative_of(f) : std::vector<double>{};
   for (std::size_t i = 1; i + 1 < levels.size(); ++i) {
     const double a = levels[i - 1], b = levels[i + 1];
-    // ∫_a^b (r - a) f dr over the bins whose centres lie in (a, b).
-    double moment = 0.0;
-    const auto first = static_cast<std::size_t>(std::clamp((a + 1.0) / f.bin_width(), 0.0, static_cast<double>(f.mass.size())));
-    for (std::size_t k = first; k < f.mass.size() && f.centre(k) < b; ++k) {
-      if (f.centre(k) > a) moment += (f.centre(k) - a) * f.mass[k];
-    }
-    const double target = cdf(cumulative, f, b) - moment / (b - a);
     const double margin = 1e-6 * (b - a);
-    const double candidate = std::clamp(inverse_cdf(cumulative, f, target), a + margin, b - margin);
-    // The histogram makes the closed form approximate: keep a move only if it does not raise V.
+    auto inside = [&](double l) { return std::clamp(l, a + margin, b - margin); };
+    double candidate = levels[i];
+    if (update == AlqUpdate::closed_form) {
+      candidate = inside(closed_form_level(a, b, f, cumulative));
+    } else if (update == AlqUpdate::gradient) {
+      const double h = (b - a) / 1000.0;
+      for (int step = 0; step < 10; ++step) {
+        const double g = (local_objective(a, candidate + h, b, f) - local_objective(a, candidate - h, b, f)) / (2 * h);
+        candidate = inside(candidate - g);
+      }
+    } else {
+      const double g = local_gradient(a, candidate, b, f);
+      const double delta = std::min(candidate - a, b - candidate);
+      candidate = inside(candidate - (g > 0 ? 1.0 : -1.0) * std::min(std::fabs(0.1 * g), delta / 2));
+    }
+    // The histogram makes every update approximate: keep a move only if it does not raise V.
     std::vector<double> moved = levels;
     moved[i] = candidate;
     if (variance_objective(moved, f) <= variance_objective(levels, f)) levels[i] = candidate;
@@ -137,7 +181,7 @@ std::vector<double> exponential_levels(std::size_t count, double p) {
   return levels;
 }
 
-std::vector<double> alq_levels(std::size_t count, const Density& f, int sweeps) {
+std::vector<double> alq_levels(std::size_t count, const Density& f, int sweeps, AlqUpdate update) {
   QL_CHECK(count >= 3, "ALQ needs at least 3 levels");
   const std::vector<double> cumulative = cumulative_of(f);
   std::vector<std::vector<double>> starts;
@@ -156,7 +200,7 @@ std::vector<double> alq_levels(std::size_t count, const Density& f, int sweeps) 
   std::vector<double> best;
   double best_v = INFINITY;
   for (std::vector<double> levels : starts) {
-    for (int s = 0; s < sweeps; ++s) alq_sweep(levels, f);
+    for (int s = 0; s < sweeps; ++s) alq_sweep(levels, f, update);
     const double v = variance_objective(levels, f);
     if (v < best_v) {
       best_v = v;

@@ -46,13 +46,27 @@ Density density(const BucketStatistics& stats, bool norm_based, std::int64_t lar
 /// V(L) = Σ_j ∫_{l_j}^{l_{j+1}} (r - l_j)(l_{j+1} - r) f(r) dr for ascending levels -1 .. 1.
 double variance_objective(const std::vector<double>& levels, const Density& f);
 
-/// One coordinate-descent sweep: each interior level in turn moved to the minimiser of its
-/// local objective, l* = F^{-1}(F(b) - ∫_a^b (r - a) f / (b - a)), kept strictly inside (a, b).
-void alq_sweep(std::vector<double>& levels, const Density& f);
+/// How a coordinate-descent sweep moves a level l between its neighbours a < l < b
+/// (ALGORITHMS.md 3.5):
+/// - closed_form: to l* = F^{-1}(F(b) - ∫_a^b (r - a) f / (b - a)) (the reference's `nuq_inv`);
+/// - gradient: 10 steps of gradient descent with rate 1 on a central difference of V_loc (step
+///   (b - a) / 1000), from l (the paper runs);
+/// - projected: ALQ-G's one step per sweep, sign(g) min(|0.1 g|, δ/2), δ = min(l - a, b - l),
+///   with g = dV_loc/dl = ∫_a^l (r - a) f - ∫_l^b (b - r) f.
+/// Whatever the update, a move is kept only if it does not raise V, and levels stay strictly
+/// inside (a, b).
+enum class AlqUpdate { closed_form, gradient, projected };
+
+/// V_loc(l) = ∫_a^l (r - a)(l - r) f dr + ∫_l^b (r - l)(b - r) f dr: the part of V that l moves.
+double local_objective(double a, double l, double b, const Density& f);
+
+/// One coordinate-descent sweep: each interior level in turn.
+void alq_sweep(std::vector<double>& levels, const Density& f, AlqUpdate update = AlqUpdate::closed_form);
 
 /// ALQ: `count` levels from the best of three starts (quantiles of f, uniform, exponential
 /// with p = 0.5) after `sweeps` sweeps each.
-std::vector<double> alq_levels(std::size_t count, const Density& f, int sweeps);
+std::vector<double> alq_levels(std::size_t count, const Density& f, int sweeps,
+                               AlqUpdate update = AlqUpdate::closed_form);
 
 /// AMQ: exponential levels ±p^j (j = 0 .. count/2 - 1) with the p in (0, 1) that minimises V,
 /// found by a grid search refined around the best point.

@@ -35,6 +35,7 @@ bucket_size = 8192      # coordinates sharing one fp32 norm; the last, partial b
 update_steps = "100,2000,10000"  # alq/amq: gather gradient statistics and adapt the levels after step 0, i1, i2 and every i3 steps ("i1,i2,every")
 statistics_buckets = 50 # alq/amq (norm-based): the buckets with the largest norms that make the density mixture
 cd_sweeps = 30          # alq: coordinate-descent sweeps over the levels
+alq_update = "closed_form"  # alq: how a sweep moves a level: closed_form (F^-1 of the optimality condition) | gradient (10 descent steps on a central difference, the paper runs) | projected (ALQ-G: one clipped step)
 )toml";
 
 class QuantizingCodec : public ql::GradientCodec {
@@ -81,9 +82,9 @@ class FullPrecisionCodec : public ql::GradientCodec {
 class AdaptiveCodec : public ql::GradientCodec {
  public:
   AdaptiveCodec(bool alq, bool norm_based, int bits, std::int64_t bucket_size, std::int64_t statistics_buckets,
-                int sweeps, std::uint64_t seed)
+                int sweeps, ql::nuqsgd::AlqUpdate update, std::uint64_t seed)
       : alq_(alq), norm_based_(norm_based), count_(std::size_t{1} << bits), bucket_size_(bucket_size),
-        statistics_buckets_(statistics_buckets), sweeps_(sweeps),
+        statistics_buckets_(statistics_buckets), sweeps_(sweeps), update_(update),
         generator_(at::make_generator<at::CPUGeneratorImpl>(seed)) {
     set_levels(ql::nuqsgd::exponential_levels(count_, 0.5));  // NUQSGD's until the first statistics
   }
@@ -109,7 +110,7 @@ class AdaptiveCodec : public ql::GradientCodec {
     const ql::nuqsgd::Density f = ql::nuqsgd::density(statistics_, norm_based_, statistics_buckets_);
     statistics_ = {};
     const double before = ql::nuqsgd::variance_objective(levels_, f);
-    std::vector<double> levels = alq_ ? ql::nuqsgd::alq_levels(count_, f, sweeps_)
+    std::vector<double> levels = alq_ ? ql::nuqsgd::alq_levels(count_, f, sweeps_, update_)
                                       : ql::nuqsgd::amq_levels(count_, f, &multiplier_);
     const double after = ql::nuqsgd::variance_objective(levels, f);
     if (after <= before) set_levels(std::move(levels));
@@ -130,6 +131,7 @@ class AdaptiveCodec : public ql::GradientCodec {
   std::size_t count_;
   std::int64_t bucket_size_, statistics_buckets_;
   int sweeps_;
+  ql::nuqsgd::AlqUpdate update_;
   at::Generator generator_;
   std::vector<double> levels_;
   std::optional<GradientQuantizer> quantizer_;
@@ -151,6 +153,10 @@ class Nuqsgd : public ql::Algorithm {
     }
     statistics_buckets_ = options.get_int("statistics_buckets", 1, INT64_C(1) << 40);
     sweeps_ = static_cast<int>(options.get_int("cd_sweeps", 1, 10000));
+    const std::string update = options.get_choice("alq_update", {"closed_form", "gradient", "projected"});
+    alq_update_ = update == "gradient"    ? ql::nuqsgd::AlqUpdate::gradient
+                  : update == "projected" ? ql::nuqsgd::AlqUpdate::projected
+                                          : ql::nuqsgd::AlqUpdate::closed_form;
     const std::string steps = options.get_string("update_steps");
     std::vector<std::int64_t> parsed;
     std::stringstream stream(steps);
@@ -180,7 +186,7 @@ class Nuqsgd : public ql::Algorithm {
     }
     if (scheme_.rfind("alq", 0) == 0 || scheme_.rfind("amq", 0) == 0) {
       adaptive_ = std::make_shared<AdaptiveCodec>(scheme_.rfind("alq", 0) == 0, scheme_.size() == 3, bits_, bucket_size_,
-                                                  statistics_buckets_, sweeps_, ctx.seed());
+                                                  statistics_buckets_, sweeps_, alq_update_, ctx.seed());
       adaptive_->start_gathering();
       codec_ = adaptive_;
       ctx.log(ql::LogLevel::info, fmt::format("{}: {} adapted levels, buckets of {}, updates after steps 0, {}, {} and every {}",
@@ -248,6 +254,7 @@ class Nuqsgd : public ql::Algorithm {
   std::int64_t bucket_size_ = 8192;
   std::int64_t statistics_buckets_ = 50;
   int sweeps_ = 30;
+  ql::nuqsgd::AlqUpdate alq_update_ = ql::nuqsgd::AlqUpdate::closed_form;
   std::vector<std::int64_t> update_steps_;
   std::shared_ptr<ql::GradientCodec> codec_;
   std::shared_ptr<QuantizingCodec> quantizing_;
