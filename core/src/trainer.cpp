@@ -219,13 +219,13 @@ EpochStats train_epoch_data_parallel(Network& network, torch::optim::Optimizer& 
       progress.gradient_norm2 += gradient.square().sum().item<double>();
       set_gradient(parameters, average.to(device));
     }
+    check_finite(totals[0], step + 1);  // before the step: the weights stay finite
     optimizer.step();
     progress.batches = step + 1;
     progress.loss_sum += totals[0];
     progress.correct += static_cast<std::int64_t>(std::llround(totals[1]));
     progress.samples += static_cast<std::int64_t>(std::llround(totals[2]));
     progress.stop = totals[3] > 0;
-    check_finite(totals[0], step + 1);
     progress.seconds = seconds_before + std::chrono::duration<double>(Clock::now() - start).count();
     if (on_step) on_step(progress, totals[0] / totals[2]);
     if (progress.stop) break;
