@@ -558,6 +558,24 @@ FoldResult run_fold(Experiment& x, std::size_t k, const Splits& data) {
     std::vector<at::Tensor> state = network->parameters();
     for (const at::Tensor& b : network->buffers()) state.push_back(b);
     x.world->broadcast(state);
+    // And the algorithms' state (schedules, levels, generators) as rank 0 has it.
+    for (std::size_t i = 0; i < algorithms.size(); ++i) {
+      const std::string& name = x.algorithm_choices[i].name;
+      std::string bytes;
+      if (x.root) {
+        torch::serialize::OutputArchive archive;
+        in_hook(name, "save_state", [&] { algorithms[i]->save_state(archive); });
+        std::ostringstream out;
+        archive.save_to(out);
+        bytes = std::move(out).str();
+      }
+      bytes = x.world->broadcast_bytes(bytes);
+      if (!x.root) {
+        torch::serialize::InputArchive archive;
+        load_archive(archive, bytes);
+        in_hook(name, "load_state", [&] { algorithms[i]->load_state(archive); });
+      }
+    }
     if (!x.root) torch::manual_seed(derive_seed(x.seed, kRankStream + static_cast<std::uint64_t>(x.world->rank())));
   }
   auto optimizer = make_optimizer(settings, network->parameters());
