@@ -82,8 +82,19 @@ std::vector<T> read_array(hid_t file, const std::string& name, hid_t type, std::
   QL_CHECK(rank >= 1 && rank <= 2, "{}: dataset {} has rank {}", path.string(), name, rank);
   dims.assign(static_cast<std::size_t>(rank), 0);
   H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr);
+  // A corrupt file can claim any extent: allow no more than its size could hold (generously,
+  // for a file compressed by h5repack) before allocating.
+  std::error_code size_error;
+  const auto file_bytes = static_cast<double>(fs::file_size(path, size_error));
+  double claimed = static_cast<double>(sizeof(T));
   hsize_t count = 1;
-  for (hsize_t d : dims) count *= d;
+  for (hsize_t d : dims) {
+    claimed *= static_cast<double>(d);
+    count *= d;
+  }
+  QL_CHECK(!size_error && claimed <= std::max(1024.0 * file_bytes, 1e6),
+           "{}: dataset {} claims {} values, more than a file of {} bytes can hold (corrupt?)", path.string(), name,
+           claimed / sizeof(T), file_bytes);
   std::vector<T> values(count);
   if (count > 0) {
     check(H5Dread(dataset.get(), type, H5S_ALL, H5S_ALL, H5P_DEFAULT, values.data()), "read " + name, path);

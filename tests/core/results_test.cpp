@@ -187,6 +187,18 @@ TEST(ResultsTest, Hdf5RoundTripKeepsEverySeriesAndHistogram) {
   }
 }
 
+// bad-input: a `metrics.h5` whose dataset claims an absurd extent (found by fuzz_metrics_h5) | `FILE: dataset train/loss claims N values, more than a file of M bytes can hold (corrupt?)` instead of an allocation of petabytes | 1
+TEST(ResultsTest, AMetricsFileClaimingAnAbsurdExtentIsRefusedBeforeAllocating) {
+  // The fuzzer's input, kept as a seed of its corpus.
+  const fs::path file = QL_TEST_SOURCE_DIR "/fuzz/corpus/metrics_h5/regression-huge-extent";
+  try {
+    ql::core::read_metrics_h5(file);
+    ADD_FAILURE() << "the corrupt metrics.h5 was read";
+  } catch (const ql::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("more than a file of"), std::string::npos) << e.what();
+  }
+}
+
 TEST(ResultsTest, StorageComesFromTheFileThenTheEnvironmentThenTheUserFile) {
   TempDir dir;
   ScopedEnv config("QL_CONFIG", (dir / "user/storage.toml").string());
