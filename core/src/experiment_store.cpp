@@ -137,7 +137,7 @@ void write_atomically(const fs::path& path, const std::function<void(const fs::p
 
 namespace {
 
-constexpr char kCheckpointMagic[4] = {'Q', 'L', 'C', 'K'};
+constexpr std::string_view kCheckpointMagic = "QLCK";
 constexpr std::size_t kTrailerSize = 16;
 
 std::uint32_t crc32c(const void* data, std::size_t size) {
@@ -160,6 +160,30 @@ T get_little_endian(const char* in) {
 
 }  // namespace
 
+std::string checksum_trailer(std::string_view magic, std::string_view content) {
+  QL_CHECK(magic.size() == 4, "a trailer's magic has 4 characters");
+  char trailer[kTrailerSize];
+  std::memcpy(trailer, magic.data(), 4);
+  put_little_endian<std::uint32_t>(trailer + 4, crc32c(content.data(), content.size()));
+  put_little_endian<std::uint64_t>(trailer + 8, content.size());
+  return std::string(trailer, kTrailerSize);
+}
+
+std::size_t checked_length(const fs::path& path, std::string_view bytes, std::string_view magic, std::string_view what) {
+  QL_CHECK(bytes.size() >= kTrailerSize && bytes.substr(bytes.size() - kTrailerSize, 4) == magic,
+           "{}: not a QuantLab {} or truncated (no checksum trailer at its end)", path.string(), what);
+  const char* trailer = bytes.data() + bytes.size() - kTrailerSize;
+  const auto stored = get_little_endian<std::uint32_t>(trailer + 4);
+  const auto length = get_little_endian<std::uint64_t>(trailer + 8);
+  const std::size_t content = bytes.size() - kTrailerSize;
+  QL_CHECK(length == content, "{}: truncated or extended {} ({} bytes before the trailer, which says {})",
+           path.string(), what, content, length);
+  const std::uint32_t computed = crc32c(bytes.data(), content);
+  QL_CHECK(computed == stored, "{}: checksum mismatch (CRC-32C {:08x}, stored {:08x}): the {} is corrupt",
+           path.string(), computed, stored, what);
+  return content;
+}
+
 void save_checkpoint(const fs::path& path,
                      const std::function<void(torch::serialize::OutputArchive&)>& fill) {
   std::string bytes;
@@ -172,27 +196,13 @@ void save_checkpoint(const fs::path& path,
   } catch (const std::exception& e) {
     throw Error(fmt::format("cannot write checkpoint {}: {}", path.string(), message_of(e)));
   }
-  char trailer[kTrailerSize];
-  std::memcpy(trailer, kCheckpointMagic, 4);
-  put_little_endian<std::uint32_t>(trailer + 4, crc32c(bytes.data(), bytes.size()));
-  put_little_endian<std::uint64_t>(trailer + 8, bytes.size());
-  bytes.append(trailer, kTrailerSize);
+  bytes += checksum_trailer(kCheckpointMagic, bytes);
   write_file_atomically(path, bytes);
 }
 
 std::string read_checkpoint(const fs::path& path) {
   std::string bytes = read_text_file(path);
-  QL_CHECK(bytes.size() >= kTrailerSize && std::memcmp(bytes.data() + bytes.size() - kTrailerSize, kCheckpointMagic, 4) == 0,
-           "{}: not a QuantLab checkpoint or truncated (no checksum trailer at its end)", path.string());
-  const char* trailer = bytes.data() + bytes.size() - kTrailerSize;
-  const auto stored = get_little_endian<std::uint32_t>(trailer + 4);
-  const auto length = get_little_endian<std::uint64_t>(trailer + 8);
-  QL_CHECK(length == bytes.size() - kTrailerSize, "{}: truncated or extended checkpoint ({} bytes of archive, the trailer says {})",
-           path.string(), bytes.size() - kTrailerSize, length);
-  bytes.resize(bytes.size() - kTrailerSize);
-  const std::uint32_t computed = crc32c(bytes.data(), bytes.size());
-  QL_CHECK(computed == stored, "{}: checksum mismatch (CRC-32C {:08x}, stored {:08x}): the checkpoint is corrupt",
-           path.string(), computed, stored);
+  bytes.resize(checked_length(path, bytes, kCheckpointMagic, "checkpoint"));
   return bytes;
 }
 

@@ -8,6 +8,9 @@
 #include <hdf5.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
 
 namespace ql::core {
 
@@ -112,12 +115,14 @@ herr_t collect_dataset(hid_t, const char* name, const H5O_info_t* info, void* da
 }
 
 constexpr char kHistograms[] = "histograms/";
+constexpr std::string_view kMetricsMagic = "QLH5";
 
 }  // namespace
 
-void write_metrics_h5(const fs::path& path, const MetricsData& data) {
-  silence_hdf5();
-  write_atomically(path, [&](const fs::path& temporary) {
+namespace {
+
+void write_hdf5(const fs::path& temporary, const fs::path& path, const MetricsData& data) {
+  {
     Handle file(H5Fcreate(temporary.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
     QL_CHECK(file.valid(), "{}: cannot create the HDF5 file", temporary.string());
     Handle type = scalar_type();
@@ -147,12 +152,29 @@ void write_metrics_h5(const fs::path& path, const MetricsData& data) {
       write_array(file.get(), group + "counts", H5T_NATIVE_DOUBLE, {k, bins}, counts.data(), path);
     }
     check(H5Fflush(file.get(), H5F_SCOPE_GLOBAL), "flush", temporary);
+  }
+}
+
+}  // namespace
+
+void write_metrics_h5(const fs::path& path, const MetricsData& data) {
+  silence_hdf5();
+  write_atomically(path, [&](const fs::path& temporary) {
+    write_hdf5(temporary, path, data);
+    // The checksum trailer (HDF5 readers ignore bytes past the file's end address).
+    const std::string content = read_text_file(temporary);
+    std::ofstream out(temporary, std::ios::binary | std::ios::app);
+    out << checksum_trailer(kMetricsMagic, content);
+    out.flush();
+    QL_CHECK(out.good(), "cannot write {}: {}", path.string(), std::strerror(errno));
   });
 }
 
 MetricsData read_metrics_h5(const fs::path& path) {
   silence_hdf5();
   QL_CHECK(fs::is_regular_file(path), "{}: no such file", path.string());
+  // The trailer first: HDF5 itself may crash on a corrupt file (fuzz_metrics_h5 found one).
+  checked_length(path, read_text_file(path), kMetricsMagic, "metrics file");
   QL_CHECK(H5Fis_hdf5(path.c_str()) > 0, "{}: not an HDF5 file (truncated or corrupt?)", path.string());
   Handle file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
   QL_CHECK(file.valid(), "{}: cannot open the HDF5 file", path.string());

@@ -187,16 +187,26 @@ TEST(ResultsTest, Hdf5RoundTripKeepsEverySeriesAndHistogram) {
   }
 }
 
-// bad-input: a `metrics.h5` whose dataset claims an absurd extent (found by fuzz_metrics_h5) | `FILE: dataset train/loss claims N values, more than a file of M bytes can hold (corrupt?)` instead of an allocation of petabytes | 1
+// bad-input: a corrupt `metrics.h5` (on resume or `qlhost report`) | `FILE: checksum mismatch …` / `not a QuantLab metrics file or truncated …` before HDF5 reads it; a crafted one whose dataset claims an absurd extent (found by fuzz_metrics_h5): `… claims N values, more than a file of M bytes can hold (corrupt?)` | 1
 TEST(ResultsTest, AMetricsFileClaimingAnAbsurdExtentIsRefusedBeforeAllocating) {
-  // The fuzzer's input, kept as a seed of its corpus.
-  const fs::path file = QL_TEST_SOURCE_DIR "/fuzz/corpus/metrics_h5/regression-huge-extent";
-  try {
-    ql::core::read_metrics_h5(file);
-    ADD_FAILURE() << "the corrupt metrics.h5 was read";
-  } catch (const ql::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("more than a file of"), std::string::npos) << e.what();
-  }
+  // The fuzzer's input, kept as a seed of its corpus: without a trailer it is refused at once;
+  // sealed with a valid one (as a crafted file would be) the extent check refuses it.
+  TempDir dir;
+  const auto bytes = ql::test::read_bytes(QL_TEST_SOURCE_DIR "/fuzz/corpus/metrics_h5/regression-huge-extent");
+  const std::string content(bytes.begin(), bytes.end());
+  auto error_reading = [](const fs::path& file) {
+    try {
+      ql::core::read_metrics_h5(file);
+    } catch (const ql::Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  ql::test::write_bytes(dir / "bare.h5", bytes);
+  EXPECT_NE(error_reading(dir / "bare.h5").find("not a QuantLab metrics file or truncated"), std::string::npos);
+  const std::string sealed = content + ql::core::checksum_trailer("QLH5", content);
+  ql::test::write_bytes(dir / "sealed.h5", std::vector<std::uint8_t>(sealed.begin(), sealed.end()));
+  EXPECT_NE(error_reading(dir / "sealed.h5").find("more than a file of"), std::string::npos) << error_reading(dir / "sealed.h5");
 }
 
 TEST(ResultsTest, StorageComesFromTheFileThenTheEnvironmentThenTheUserFile) {

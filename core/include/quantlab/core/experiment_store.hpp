@@ -41,9 +41,19 @@ void write_atomically(const std::filesystem::path& path,
 /// Writes `content` to `path` via a synced temporary file and a rename.
 void write_file_atomically(const std::filesystem::path& path, std::string_view content);
 
-/// Writes a LibTorch archive filled by `fill` to `path` atomically, followed by a 16-byte
-/// trailer: "QLCK", the CRC-32C of the archive (little-endian u32) and its length (u64). The
-/// archive's own zip records are not checked by LibTorch's reader, the trailer is.
+/// The 16 bytes QuantLab appends to the files it reads back (checkpoints, metrics.h5): `magic`
+/// (4 characters), the CRC-32C of `content` (little-endian u32) and its length (u64). Readers
+/// check it before a third-party parser (LibTorch's, HDF5's) sees a byte, so a corrupt or
+/// truncated file is refused by name instead of reaching code that may crash on it.
+std::string checksum_trailer(std::string_view magic, std::string_view content);
+
+/// The length of `bytes` (the content of file `path`) before its trailer, after checking it;
+/// throws ql::Error naming the file and `what` it should be.
+std::size_t checked_length(const std::filesystem::path& path, std::string_view bytes, std::string_view magic,
+                           std::string_view what);
+
+/// Writes a LibTorch archive filled by `fill` to `path` atomically, with a "QLCK" trailer (the
+/// archive's own zip CRCs are not checked by LibTorch's reader).
 void save_checkpoint(const std::filesystem::path& path,
                      const std::function<void(torch::serialize::OutputArchive&)>& fill);
 
