@@ -109,14 +109,22 @@ double variance_objective(const std::vector<double>& levels, const Density& f) {
   return v;
 }
 
-double local_objective(double a, double l, double b, const Density& f) {
-  double v = 0.0;
+namespace {
+
+// Calls visit(r, mass) for each bin whose centre r lies in (a, b).
+template <typename Visit>
+void for_bins_between(double a, double b, const Density& f, Visit&& visit) {
   const auto first = static_cast<std::size_t>(std::clamp((a + 1.0) / f.bin_width(), 0.0, static_cast<double>(f.mass.size())));
   for (std::size_t k = first; k < f.mass.size() && f.centre(k) < b; ++k) {
-    const double r = f.centre(k);
-    if (r <= a) continue;
-    v += f.mass[k] * (r <= l ? (r - a) * (l - r) : (r - l) * (b - r));
+    if (f.centre(k) > a) visit(f.centre(k), f.mass[k]);
   }
+}
+
+}  // namespace
+
+double local_objective(double a, double l, double b, const Density& f) {
+  double v = 0.0;
+  for_bins_between(a, b, f, [&](double r, double mass) { v += mass * (r <= l ? (r - a) * (l - r) : (r - l) * (b - r)); });
   return v;
 }
 
@@ -125,22 +133,13 @@ namespace {
 // dV_loc/dl = ∫_a^l (r - a) f dr - ∫_l^b (b - r) f dr.
 double local_gradient(double a, double l, double b, const Density& f) {
   double g = 0.0;
-  const auto first = static_cast<std::size_t>(std::clamp((a + 1.0) / f.bin_width(), 0.0, static_cast<double>(f.mass.size())));
-  for (std::size_t k = first; k < f.mass.size() && f.centre(k) < b; ++k) {
-    const double r = f.centre(k);
-    if (r <= a) continue;
-    g += f.mass[k] * (r <= l ? r - a : -(b - r));
-  }
+  for_bins_between(a, b, f, [&](double r, double mass) { g += mass * (r <= l ? r - a : -(b - r)); });
   return g;
 }
 
 double closed_form_level(double a, double b, const Density& f, const std::vector<double>& cumulative) {
-  // ∫_a^b (r - a) f dr over the bins whose centres lie in (a, b).
-  double moment = 0.0;
-  const auto first = static_cast<std::size_t>(std::clamp((a + 1.0) / f.bin_width(), 0.0, static_cast<double>(f.mass.size())));
-  for (std::size_t k = first; k < f.mass.size() && f.centre(k) < b; ++k) {
-    if (f.centre(k) > a) moment += (f.centre(k) - a) * f.mass[k];
-  }
+  double moment = 0.0;  // ∫_a^b (r - a) f dr
+  for_bins_between(a, b, f, [&](double r, double mass) { moment += (r - a) * mass; });
   return inverse_cdf(cumulative, f, cdf(cumulative, f, b) - moment / (b - a));
 }
 
