@@ -10,13 +10,15 @@ PREFIX ?= /usr/local
 JOBS ?= $(shell nproc)
 
 # Debian 12 packages the project needs (README.md, "Dependencies", says why each).
-PACKAGES := cmake ninja-build g++ clang libclang-rt-14-dev make pkg-config ccache \
+PACKAGES := cmake ninja-build g++ make pkg-config ccache \
             libtorch-dev libopenblas0-openmp \
             libboost-dev libboost-program-options-dev libboost-filesystem-dev \
             libtomlplusplus-dev libfmt-dev zlib1g-dev libicu-dev libjpeg62-turbo-dev libgtest-dev \
             dataset-fashion-mnist \
             libhdf5-dev libprotobuf-dev protobuf-compiler libplplot-dev plplot-driver-cairo libgloo-dev \
             hdf5-tools python3-protobuf python3-h5py
+# Only `make fuzz` needs these: clang, libFuzzer and clang's sanitizer runtimes.
+FUZZ_PACKAGES := clang libclang-rt-14-dev
 # Only `make bench` needs these: the Python baseline of bench/forward_backward.py.
 BENCH_PACKAGES := python3-torch python3-torchvision python3-pil
 
@@ -91,8 +93,9 @@ test-asan: deps
 	  --repeat until-pass:2
 
 # Each fuzz target for FUZZ_SECONDS, starting from the seeds in fuzz/corpus (new inputs go to
-# the build folder's corpus, crashes to its findings/). Needs clang (in `make deps`).
+# the build folder's corpus, crashes to its findings/). Installs clang first (FUZZ_PACKAGES).
 fuzz: deps
+	$(call install_missing,$(FUZZ_PACKAGES))
 	$(CCACHE_ENV) CC=clang CXX=clang++ cmake -S . -B $(FUZZ_BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=None \
 	  -DCMAKE_C_FLAGS="-O1 -g1" -DCMAKE_CXX_FLAGS="-O1 -g1" -DQL_FUZZ=ON -DQL_BUILD_TESTS=OFF -DQL_BUILD_BENCH=OFF
 	$(CCACHE_ENV) cmake --build $(FUZZ_BUILD_DIR) -j $(JOBS) --target fuzz_all
