@@ -2,7 +2,6 @@
 // outputs on norm x levels, the packed wire format, and simulated data-parallel training.
 #include "plugins/algorithms/nuqsgd/adaptive_levels.hpp"
 #include "plugins/algorithms/nuqsgd/gradient_quantizer.hpp"
-#include "quantlab/core/experiment_store.hpp"
 #include "quantlab/sdk/error.hpp"
 #include "support/test_support.hpp"
 
@@ -10,7 +9,6 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <fmt/format.h>
-#include <torch/serialize/input-archive.h>
 #include <torch/types.h>
 
 #include <cmath>
@@ -139,13 +137,7 @@ threads = 1
       dir.path());
   ASSERT_EQ(four.exit_code, 0) << four.err;
   EXPECT_NE(four.out.find("32.00 bits/coord"), std::string::npos) << four.out;
-  auto weights = [](const fs::path& file) {
-    torch::serialize::InputArchive archive;
-    ql::core::load_archive(archive, ql::core::read_checkpoint(file));
-    at::Tensor w;
-    archive.read("model/fc1.weight", w);
-    return w;
-  };
+  auto weights = [](const fs::path& file) { return ql::test::checkpoint_model(file).at("model/fc1.weight"); };
   const at::Tensor a = weights(dir / "logs/mnist/mlp/exp0001/fold0/checkpoints/last.pt");
   const at::Tensor b = weights(dir / "logs/mnist/mlp/exp0002/fold0/checkpoints/last.pt");
   EXPECT_TRUE(torch::allclose(a, b, 1e-4, 1e-5)) << (a - b).abs().max().item<double>();
