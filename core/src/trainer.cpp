@@ -207,10 +207,14 @@ EpochStats train_epoch_data_parallel(Network& network, torch::optim::Optimizer& 
       at::Tensor average = torch::zeros_like(gradient);
       for (std::size_t r = 0; r < streams.size(); ++r) {
         const double weight = counts[r][2].item<double>() / totals[2];
-        if (weight > 0) options.codec->decode_add(streams[r], weight, average);
-      }
-      if (count > 0) {
+        if (weight == 0) continue;
+        if (static_cast<int>(r) != world.rank()) {
+          options.codec->decode_add(streams[r], weight, average);
+          continue;
+        }
+        // This rank's own stream is decoded once, for the sum and for its quantisation error.
         const at::Tensor mine = options.codec->decode(wire, gradient.numel());
+        average.add_(mine, weight);
         progress.quantization_error2 += (mine - gradient).square().sum().item<double>();
       }
       progress.wire_bytes += static_cast<double>(wire.size());
