@@ -1,6 +1,7 @@
 // The ImageNet problem on a tiny JPEG folder tree written here: labels from folders and from a
 // label file, pixel values after decoding, seeded augmentation, scaled decoding, corrupt files.
 #include "plugins/problems/ilsvrc12/jpeg_decoder.hpp"
+#include "plugins/problems/ilsvrc12/resample.hpp"
 #include "quantlab/core/conformance.hpp"
 #include "quantlab/core/experiment_config.hpp"
 #include "quantlab/sdk/error.hpp"
@@ -146,6 +147,43 @@ TEST_F(Ilsvrc12Test, DecodesOnlyThePartACropNeeds) {
         EXPECT_NEAR(a, b, 1) << r << "," << c;
       }
     }
+  }
+}
+
+TEST(ResampleTest, MatchesATensAntialiasedBilinearWithWindowFlipAndNormalisation) {
+  // Random bytes: the hardest content for a resampler (no smoothness to hide errors).
+  const int width = 97, height = 61;
+  const at::Tensor bytes = torch::randint(0, 256, {height, width, 3}, at::TensorOptions().dtype(torch::kUInt8));
+  const float mean[3] = {120.0f, 110.0f, 100.0f}, inv_std[3] = {1 / 60.0f, 1 / 55.0f, 1 / 50.0f};
+  struct Case {
+    ql::ilsvrc12::SourceRegion region;
+    int height, width, window_y, window_x, window_height, window_width;
+    bool flip;
+  };
+  const Case cases[] = {
+      {{0, 0, width, height}, 20, 31, 0, 0, 20, 31, false},       // shrink by 3 (wide triangles)
+      {{10, 5, 40, 30}, 70, 90, 0, 0, 70, 90, true},              // enlarge (2 taps), flipped
+      {{3, 2, 90, 25}, 40, 40, 0, 0, 40, 40, false},              // shrink one axis, enlarge the other
+      {{0, 0, width, height}, 44, 70, 6, 17, 32, 32, false},      // eval: resize, then a centre window
+      {{50, 30, 47, 31}, 17, 17, 0, 0, 17, 17, true},             // region at the image's corner
+  };
+  for (const Case& c : cases) {
+    const auto& r = c.region;
+    const at::Tensor part =
+        bytes.slice(0, r.y, r.y + r.height).slice(1, r.x, r.x + r.width).permute({2, 0, 1}).to(torch::kFloat32).unsqueeze(0);
+    at::Tensor expected = at::_upsample_bilinear2d_aa(part, {c.height, c.width}, false, c10::nullopt, c10::nullopt)[0]
+                              .slice(1, c.window_y, c.window_y + c.window_height)
+                              .slice(2, c.window_x, c.window_x + c.window_width);
+    if (c.flip) expected = expected.flip({2});
+    expected = (expected - torch::tensor({mean[0], mean[1], mean[2]}).view({3, 1, 1})) *
+               torch::tensor({inv_std[0], inv_std[1], inv_std[2]}).view({3, 1, 1});
+    at::Tensor actual = torch::full({3, c.window_height, c.window_width}, std::nanf(""));
+    ql::ilsvrc12::resample_normalised(bytes.data_ptr<std::uint8_t>(), width, r,
+                                      {actual.data_ptr<float>(), c.height, c.width, c.window_height, c.window_width,
+                                       c.window_y, c.window_x, c.flip, mean, inv_std});
+    // 1e-3 of a byte (after the division by ~55): float rounding, far below one grey level.
+    EXPECT_LT((actual - expected).abs().max().item<float>(), 2e-5f)
+        << c.height << "x" << c.width << " from " << r.height << "x" << r.width;
   }
 }
 

@@ -1,9 +1,10 @@
 // ILSVRC-2012 (ImageNet) as users have it on disk: train/<wnid>/*.JPEG and val/<wnid>/*.JPEG
 // (ImageFolder layout), or a flat val/ with a label file. Images are decoded with libjpeg-turbo
 // on worker threads, scaled in the DCT to just above the size the crop needs and only the rows
-// and blocks the crop covers, then resized (antialiased bilinear), flipped and normalised:
-// train: random-resized-crop + flip, as torchvision; eval: resize 256 + centre crop 224.
+// and blocks the crop covers, then resized (antialiased bilinear), flipped and normalised in
+// one pass: train: random-resized-crop + flip, as torchvision; eval: resize 256 + centre crop 224.
 #include "jpeg_decoder.hpp"
+#include "resample.hpp"
 
 #include "quantlab/sdk/config.hpp"
 #include "quantlab/sdk/error.hpp"
@@ -93,17 +94,6 @@ int eighths_for(int side, std::int64_t target) {
     if (side * n / 8 >= target) return n;
   }
   return 8;
-}
-
-at::Tensor to_tensor(const JpegImage& image) {
-  return torch::from_blob(const_cast<std::uint8_t*>(image.rgb.data()), {image.height, image.width, 3}, torch::kUInt8)
-      .permute({2, 0, 1})
-      .to(torch::kFloat32)
-      .unsqueeze(0);
-}
-
-at::Tensor resize(const at::Tensor& image, std::int64_t height, std::int64_t width) {
-  return at::_upsample_bilinear2d_aa(image, {height, width}, /*align_corners=*/false, c10::nullopt, c10::nullopt);
 }
 
 // Threads that live as long as the data set and share the images of each batch with the
@@ -247,7 +237,6 @@ class ImageFolderSet : public ql::Dataset {
     bool flip = false;
     JpegImage image;
     std::string error;
-    at::Tensor out;
     if (augment) {
       const bool decoded = ql::ilsvrc12::decode_jpeg(
           bytes,
@@ -265,8 +254,7 @@ class ImageFolderSet : public ql::Dataset {
       const int y = std::clamp(region.y * n / 8 - image.y, 0, image.height - 1);
       const int w = std::max(1, std::min(region.w * n / 8, image.width - x));
       const int h = std::max(1, std::min(region.h * n / 8, image.height - y));
-      out = resize(to_tensor(image).slice(2, y, y + h).slice(3, x, x + w), crop, crop);
-      if (flip) out = out.flip({3});
+      resample({x, y, w, h}, image, crop, crop, 0, 0, flip, target);
     } else {
       const bool decoded = ql::ilsvrc12::decode_jpeg(
           bytes,
@@ -279,19 +267,25 @@ class ImageFolderSet : public ql::Dataset {
       const double factor = static_cast<double>(settings_.resize) / std::min(image.full_width, image.full_height);
       const auto h = std::max<std::int64_t>(crop, std::lround(image.full_height * factor));
       const auto w = std::max<std::int64_t>(crop, std::lround(image.full_width * factor));
-      out = resize(to_tensor(image), h, w);
-      out = out.slice(2, (h - crop) / 2, (h - crop) / 2 + crop).slice(3, (w - crop) / 2, (w - crop) / 2 + crop);
+      resample({0, 0, image.width, image.height}, image, h, w, (h - crop) / 2, (w - crop) / 2, false, target);
     }
-    at::clamp_out(target, out[0], 0, 255);
-    target.sub_(mean_[0]).div_(std_[0]);
+  }
+
+  void resample(ql::ilsvrc12::SourceRegion region, const JpegImage& image, std::int64_t height, std::int64_t width,
+                std::int64_t window_y, std::int64_t window_x, bool flip, at::Tensor& target) const {
+    const auto crop = static_cast<int>(settings_.crop);
+    const ql::ilsvrc12::ResampleTarget to{target.data_ptr<float>(), static_cast<int>(height), static_cast<int>(width),
+                                          crop, crop, static_cast<int>(window_y), static_cast<int>(window_x), flip,
+                                          kMean, kInverseStd};
+    ql::ilsvrc12::resample_normalised(image.rgb.data(), image.width, region, to);
   }
 
   std::vector<Sample> samples_;
   Settings settings_;
   bool training_;
   // ImageNet's per-channel statistics, in byte units.
-  const at::Tensor mean_ = torch::tensor({0.485f * 255, 0.456f * 255, 0.406f * 255}).view({1, 3, 1, 1});
-  const at::Tensor std_ = torch::tensor({0.229f * 255, 0.224f * 255, 0.225f * 255}).view({1, 3, 1, 1});
+  static constexpr float kMean[3] = {0.485f * 255, 0.456f * 255, 0.406f * 255};
+  static constexpr float kInverseStd[3] = {1 / (0.229f * 255), 1 / (0.224f * 255), 1 / (0.225f * 255)};
   std::unique_ptr<WorkerPool> pool_;
   mutable std::mutex skipped_mutex_;
   mutable std::set<std::string> skipped_files_;
