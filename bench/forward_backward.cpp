@@ -6,6 +6,7 @@
 // usage: forward_backward NETWORK BATCH ITERATIONS THREADS    (NETWORK: resnet20 | vgg_ana)
 // prints: NETWORK images_per_second
 #include "quantlab/core/experiment_config.hpp"
+#include "quantlab/core/host_memory.hpp"
 #include "quantlab/core/plugin_registry.hpp"
 #include "quantlab/sdk/topology.hpp"
 
@@ -24,6 +25,7 @@ int main(int argc, char** argv) {
   const std::string network_name = argv[1];
   const int batch = std::stoi(argv[2]), iterations = std::stoi(argv[3]);
   at::set_num_threads(std::stoi(argv[4]));
+  ql::core::keep_freed_memory_for_reuse();  // as qlhost does
 
   ql::core::PluginRegistry registry({QL_BUILD_PLUGIN_DIR});
   const bool resnet = network_name == "resnet20";

@@ -9,6 +9,7 @@
 #include "plugins/problems/ilsvrc12/jpeg_decoder.hpp"
 #include "quantlab/core/batch_loader.hpp"
 #include "quantlab/core/experiment_config.hpp"
+#include "quantlab/core/host_memory.hpp"
 #include "quantlab/core/plugin_registry.hpp"
 #include "quantlab/sdk/problem.hpp"
 
@@ -61,7 +62,8 @@ int main(int argc, char** argv) {
   const fs::path dir = argv[1];
   const int images = std::stoi(argv[2]), workers = std::stoi(argv[3]), batch = std::stoi(argv[4]);
   if (!fs::exists(dir / "train")) make_images(dir, images);
-  at::set_num_threads(workers);  // as qlhost does
+  at::set_num_threads(workers);
+  ql::core::keep_freed_memory_for_reuse();  // as qlhost does
 
   ql::core::PluginRegistry registry({QL_BUILD_PLUGIN_DIR});
   const auto& plugin = registry.find(ql::PluginKind::problem, "ilsvrc12");

@@ -9,6 +9,7 @@
 // usage: train_throughput [EXPERIMENT.toml] [epochs per loop] [threads]
 #include "quantlab/core/batch_loader.hpp"
 #include "quantlab/core/experiment_config.hpp"
+#include "quantlab/core/host_memory.hpp"
 #include "quantlab/core/plugin_registry.hpp"
 #include "quantlab/core/trainer.hpp"
 #include "quantlab/sdk/problem.hpp"
@@ -42,6 +43,7 @@ int main(int argc, char** argv) {
   const int epochs = argc > 2 ? std::stoi(argv[2]) : 5;
   const int threads = argc > 3 ? std::stoi(argv[3]) : static_cast<int>(std::thread::hardware_concurrency());
   at::set_num_threads(threads);
+  ql::core::keep_freed_memory_for_reuse();  // as qlhost does
 
   ql::core::PluginRegistry registry({QL_BUILD_PLUGIN_DIR});
   const auto config = ql::core::ExperimentConfig::load(experiment, {}, registry);

@@ -5,6 +5,7 @@
 #include "quantlab/core/experiment_config.hpp"
 #include "quantlab/core/experiment_store.hpp"
 #include "quantlab/core/folds.hpp"
+#include "quantlab/core/host_memory.hpp"
 #include "quantlab/core/metrics_log.hpp"
 #include "quantlab/core/report.hpp"
 #include "quantlab/core/storage.hpp"
@@ -847,6 +848,7 @@ RunSummary run_experiment(const RunRequest& request, PluginRegistry& registry, C
   const int local_ranks = request.world ? request.world->local_ranks : 1;
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   at::set_num_threads(threads > 0 ? static_cast<int>(threads) : std::max(1, cores / local_ranks));
+  keep_freed_memory_for_reuse();
   if (deterministic) at::globalContext().setDeterministicAlgorithms(true, /*warn_only=*/false);
 
   auto problem = registry.create<Problem>(config.problem().name, config.problem().options.with_base_dir(storage.data));
