@@ -272,7 +272,7 @@ class ImageFolderSet : public ql::Dataset {
   }
 
   void resample(ql::ilsvrc12::SourceRegion region, const JpegImage& image, std::int64_t height, std::int64_t width,
-                std::int64_t window_y, std::int64_t window_x, bool flip, at::Tensor& target) const {
+                std::int64_t window_y, std::int64_t window_x, bool flip, const at::Tensor& target) const {
     const auto crop = static_cast<int>(settings_.crop);
     const ql::ilsvrc12::ResampleTarget to{target.data_ptr<float>(), static_cast<int>(height), static_cast<int>(width),
                                           crop, crop, static_cast<int>(window_y), static_cast<int>(window_x), flip,
