@@ -2,7 +2,8 @@
 // normalise, batch) through the same loader the trainer uses; bench/imagenet_pipeline.py does
 // the same with torchvision's ImageFolder + DataLoader, and bench/run_bench.sh compares them.
 //
-// usage: imagenet_pipeline DIR IMAGES WORKERS BATCH
+// usage: imagenet_pipeline DIR IMAGES WORKERS BATCH [train|eval]
+//   eval: the evaluation transform instead (resize 256 + centre crop 224, no flip)
 //   makes DIR/train/<class>/*.JPEG first if absent: IMAGES full-size (500x375, ImageNet's
 //   median) JPEGs of smooth random content in 8 classes, quality 90.
 // prints: quantlab images_per_second
@@ -55,10 +56,11 @@ void make_images(const fs::path& dir, int count) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 5) {
-    fmt::print(stderr, "usage: imagenet_pipeline DIR IMAGES WORKERS BATCH\n");
+  if (argc != 5 && argc != 6) {
+    fmt::print(stderr, "usage: imagenet_pipeline DIR IMAGES WORKERS BATCH [train|eval]\n");
     return 2;
   }
+  const bool augment = argc < 6 || std::string(argv[5]) != "eval";
   const fs::path dir = argv[1];
   const int images = std::stoi(argv[2]), workers = std::stoi(argv[3]), batch = std::stoi(argv[4]);
   if (!fs::exists(dir / "train")) make_images(dir, images);
@@ -73,7 +75,7 @@ int main(int argc, char** argv) {
   const auto train = problem->dataset(ql::Split::train);
   const std::int64_t n = train->size();
   auto run = [&](std::int64_t epoch) {
-    ql::core::BatchLoader loader(train, ql::core::epoch_order(n, 1, epoch), batch, 7, /*augment=*/true, 4);
+    ql::core::BatchLoader loader(train, ql::core::epoch_order(n, 1, epoch), batch, 7, augment, 4);
     std::int64_t seen = 0;
     const auto start = std::chrono::steady_clock::now();
     while (auto b = loader.next()) seen += b->inputs.size(0);

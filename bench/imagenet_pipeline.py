@@ -2,7 +2,8 @@
 RandomResizedCrop(224), RandomHorizontalFlip, ToTensor, Normalize; the baseline of
 bench/imagenet_pipeline.cpp (same files, same number of workers, same batch size).
 
-usage: /usr/bin/python3 bench/imagenet_pipeline.py DIR WORKERS BATCH
+usage: /usr/bin/python3 bench/imagenet_pipeline.py DIR WORKERS BATCH [train|eval]
+  eval: Resize(256) + CenterCrop(224) instead of RandomResizedCrop(224) + flip
 prints: torchvision images_per_second
 """
 import sys
@@ -14,10 +15,11 @@ from torchvision import datasets, transforms
 
 def main():
     root, workers, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    evaluation = len(sys.argv) > 4 and sys.argv[4] == "eval"
     torch.set_num_threads(1)
-    transform = transforms.Compose([
-        transforms.RandomResizedCrop(224),
-        transforms.RandomHorizontalFlip(),
+    crop = [transforms.Resize(256), transforms.CenterCrop(224)] if evaluation else [
+        transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip()]
+    transform = transforms.Compose(crop + [
         transforms.ToTensor(),
         transforms.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]),
     ])

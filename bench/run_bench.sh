@@ -41,29 +41,35 @@ for spec in "resnet20 128 6" "vgg_ana 32 3"; do
   echo "| $1 | $c | $p | $(awk "BEGIN {printf \"%.3f\", $c / $p}") | $t | $(awk "BEGIN {printf \"%.3f\", $c / $t}") |"
 done
 
-# The ImageNet training pipeline (decode + random-resized-crop 224 + flip + normalise + batch)
-# on generated full-size JPEGs, against torchvision's ImageFolder + DataLoader with the same
-# transforms, workers and batch size (python3-torchvision, python3-pil).
+# The ImageNet pipelines (train: decode + random-resized-crop 224 + flip + normalise + batch;
+# eval: decode + resize 256 + centre crop 224 + normalise + batch) on generated full-size JPEGs,
+# against torchvision's ImageFolder + DataLoader with the same transforms, workers and batch size
+# (python3-torchvision, python3-pil).
 images_dir=${QL_BENCH_IMAGES_DIR:-/tmp/quantlab-bench-imagenet}
+compare_pipelines() {
+  mode=$1
+  echo "ILSVRC12 $mode pipeline, 512 JPEGs of 500x375 in $images_dir, $threads workers, batch 32, median of $rounds alternating rounds"
+  echo "| pipeline | images/s | ratio |"
+  echo "| --- | ---: | ---: |"
+  ours=""; theirs=""
+  for round in $(seq "$rounds"); do
+    if [ $((round % 2)) -eq 1 ]; then
+      ours="$ours $("$build/bin/imagenet_pipeline" "$images_dir" 512 "$threads" 32 "$mode" | cut -d' ' -f2)"
+      theirs="$theirs $(/usr/bin/python3 bench/imagenet_pipeline.py "$images_dir" "$threads" 32 "$mode" | cut -d' ' -f2)"
+    else
+      theirs="$theirs $(/usr/bin/python3 bench/imagenet_pipeline.py "$images_dir" "$threads" 32 "$mode" | cut -d' ' -f2)"
+      ours="$ours $("$build/bin/imagenet_pipeline" "$images_dir" 512 "$threads" 32 "$mode" | cut -d' ' -f2)"
+    fi
+  done
+  o=$(echo "$ours" | tr ' ' '\n' | grep . | median)
+  t=$(echo "$theirs" | tr ' ' '\n' | grep . | median)
+  echo "| torchvision ImageFolder + DataLoader | $t | 1.000 |"
+  echo "| QuantLab ilsvrc12 + BatchLoader | $o | $(awk "BEGIN {printf \"%.2f\", $o / $t}") |"
+  echo
+}
 echo
-echo "ILSVRC12 train pipeline, 512 JPEGs of 500x375 in $images_dir, $threads workers, batch 32, median of $rounds alternating rounds"
-echo "| pipeline | images/s | ratio |"
-echo "| --- | ---: | ---: |"
-ours=""; theirs=""
-for round in $(seq "$rounds"); do
-  if [ $((round % 2)) -eq 1 ]; then
-    ours="$ours $("$build/bin/imagenet_pipeline" "$images_dir" 512 "$threads" 32 | cut -d' ' -f2)"
-    theirs="$theirs $(/usr/bin/python3 bench/imagenet_pipeline.py "$images_dir" "$threads" 32 | cut -d' ' -f2)"
-  else
-    theirs="$theirs $(/usr/bin/python3 bench/imagenet_pipeline.py "$images_dir" "$threads" 32 | cut -d' ' -f2)"
-    ours="$ours $("$build/bin/imagenet_pipeline" "$images_dir" 512 "$threads" 32 | cut -d' ' -f2)"
-  fi
-done
-o=$(echo "$ours" | tr ' ' '\n' | grep . | median)
-t=$(echo "$theirs" | tr ' ' '\n' | grep . | median)
-echo "| torchvision ImageFolder + DataLoader | $t | 1.000 |"
-echo "| QuantLab ilsvrc12 + BatchLoader | $o | $(awk "BEGIN {printf \"%.2f\", $o / $t}") |"
-echo
+compare_pipelines train
+compare_pipelines eval
 
 bench/gpfq_speed.sh "$build"
 echo
