@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""The paper's per-neuron GPFQ dynamical system (ALGORITHMS.md 2.2) in NumPy, run on the layer
+"""The paper's per-neuron GPFQ dynamical system (docs/algorithms/greedy.md, "The dynamical system of one neuron") in NumPy, run on the layer
 data QuantLab's greedy plugin dumped (dump_data = true): for every layer and every neuron,
 u_0 = 0; for t = 1..N: q_t = Q_A(<X̃_t, u_{t-1} + w_t X_t> / ||X̃_t||²) (with the two special
 cases), u_t = u_{t-1} + w_t X_t - q_t X̃_t. Prints the time per layer and the share of codes

@@ -9,6 +9,7 @@
 // usage: train_throughput [EXPERIMENT.toml] [epochs per loop] [threads]
 #include "quantlab/core/batch_loader.hpp"
 #include "quantlab/core/experiment_config.hpp"
+#include "quantlab/core/gradient_exchange.hpp"
 #include "quantlab/core/host_memory.hpp"
 #include "quantlab/core/plugin_registry.hpp"
 #include "quantlab/core/trainer.hpp"
@@ -92,7 +93,9 @@ int main(int argc, char** argv) {
   auto host_epoch = [&](int epoch) {
     ql::core::BatchLoader loader(train, ql::core::epoch_order(n, 1, epoch), batch_size, 2, true, 4);
     // A step callback, as qlhost always passes one (it reads each step's loss).
-    const auto stats = ql::core::train_epoch(*network, *optimizer, loader, c10::kCPU, {}, [](const ql::core::EpochProgress&, double) {});
+    auto exchange = ql::core::make_gradient_exchange(1, nullptr, nullptr);
+    const auto stats = ql::core::train_epoch(*network, *optimizer, loader, c10::kCPU, {}, *exchange,
+                                             [](const ql::core::EpochProgress&, double) {});
     return stats.images_per_second();
   };
 

@@ -150,6 +150,15 @@ std::string did_you_mean(std::string_view name, const std::vector<std::string>& 
   return fmt::format(" (did you mean '{}'?)", fmt::join(best, "' or '"));
 }
 
+std::string PluginRegistry::searched() const {
+  std::vector<std::string> places;
+  for (const fs::path& place : search_path_) {
+    std::error_code error;
+    places.push_back(fs::exists(place, error) ? place.string() : place.string() + " (missing)");
+  }
+  return places.empty() ? std::string("nowhere (empty search path)") : fmt::format("{}", fmt::join(places, ", "));
+}
+
 const PluginMetadata& PluginRegistry::find(PluginKind kind, std::string_view name) const {
   std::vector<std::string> names;
   for (const PluginMetadata& p : plugins_) {
@@ -160,9 +169,9 @@ const PluginMetadata& PluginRegistry::find(PluginKind kind, std::string_view nam
   if (auto it = unusable_.find({kind, std::string(name)}); it != unusable_.end()) {
     throw ConfigError(fmt::format("{} plugin '{}' cannot be used: {}", to_string(kind), name, it->second));
   }
-  throw ConfigError(fmt::format("no {} plugin named '{}'{}; available: {}", to_string(kind), name,
+  throw ConfigError(fmt::format("no {} plugin named '{}'{}; available: {}; searched: {}", to_string(kind), name,
                                 did_you_mean(name, names),
-                                names.empty() ? "none" : fmt::format("{}", fmt::join(names, ", "))));
+                                names.empty() ? "none" : fmt::format("{}", fmt::join(names, ", ")), searched()));
 }
 
 const PluginMetadata& PluginRegistry::find_any(std::string_view name) const {
@@ -171,7 +180,7 @@ const PluginMetadata& PluginRegistry::find_any(std::string_view name) const {
     if (p.name == name) return p;
     names.push_back(p.name);
   }
-  throw ConfigError(fmt::format("no plugin named '{}'{}", name, did_you_mean(name, names)));
+  throw ConfigError(fmt::format("no plugin named '{}'{}; searched: {}", name, did_you_mean(name, names), searched()));
 }
 
 const PluginDescriptor& PluginRegistry::load(PluginKind kind, std::string_view name) {

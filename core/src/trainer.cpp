@@ -1,8 +1,7 @@
 #include "quantlab/core/trainer.hpp"
 
-#include "quantlab/core/data_parallel.hpp"
+#include "quantlab/core/gradient_exchange.hpp"
 
-#include "quantlab/sdk/algorithm.hpp"
 #include "quantlab/sdk/error.hpp"
 
 #include <torch/nn/functional/loss.h>
@@ -123,196 +122,69 @@ at::Tensor classification_loss(const at::Tensor& logits, const at::Tensor& targe
 
 namespace {
 
-// The gradients of `parameters` as one flat fp32 vector (zeros where a gradient is undefined).
-at::Tensor flat_gradient(const std::vector<at::Tensor>& parameters) {
-  std::vector<at::Tensor> parts;
-  for (const at::Tensor& p : parameters) {
-    parts.push_back(p.grad().defined() ? p.grad().detach().flatten().to(torch::kFloat32)
-                                       : torch::zeros({p.numel()}, p.options().dtype(torch::kFloat32)));
-  }
-  return torch::cat(parts);
-}
-
-void set_gradient(const std::vector<at::Tensor>& parameters, const at::Tensor& flat) {
-  std::int64_t offset = 0;
-  for (const at::Tensor& p : parameters) {
-    const at::Tensor part = flat.slice(0, offset, offset + p.numel()).view(p.sizes()).to(p.dtype());
-    if (p.grad().defined()) p.mutable_grad().detach().copy_(part);
-    else p.mutable_grad() = part.clone();
-    offset += p.numel();
-  }
-}
-
-// One rank of data-parallel training: forward and backward on this rank's shard of each
-// global batch, then the gradient exchange. Without a codec every rank sums count·ḡ over the
-// ranks (bucketed all-reduce) and divides by the global count, which is the gradient of the
-// global batch's mean loss; with a codec every rank encodes its own mean gradient, the packed
-// streams are all-gathered and each rank decodes and averages them (weighted by count) alike.
-EpochStats train_epoch_data_parallel(Network& network, torch::optim::Optimizer& optimizer, BatchLoader& loader,
-                                     c10::Device device, EpochProgress progress, const StepCallback& on_step,
-                                     const StepOptions& options) {
-  DataParallel& world = *options.world;
-  const auto start = Clock::now();
-  const double seconds_before = progress.seconds;
-  const std::vector<at::Tensor> parameters = network.parameters();
-  const std::int64_t steps = options.steps >= 0 ? options.steps : loader.batches();
-  for (std::int64_t step = progress.batches; step < steps; ++step) {
+// Up to `count` batches from `loader`.
+std::vector<Batch> next_batches(BatchLoader& loader, std::int64_t count) {
+  std::vector<Batch> batches;
+  while (static_cast<std::int64_t>(batches.size()) < count) {
     std::optional<Batch> batch = loader.next();
-    optimizer.zero_grad();
-    for (const at::Tensor& p : parameters) {
-      if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
-    }
-    double loss_sum = 0.0, correct = 0.0, count = 0.0;
-    if (batch && batch->targets.size(0) > 0) {
-      const at::Tensor inputs = batch->inputs.to(device, /*non_blocking=*/true);
-      const at::Tensor targets = batch->targets.to(device, /*non_blocking=*/true);
-      const at::Tensor logits = network.apply(inputs);
-      const at::Tensor loss = classification_loss(logits, targets, options.loss);
-      loss.backward();
-      count = static_cast<double>(targets.size(0));
-      torch::NoGradGuard no_grad;
-      correct = static_cast<double>(logits.argmax(1).eq(targets).sum().item<std::int64_t>());
-      loss_sum = loss.item<double>() * count;
-    }
-    const bool stop_here = options.stop_requested && options.stop_requested();
-    torch::NoGradGuard no_grad;
-    std::vector<at::Tensor> gradients;
-    for (const at::Tensor& p : parameters) gradients.push_back(p.mutable_grad());
-    std::vector<double> totals{loss_sum, correct, count, stop_here ? 1.0 : 0.0};
-    if (options.codec == nullptr) {
-      for (at::Tensor& g : gradients) g.mul_(count);
-      world.all_reduce_sum(totals);
-      world.all_reduce_sum(gradients);
-      QL_CHECK(totals[2] > 0, "data-parallel step {} had no samples on any rank", step + 1);
-      for (at::Tensor& g : gradients) g.div_(totals[2]);
-      std::int64_t numel = 0;
-      for (const at::Tensor& g : gradients) numel += g.numel();
-      progress.wire_bytes += 4.0 * static_cast<double>(numel);
-      progress.coordinates += static_cast<double>(numel);
-      progress.sent_bytes += ring_all_reduce_bytes(4.0 * static_cast<double>(numel), world.size());
-    } else {
-      const at::Tensor gradient = flat_gradient(parameters).cpu();
-      const std::vector<at::Tensor> counts = world.all_gather(torch::tensor(totals, torch::kFloat64));
-      totals.assign(totals.size(), 0.0);
-      for (const at::Tensor& c : counts) {
-        for (std::size_t i = 0; i < totals.size(); ++i) totals[i] += c[static_cast<std::int64_t>(i)].item<double>();
-      }
-      QL_CHECK(totals[2] > 0, "data-parallel step {} had no samples on any rank", step + 1);
-      if (options.codec->wants_gradients()) {
-        for (const at::Tensor& g : world.all_gather(gradient)) options.codec->observe(g);
-        progress.sent_bytes += ring_all_gather_bytes(4.0 * static_cast<double>(gradient.numel()), world.size());
-      }
-      const std::vector<std::uint8_t> wire = options.codec->encode(gradient);
-      const auto streams = world.all_gather(wire);
-      at::Tensor average = torch::zeros_like(gradient);
-      for (std::size_t r = 0; r < streams.size(); ++r) {
-        const double weight = counts[r][2].item<double>() / totals[2];
-        if (weight == 0) continue;
-        if (static_cast<int>(r) != world.rank()) {
-          options.codec->decode_add(streams[r], weight, average);
-          continue;
-        }
-        // This rank's own stream is decoded once, for the sum and for its quantisation error.
-        const at::Tensor mine = options.codec->decode(wire, gradient.numel());
-        average.add_(mine, weight);
-        progress.quantization_error2 += (mine - gradient).square().sum().item<double>();
-      }
-      progress.wire_bytes += static_cast<double>(wire.size());
-      progress.coordinates += static_cast<double>(gradient.numel());
-      progress.sent_bytes += ring_all_gather_bytes(static_cast<double>(wire.size()), world.size());
-      progress.gradient_norm2 += gradient.square().sum().item<double>();
-      set_gradient(parameters, average.to(device));
-    }
-    check_finite(totals[0], step + 1);  // before the step: the weights stay finite
-    optimizer.step();
-    progress.batches = step + 1;
-    progress.loss_sum += totals[0];
-    progress.correct += static_cast<std::int64_t>(std::llround(totals[1]));
-    progress.samples += static_cast<std::int64_t>(std::llround(totals[2]));
-    progress.stop = totals[3] > 0;
-    progress.seconds = seconds_before + std::chrono::duration<double>(Clock::now() - start).count();
-    if (on_step) on_step(progress, totals[0] / totals[2]);
-    if (progress.stop) break;
+    if (!batch) break;
+    batches.push_back(std::move(*batch));
   }
-  progress.seconds = seconds_before + std::chrono::duration<double>(Clock::now() - start).count();
-  return progress;
+  return batches;
+}
+
+// Forward, loss and backward of one minibatch; its totals.
+StepTotals forward_backward(Network& network, const Batch& batch, c10::Device device, LossKind kind) {
+  const at::Tensor inputs = batch.inputs.to(device, /*non_blocking=*/true);
+  const at::Tensor targets = batch.targets.to(device, /*non_blocking=*/true);
+  const at::Tensor logits = network.apply(inputs);
+  const at::Tensor loss = classification_loss(logits, targets, kind);
+  loss.backward();
+  torch::NoGradGuard no_grad;
+  const auto count = static_cast<double>(targets.size(0));
+  StepTotals totals;
+  totals.correct = static_cast<double>(logits.argmax(1).eq(targets).sum().item<std::int64_t>());
+  totals.loss_sum = loss.item<double>() * count;
+  totals.samples = count;
+  return totals;
 }
 
 }  // namespace
 
 EpochStats train_epoch(Network& network, torch::optim::Optimizer& optimizer, BatchLoader& loader,
-                       c10::Device device, EpochProgress progress, const StepCallback& on_step,
-                       const StepOptions& options) {
+                       c10::Device device, EpochProgress progress, GradientExchange& exchange,
+                       const StepCallback& on_step, const StepOptions& options) {
   network.train();
-  if (options.world != nullptr) {
-    QL_CHECK(options.workers <= 1, "simulated workers and data-parallel ranks do not mix; use one");
-    return train_epoch_data_parallel(network, optimizer, loader, device, progress, on_step, options);
-  }
   const auto start = Clock::now();
   const double seconds_before = progress.seconds;
-  const bool exchange = options.codec != nullptr || options.workers > 1;
   const std::vector<at::Tensor> parameters = network.parameters();
-  while (true) {
-    std::vector<Batch> batches;
-    while (static_cast<std::int64_t>(batches.size()) < (exchange ? options.workers : 1)) {
-      auto batch = loader.next();
-      if (!batch) break;
-      batches.push_back(std::move(*batch));
-    }
-    if (batches.empty()) break;
-    std::vector<at::Tensor> worker_gradients;
-    at::Tensor average;
-    double step_loss = 0.0;
-    std::int64_t step_samples = 0;
+  while (options.steps < 0 || progress.batches < options.steps) {
+    const std::vector<Batch> batches = next_batches(loader, exchange.batches_per_step());
+    if (batches.empty() && options.steps < 0) break;
+    exchange.begin_step(optimizer, parameters);
+    StepTotals local;
     for (const Batch& batch : batches) {
-      const at::Tensor inputs = batch.inputs.to(device, /*non_blocking=*/true);
-      const at::Tensor targets = batch.targets.to(device, /*non_blocking=*/true);
-      optimizer.zero_grad();
-      const at::Tensor logits = network.apply(inputs);
-      const at::Tensor loss = classification_loss(logits, targets, options.loss);
-      loss.backward();
-      const auto count = targets.size(0);
-      std::int64_t correct = 0;
-      {
-        torch::NoGradGuard no_grad;
-        correct = logits.argmax(1).eq(targets).sum().item<std::int64_t>();
-      }
-      const double value = loss.item<double>();
-      check_finite(value, progress.batches + 1);
-      progress.samples += count;
-      progress.loss_sum += value * static_cast<double>(count);
-      progress.correct += correct;
-      step_loss += value * static_cast<double>(count);
-      step_samples += count;
-      if (!exchange) continue;
-      torch::NoGradGuard no_grad;
-      at::Tensor gradient = flat_gradient(parameters).cpu();
-      at::Tensor received = gradient;
-      if (options.codec && options.codec->wants_gradients()) options.codec->observe(gradient);
-      if (options.codec) {
-        const std::vector<std::uint8_t> wire = options.codec->encode(gradient);
-        received = options.codec->decode(wire, gradient.numel());
-        progress.wire_bytes += static_cast<double>(wire.size());
-        progress.coordinates += static_cast<double>(gradient.numel());
-        progress.quantization_error2 += (received - gradient).square().sum().item<double>();
-      }
-      progress.gradient_norm2 += gradient.square().sum().item<double>();
-      worker_gradients.push_back(gradient);
-      average = average.defined() ? average.add_(received) : received.clone();
+      if (batch.targets.size(0) == 0) continue;
+      exchange.begin_minibatch(optimizer);
+      const StepTotals one = forward_backward(network, batch, device, options.loss);
+      // Alone, a loss is judged at once; across ranks, once all have it (below).
+      if (!exchange.collective()) check_finite(one.loss_sum / one.samples, progress.batches + 1);
+      local.loss_sum += one.loss_sum;
+      local.correct += one.correct;
+      local.samples += one.samples;
+      exchange.end_minibatch(parameters);
     }
-    if (exchange) {
-      torch::NoGradGuard no_grad;
-      const auto n = static_cast<double>(worker_gradients.size());
-      average.div_(n);
-      at::Tensor exact = torch::stack(worker_gradients);
-      progress.worker_spread2 += (exact - exact.mean(0)).square().sum().item<double>();
-      set_gradient(parameters, average.to(device));
-    }
+    local.stop = options.stop_requested && options.stop_requested();
+    const StepTotals step = exchange.finish_step(parameters, local, device);
+    check_finite(step.loss_sum, progress.batches + 1);  // before the step: the weights stay finite
     optimizer.step();
-    progress.batches += static_cast<std::int64_t>(batches.size());
+    progress.batches += std::max<std::int64_t>(1, static_cast<std::int64_t>(batches.size()));
+    progress.loss_sum += step.loss_sum;
+    progress.correct += static_cast<std::int64_t>(std::llround(step.correct));
+    progress.samples += static_cast<std::int64_t>(std::llround(step.samples));
+    progress.stop = step.stop;
     progress.seconds = seconds_before + std::chrono::duration<double>(Clock::now() - start).count();
-    progress.stop = options.stop_requested && options.stop_requested();
-    if (on_step) on_step(progress, step_loss / static_cast<double>(step_samples));
+    if (on_step) on_step(progress, step.loss_sum / step.samples);
     if (progress.stop) break;
   }
   progress.seconds = seconds_before + std::chrono::duration<double>(Clock::now() - start).count();

@@ -1,5 +1,6 @@
 // The trainer's building blocks: seeded orders, the prefetching loader, schedules, evaluation.
 #include "quantlab/core/batch_loader.hpp"
+#include "quantlab/core/gradient_exchange.hpp"
 #include "quantlab/core/trainer.hpp"
 #include "quantlab/sdk/error.hpp"
 #include "support/test_support.hpp"
@@ -175,10 +176,44 @@ TEST(TrainerTest, TrainingLowersTheLoss) {
   double first = 0, last = 0;
   for (int epoch = 0; epoch < 30; ++epoch) {
     ql::core::BatchLoader loader(data, ql::core::epoch_order(12, 1, epoch), 4, 0, false, 1);
-    const auto stats = ql::core::train_epoch(net, *optimizer, loader, c10::kCPU, {}, nullptr);
+    auto exchange = ql::core::make_gradient_exchange(1, nullptr, nullptr);
+    const auto stats = ql::core::train_epoch(net, *optimizer, loader, c10::kCPU, {}, *exchange, nullptr);
     if (epoch == 0) first = stats.loss();
     last = stats.loss();
     EXPECT_EQ(stats.samples, 12);
   }
   EXPECT_LT(last, first);
+}
+
+// Simulated workers without a codec average equal minibatch gradients: one step of 3 workers
+// of 4 samples is one step on the batch of 12, and the exchange counts its step and spread.
+TEST(TrainerTest, SimulatedWorkersAverageToTheWholeBatchsGradient) {
+  auto data = std::make_shared<CountingDataset>(12);
+  const auto s = settings_from("[lr_schedule]\nname = \"constant\"\nstep_size = 1\ngamma = 0.1\nmilestones = []\nmin_lr = 0.0\n");
+  auto one_step = [&](std::int64_t batch_size, std::int64_t workers) {
+    torch::manual_seed(0);
+    auto net = std::make_shared<Affine>();
+    auto optimizer = ql::core::make_optimizer(s, net->parameters());
+    ql::core::set_lr(*optimizer, 0.1);
+    ql::core::BatchLoader loader(data, ql::core::sequential_order(12), batch_size, 0, false, 0);
+    auto exchange = ql::core::make_gradient_exchange(workers, nullptr, nullptr);
+    const auto stats = ql::core::train_epoch(*net, *optimizer, loader, c10::kCPU, {}, *exchange, nullptr);
+    EXPECT_EQ(stats.samples, 12);
+    EXPECT_EQ(exchange->stats().steps, 1);
+    return std::make_pair(net, exchange->stats());
+  };
+  const auto [whole, whole_stats] = one_step(12, 1);
+  const auto [workers, worker_stats] = one_step(4, 3);
+  const auto a = whole->parameters(), b = workers->parameters();
+  for (std::size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::allclose(a[i], b[i], 1e-6, 1e-7)) << i;
+  EXPECT_EQ(whole_stats.gradient_norm2, 0.0);  // the local exchange measures nothing
+  EXPECT_GT(worker_stats.gradient_norm2, 0.0);
+  EXPECT_GT(worker_stats.worker_spread2, 0.0);
+}
+
+// The one rule about mixing exchanges: simulated workers and data-parallel ranks do not.
+TEST(TrainerTest, SimulatedWorkersAndDataParallelRanksDoNotMix) {
+  EXPECT_THROW(ql::core::check_exchange_settings(4, /*data_parallel=*/true), ql::ConfigError);
+  EXPECT_NO_THROW(ql::core::check_exchange_settings(4, false));
+  EXPECT_NO_THROW(ql::core::check_exchange_settings(1, true));
 }

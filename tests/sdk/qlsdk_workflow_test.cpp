@@ -36,8 +36,11 @@ class QlsdkWorkflowTest : public ::testing::Test {
     EXPECT_TRUE(fs::exists(dir_ / "src" / name / (name + ".cpp")));
     EXPECT_TRUE(fs::exists(dir_ / "src" / name / (name + "_experiment.toml")));
     if (!extra_cmake.empty()) std::ofstream(dir_ / "src" / name / "CMakeLists.txt", std::ios::app) << extra_cmake;
-    const auto built = tool("qlsdk", "build src/" + name);
+    // -D options reach the plugin project's CMake cache.
+    const auto built = tool("qlsdk", "build src/" + name + " -DQL_WORKFLOW_MARK=kept");
     EXPECT_EQ(built.exit_code, 0) << built.out << built.err;
+    EXPECT_NE(ql::test::read_text(dir_ / "src" / name / "build" / "CMakeCache.txt").find("QL_WORKFLOW_MARK:UNINITIALIZED=kept"),
+              std::string::npos);
     EXPECT_EQ(built.out.find("warning:"), std::string::npos) << "the generated code must build without warnings:\n"
                                                              << built.out;
     EXPECT_NE(built.out.find("install it:"), std::string::npos) << built.out;

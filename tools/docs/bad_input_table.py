@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The README's bad-input table, generated from the tests that check each row.
+"""The bad-input table of docs/bad-input.md, generated from the tests that check each row.
 
 A row is a comment directly above a GoogleTest test (or above another such comment):
 
@@ -10,6 +10,7 @@ Usage: bad_input_table.py            print the table
        bad_input_table.py --check F  exit 1 unless F holds the table between its markers
        bad_input_table.py --write F  put the table between F's markers
 """
+import os
 import pathlib
 import re
 import sys
@@ -21,9 +22,14 @@ MARKER = re.compile(r"^\s*// bad-input: (.+)$")
 TEST = re.compile(r"^\s*TEST(?:_F|_P)?\((\w+),\s*(\w+)\)")
 
 
-def rows():
+def test_files():
+    yield from sorted((ROOT / "tests").rglob("*.cpp"))
+    yield from sorted((ROOT / "plugins").rglob("*_test.cpp"))
+
+
+def rows(link_base):
     found = []
-    for path in sorted((ROOT / "tests").rglob("*.cpp")):
+    for path in test_files():
         pending = []
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             marker = MARKER.match(line)
@@ -36,7 +42,7 @@ def rows():
             test = TEST.match(line)
             if pending and test:
                 name = f"{test.group(1)}.{test.group(2)}"
-                where = path.relative_to(ROOT)
+                where = os.path.relpath(path, link_base)
                 found += [cells + [f"[`{name}`]({where})"] for cells in pending]
                 pending = []
             elif pending and not line.strip().startswith("//"):
@@ -44,14 +50,15 @@ def rows():
     return found
 
 
-def table():
+def table(link_base=ROOT):
+    """The table, its links to the tests relative to the folder `link_base`."""
     lines = ["| bad input | what the user sees | exit | test |", "| --- | --- | :---: | --- |"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows()]
+    lines += ["| " + " | ".join(row) + " |" for row in rows(link_base)]
     return "\n".join(lines)
 
 
-def block():
-    return f"{BEGIN}\n{table()}\n{END}"
+def block(link_base):
+    return f"{BEGIN}\n{table(link_base)}\n{END}"
 
 
 def main(argv):
@@ -62,6 +69,7 @@ def main(argv):
         print(__doc__, file=sys.stderr)
         return 2
     path = pathlib.Path(argv[2])
+    link_base = path.resolve().parent
     text = path.read_text(encoding="utf-8")
     start, end = text.find(BEGIN), text.find(END)
     if start < 0 or end < start:
@@ -69,9 +77,9 @@ def main(argv):
         return 1
     current = text[start:end + len(END)]
     if argv[1] == "--write":
-        path.write_text(text.replace(current, block()), encoding="utf-8")
+        path.write_text(text.replace(current, block(link_base)), encoding="utf-8")
         return 0
-    if current != block():
+    if current != block(link_base):
         print(f"{path}: the bad-input table is out of date; run tools/docs/bad_input_table.py --write {path}",
               file=sys.stderr)
         return 1

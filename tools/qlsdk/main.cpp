@@ -30,7 +30,7 @@ constexpr char kUsage[] = R"(usage: qlsdk COMMAND [OPTIONS]
 commands:
   new-plugin NAME --kind problem|topology|algorithm [--dir DIR]
                           write a buildable plugin project DIR/NAME (default DIR: .)
-  build [DIR]             configure and build the plugin project DIR (default .) against this SDK
+  build [DIR] [-DK=V]     configure and build the plugin project DIR (default .) against this SDK
   inspect FILE.so         print a plugin's descriptor without running its code, or why it is refused
   check FILE.so [--set KEY=VALUE ...]
                           load the plugin and run the conformance checks of its kind
@@ -145,12 +145,15 @@ int command_build(const std::vector<std::string>& args) {
   Command command;
   command.options.add_options()("help,h", "show this help")
       ("build-dir", po::value<std::string>(), "build folder (default: DIR/build)")
-      ("config", po::value<std::string>()->default_value("Release"), "CMake build type");
+      ("config", po::value<std::string>()->default_value("Release"), "CMake build type")
+      ("define,D", po::value<std::vector<std::string>>()->composing(),
+       "KEY=VALUE: a CMake cache entry for the plugin project (-DKEY=VALUE; repeatable)");
   command.hidden.add_options()("dir", po::value<std::string>()->default_value("."));
   command.positional.add("dir", 1);
   const po::variables_map vm = parse(args, command);
   if (vm.count("help")) {
-    std::cout << "usage: qlsdk build [DIR] [--build-dir B] [--config Release|Debug]\n\n" << command.options;
+    std::cout << "usage: qlsdk build [DIR] [--build-dir B] [--config Release|Debug] [-DKEY=VALUE ...]\n\n"
+              << command.options;
     return kExitOk;
   }
   const fs::path dir = vm["dir"].as<std::string>();
@@ -161,10 +164,20 @@ int command_build(const std::vector<std::string>& args) {
   // This SDK's own installation prefix (qlsdk lives in <prefix>/bin).
   const fs::path prefix = ql::core::executable_dir().parent_path();
   const bool ninja = std::system("command -v ninja >/dev/null 2>&1") == 0;
+  std::string defines;
+  if (vm.count("define")) {
+    for (const std::string& define : vm["define"].as<std::vector<std::string>>()) {
+      const auto equals = define.find('=');
+      if (equals == 0 || equals == std::string::npos) {
+        throw ql::ConfigError(fmt::format("build: -D{}: expected -DKEY=VALUE", define));
+      }
+      defines += " " + quoted("-D" + define);
+    }
+  }
   const std::string configure =
-      fmt::format("cmake -S {} -B {} {} -DCMAKE_BUILD_TYPE={} -DCMAKE_PREFIX_PATH={}", quoted(dir.string()),
+      fmt::format("cmake -S {} -B {} {} -DCMAKE_BUILD_TYPE={} -DCMAKE_PREFIX_PATH={}{}", quoted(dir.string()),
                   quoted(build.string()), ninja && !fs::exists(build / "CMakeCache.txt") ? "-G Ninja" : "",
-                  quoted(vm["config"].as<std::string>()), quoted(prefix.string()));
+                  quoted(vm["config"].as<std::string>()), quoted(prefix.string()), defines);
   fmt::print("{}\n", configure);
   std::fflush(stdout);
   if (std::system(configure.c_str()) != 0) throw ql::Error("build: cmake could not configure the project (see above)");

@@ -1,4 +1,4 @@
-// The ana algorithm: Additive Noise Annealing (Spallanzani et al.; ALGORITHMS.md section 1).
+// The ana algorithm: Additive Noise Annealing (Spallanzani et al.; docs/algorithms/ana.md).
 // Weights of quantisable Linear/Conv2d layers and outputs of quantisable activations go through
 // noisy staircases whose noise is annealed to zero by a schedule, so training ends with a true
 // quantised network; validation and test always see the hard staircase.

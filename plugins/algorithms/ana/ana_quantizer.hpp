@@ -1,4 +1,4 @@
-// The ANA quantiser (ALGORITHMS.md 1.2-1.4): a staircase with levels q_0 < ... < q_{K-1} and
+// The ANA quantiser (docs/algorithms/ana.md, "Quantiser"): a staircase with levels q_0 < ... < q_{K-1} and
 // thresholds t_1 < ... < t_{K-1}, whose input is perturbed by noise of mean μ and scale σ.
 // Forward: the expectation over the noise (or the most likely level, or a sampled level);
 // backward: Σ_i (q_i - q_{i-1}) g(x - μ - t_i), g the noise density at the backward scale.

@@ -1,4 +1,4 @@
-// ANA annealing schedules (ALGORITHMS.md 1.6). Both are functions of the epoch only, so the
+// ANA annealing schedules (docs/algorithms/ana.md, "Schedules"). Both are functions of the epoch only, so the
 // schedule state a checkpoint needs is the epoch.
 //
 // thermostat (2019): t = epoch + 1; σ_fwd = s_fwd · d_fwd(t), σ_bwd = s_bwd · d_bwd(t), with

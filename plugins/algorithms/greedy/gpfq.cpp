@@ -57,7 +57,7 @@ void Grams::add(const at::Tensor& x, const at::Tensor& x_tilde) {
 
 namespace {
 
-// The step of ALGORITHMS.md 2.2 for feature t of every neuron: `inner` = <X̃_t, u_{t-1}>,
+// The step of docs/algorithms/greedy.md for feature t of every neuron: `inner` = <X̃_t, u_{t-1}>,
 // `along` = <X̃_t, X_t>, `norm2` = ||X̃_t||² (each per group, inner per neuron too).
 at::Tensor step(const at::Tensor& w_t, const at::Tensor& inner, const at::Tensor& along, const at::Tensor& norm2,
                 const at::Tensor& atoms) {

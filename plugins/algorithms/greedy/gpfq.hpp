@@ -1,4 +1,4 @@
-// The mathematics of greedy path-following quantisation (GPFQ, Lybrand & Saab; ALGORITHMS.md
+// The mathematics of greedy path-following quantisation (GPFQ, Lybrand & Saab; docs/algorithms/greedy.md
 // section 2), independent of networks and plugins so that tests and benchmarks use it directly.
 //
 // Everything works on G independent groups at once (a dense layer is one group; the
@@ -39,7 +39,7 @@ struct Grams {
   std::int64_t rows = 0;
 };
 
-/// GPFQ of ALGORITHMS.md 2.2 for every neuron (the columns of w [G, N, F]) from the Gram
+/// GPFQ of docs/algorithms/greedy.md 2.2 for every neuron (the columns of w [G, N, F]) from the Gram
 /// matrices: <X̃_t, u_{t-1}> = Σ_{j<t} w_j (X̃ᵀX)_{tj} - q_j (X̃ᵀX̃)_{tj}. Returns q [G, N, F]
 /// (float64 atoms).
 at::Tensor gpfq_from_grams(const at::Tensor& w, const Grams& grams, const at::Tensor& atoms);

@@ -1,5 +1,5 @@
 // The greedy algorithm: GPFQ post-training quantisation of dense and convolutional layers
-// (ALGORITHMS.md section 2) and its baseline MSQ (round every weight to the nearest atom), with
+// (docs/algorithms/greedy.md) and its baseline MSQ (round every weight to the nearest atom), with
 // the bits x alphabet-scalar grid as variants and the quantised network exported to
 // quantized.h5 as integer codes and per-layer scales.
 #include "gpfq.hpp"

@@ -1,4 +1,4 @@
-// Adaptive level sets (ALGORITHMS.md 3.3-3.5): statistics of normalised gradient buckets, the
+// Adaptive level sets (docs/algorithms/nuqsgd.md, "Adapting the levels"): statistics of normalised gradient buckets, the
 // density models built from them, the variance objective V(L) of stochastic rounding with
 // levels L, and the two adaptations: ALQ (coordinate descent on the levels, closed-form steps)
 // and AMQ (the multiplier p of exponential levels ±p^j).
@@ -47,7 +47,7 @@ Density density(const BucketStatistics& stats, bool norm_based, std::int64_t lar
 double variance_objective(const std::vector<double>& levels, const Density& f);
 
 /// How a coordinate-descent sweep moves a level l between its neighbours a < l < b
-/// (ALGORITHMS.md 3.5):
+/// (docs/algorithms/nuqsgd.md, ALQ):
 /// - closed_form: to l* = F^{-1}(F(b) - ∫_a^b (r - a) f / (b - a)) (the reference's `nuq_inv`);
 /// - gradient: 10 steps of gradient descent with rate 1 on a central difference of V_loc (step
 ///   (b - a) / 1000), from l (the paper runs);

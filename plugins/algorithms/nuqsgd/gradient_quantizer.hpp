@@ -1,4 +1,4 @@
-// Stochastic gradient quantisation (ALGORITHMS.md 3.1-3.2): a gradient is cut into buckets of d
+// Stochastic gradient quantisation (docs/algorithms/nuqsgd.md, "The stochastic quantiser", "Level sets"): a gradient is cut into buckets of d
 // coordinates; each full bucket becomes its norm (fp32) and, per coordinate, the index of one
 // of K levels in [-1, 1], chosen between the two levels around g_i / norm with the probability
 // that keeps the result unbiased. The indices are packed at ceil(log2 K) bits each, eight to a

@@ -1,8 +1,9 @@
-// The nuqsgd algorithm: stochastic gradient quantisation for data-parallel SGD (ALGORITHMS.md
-// section 3): NUQSGD's exponential levels, QSGD (L2 or L-infinity norm), TernGrad-like ternary,
-// or full precision. Its gradient codec turns each worker's gradient into the packed bit stream
-// the workers would exchange; with [training] simulated_workers = M the host averages M such
-// gradients per step, as the papers' single-machine runs do.
+// The nuqsgd algorithm: stochastic gradient quantisation for data-parallel SGD
+// (docs/algorithms/nuqsgd.md): NUQSGD's exponential levels, QSGD (L2 or L-infinity norm),
+// TernGrad-like ternary, adaptive ALQ/AMQ levels, or full precision. Its gradient codec turns
+// each worker's gradient into the packed bit stream the workers would exchange; with [training]
+// simulated_workers = M the host averages M such gradients per step, as the papers'
+// single-machine runs do.
 #include "adaptive_levels.hpp"
 #include "gradient_quantizer.hpp"
 
@@ -78,7 +79,7 @@ class FullPrecisionCodec : public ql::GradientCodec {
 };
 
 // ALQ/AMQ: the levels change; statistics are gathered from every worker's gradient of the step
-// that follows an update point (the host shows them to observe()), then the levels are adapted (ALGORITHMS.md 3.3-3.6).
+// that follows an update point (the host shows them to observe()), then the levels are adapted (docs/algorithms/nuqsgd.md).
 class AdaptiveCodec : public ql::GradientCodec {
  public:
   AdaptiveCodec(bool alq, bool norm_based, int bits, std::int64_t bucket_size, std::int64_t statistics_buckets,

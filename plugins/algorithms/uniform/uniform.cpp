@@ -1,4 +1,4 @@
-// The uniform bit-depth method (ALGORITHMS.md section 4): after training, quantise the
+// The uniform bit-depth method (docs/algorithms/uniform.md): after training, quantise the
 // weights (or every parameter, as Quantifind does) to b bits with a uniform grid, optionally
 // the inputs too; the variants sweep evaluates every bit depth in a range.
 #include "uniform_quantizer.hpp"

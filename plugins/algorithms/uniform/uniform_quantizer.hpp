@@ -1,4 +1,4 @@
-// Uniform b-bit fake quantisation of a tensor (ALGORITHMS.md section 4): Quantifind's
+// Uniform b-bit fake quantisation of a tensor (docs/algorithms/uniform.md): Quantifind's
 // BitQuantizer (bit-exact), and the symmetric and asymmetric min-max grids, per tensor or
 // per slice along dimension 0 (output channels of a weight; samples of an input batch).
 //

@@ -1,6 +1,6 @@
 // AlexNet (Krizhevsky et al., 2012) in torchvision's layout (61,100,840 parameters for 1000
 // classes; names features.N / classifier.N as there), and the batch-norm variant used for
-// quantised training in the ANA work (ALGORITHMS.md 1.7): convolutions and Linear layers
+// quantised training in the ANA work (docs/algorithms/ana.md): convolutions and Linear layers
 // without bias, max pool before BN, BN after every layer including the last, no dropout.
 #include "quantlab/sdk/config.hpp"
 #include "quantlab/sdk/error.hpp"

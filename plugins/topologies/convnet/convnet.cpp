@@ -1,5 +1,5 @@
 // Small convolutional networks of the reference experiments: the CIFAR-10 CNN of the GPFQ
-// paper (Lybrand & Saab; ALGORITHMS.md 2.5) and the MNIST conv net of Quantifind (4.3).
+// paper (Lybrand & Saab; docs/algorithms/greedy.md) and the MNIST conv net of Quantifind (docs/algorithms/uniform.md).
 // Every convolution, Linear and ReLU is an SDK quantisable layer.
 #include "quantlab/sdk/config.hpp"
 #include "quantlab/sdk/error.hpp"

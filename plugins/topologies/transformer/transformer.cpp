@@ -5,7 +5,7 @@
 // feed-forward layers, classifier) is an SDK quantisable Linear and the feed-forward
 // activation an SDK Activation.
 //
-// Unlike the Quantifind reference (ALGORITHMS.md 4.3): inputs are batch-first, so attention
+// Unlike the Quantifind reference (docs/algorithms/uniform.md): inputs are batch-first, so attention
 // runs along each sequence and never across the batch, and the network outputs logits (no
 // softmax before the cross-entropy). Token id 0 is padding (ql::DatasetSpec).
 #include "quantlab/sdk/config.hpp"

@@ -1,6 +1,6 @@
 // VGG networks: the ImageNet VGG-11/13/16/19 of torchvision (with or without batch norm,
 // parameter names features.N / classifier.N as there) and the CIFAR-10 VGG-like nets of the
-// ANA work (ALGORITHMS.md 1.7): "vgg_ana" (6 conv + 3 FC, `capacity` width multiplier, max pool
+// ANA work (docs/algorithms/ana.md): "vgg_ana" (6 conv + 3 FC, `capacity` width multiplier, max pool
 // before BN, BN after every layer including the last), and the VGG8 / VGG9 of the new
 // QuantLab. Every convolution, Linear and ReLU is an SDK quantisable layer.
 #include "quantlab/sdk/config.hpp"

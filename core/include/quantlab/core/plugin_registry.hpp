@@ -54,7 +54,8 @@ class PluginRegistry {
   /// One line for each file skipped as not being a plugin (shown with --verbose).
   const std::vector<std::string>& skipped() const { return skipped_; }
 
-  /// The plugin of `kind` called `name`; throws ql::ConfigError naming the closest names.
+  /// The plugin of `kind` called `name`; throws ql::ConfigError naming the closest names and
+  /// the directories searched.
   const PluginMetadata& find(PluginKind kind, std::string_view name) const;
   /// Any plugin called `name` (for `plugins --show`).
   const PluginMetadata& find_any(std::string_view name) const;
@@ -74,6 +75,8 @@ class PluginRegistry {
 
  private:
   void scan_file(const std::filesystem::path& file, bool explicit_file);
+  /// The search path for messages, missing directories marked.
+  std::string searched() const;
   void* construct(const PluginDescriptor& descriptor, const Config& options);
 
   struct Loaded;

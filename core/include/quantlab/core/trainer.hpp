@@ -3,7 +3,7 @@
 //
 //   TrainingSettings settings = TrainingSettings::from(config.section("training"));
 //   auto optimizer = make_optimizer(settings, network.parameters());
-//   EpochStats stats = train_epoch(network, *optimizer, loader, device, on_step);
+//   EpochStats stats = train_epoch(network, *optimizer, loader, device, {}, *exchange, on_step);
 #pragma once
 
 #include "quantlab/core/batch_loader.hpp"
@@ -24,13 +24,9 @@ namespace torch::optim {
 class Optimizer;
 }
 
-namespace ql {
-class GradientCodec;
-}
-
 namespace ql::core {
 
-class DataParallel;
+class GradientExchange;
 
 /// The training loss became NaN or infinite at `batch` (1-based, in its epoch).
 class NonFiniteLoss : public Error {
@@ -85,20 +81,11 @@ void set_lr(torch::optim::Optimizer& optimizer, double lr);
 
 /// Where an epoch stands: what a mid-epoch checkpoint saves and a resumed epoch starts from.
 struct EpochProgress {
-  std::int64_t batches = 0;  ///< batches done
+  std::int64_t batches = 0;  ///< batches done (data-parallel: steps, one shard each)
   std::int64_t samples = 0;
   double loss_sum = 0.0;     ///< sum over samples of the loss
   std::int64_t correct = 0;
   double seconds = 0.0;
-
-  // Gradient exchange (simulated workers and a codec): bytes that would travel, coordinates
-  // encoded, and the quantisation error against the exact worker gradients.
-  double wire_bytes = 0.0;
-  double coordinates = 0.0;
-  double quantization_error2 = 0.0;  ///< Σ ||Q(g_w) - g_w||²
-  double gradient_norm2 = 0.0;       ///< Σ ||g_w||²
-  double worker_spread2 = 0.0;       ///< Σ ||g_w - mean g||²: plain SGD's own sampling variance
-  double sent_bytes = 0.0;           ///< data-parallel: bytes this rank sent (ring collectives)
 
   /// Set after a step when a stop was requested (in data-parallel training: on any rank, so
   /// that all ranks stop after the same step). Not part of a checkpoint.
@@ -111,31 +98,26 @@ struct EpochProgress {
 using EpochStats = EpochProgress;
 
 /// Called after each optimiser step with the progress so far (progress.batches is the 1-based
-/// number of the batch just done) and the batch's loss.
+/// number of the batch just done) and the step's mean loss.
 using StepCallback = std::function<void(const EpochProgress& progress, double loss)>;
 
-/// How a step is made: the loss, and optionally `workers` minibatch gradients a step, each
-/// sent through `codec` (encode, decode) and then averaged, as in data-parallel SGD.
+/// How a step is made besides its gradient exchange.
 struct StepOptions {
   LossKind loss = LossKind::cross_entropy;
-  GradientCodec* codec = nullptr;
-  std::int64_t workers = 1;
-  /// Data-parallel training: the loader yields this rank's shard of each global batch; the
-  /// gradients (weighted by shard size) are summed over the ranks, or sent through `codec`
-  /// and all-gathered; the epoch's totals are summed over the ranks.
-  DataParallel* world = nullptr;
-  /// Data-parallel: optimiser steps in the epoch (global batches). A rank whose shard of the
-  /// last batch is empty still takes part in that step.
+  /// Optimiser steps in the epoch, when the loader may run dry before (data-parallel: a rank
+  /// whose shard of the last batch is empty still takes part in that step); -1: until the
+  /// loader has no batch left.
   std::int64_t steps = -1;
-  /// Polled after every step; with `world`, agreed on by all ranks.
+  /// Polled after every step; a collective exchange makes all ranks agree on it.
   std::function<bool()> stop_requested = {};
 };
 
-/// One pass of minibatch SGD over `loader` (forward, loss, backward, step), continuing
-/// `progress` (the loader starts at batch progress.batches). Returns the epoch's totals.
+/// One pass of minibatch SGD over `loader` (forward, loss, backward, exchange, step),
+/// continuing `progress` (the loader starts at batch progress.batches). Returns the epoch's
+/// totals; the exchange keeps the statistics of its traffic.
 EpochStats train_epoch(Network& network, torch::optim::Optimizer& optimizer, BatchLoader& loader,
-                       c10::Device device, EpochProgress progress, const StepCallback& on_step,
-                       const StepOptions& options = {});
+                       c10::Device device, EpochProgress progress, GradientExchange& exchange,
+                       const StepCallback& on_step, const StepOptions& options = {});
 
 /// Mean loss and accuracy of `network` on all of `loader`, in inference mode.
 Evaluation evaluate(Network& network, BatchLoader& loader, c10::Device device, bool top5,

@@ -1,4 +1,4 @@
-// The uniform quantiser's exact values (ALGORITHMS.md section 6, check 6, and section 4.5).
+// The uniform quantiser's exact values (docs/algorithms/uniform.md: the worked example and the three schemes).
 #include "plugins/algorithms/uniform/uniform_quantizer.hpp"
 #include "quantlab/sdk/error.hpp"
 

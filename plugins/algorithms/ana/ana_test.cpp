@@ -1,4 +1,4 @@
-// ANA (ALGORITHMS.md section 1): staircases, the four noise families, the custom backward,
+// ANA (docs/algorithms/ana.md): staircases, the four noise families, the custom backward,
 // the strategies, and both annealing schedules, checked against hand-computed values.
 #include "plugins/algorithms/ana/ana_quantizer.hpp"
 #include "plugins/algorithms/ana/ana_schedule.hpp"
@@ -41,7 +41,7 @@ TEST(AnaTest, SpecsGiveTheQuantlibLevels) {
 }
 
 TEST(AnaTest, UniformBackwardHalfIsTheClippedStraightThroughEstimator) {
-  // ALGORITHMS.md 1.4: uniform noise, ternary, backward σ 0.5 => J = 1 on [-1, 1], 0 outside.
+  // ana.md, "Idea": uniform noise, ternary, backward σ 0.5 => J = 1 on [-1, 1], 0 outside.
   // (At x = 0 both closed windows |x -/+ 0.5| <= 0.5 meet and J = 2: a single point, as in the
   // reference's density; the test leaves it out.)
   const at::Tensor x = torch::tensor(std::vector<float>{-1.5, -1.0, -0.7, -0.5, 0.1, 0.3, 0.5, 0.99, 1.0, 1.01, 2.0});

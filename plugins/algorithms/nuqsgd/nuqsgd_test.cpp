@@ -1,4 +1,4 @@
-// Gradient quantisation (ALGORITHMS.md section 3): level sets, unbiased stochastic rounding,
+// Gradient quantisation (docs/algorithms/nuqsgd.md): level sets, unbiased stochastic rounding,
 // outputs on norm x levels, the packed wire format, and simulated data-parallel training.
 #include "plugins/algorithms/nuqsgd/adaptive_levels.hpp"
 #include "plugins/algorithms/nuqsgd/gradient_quantizer.hpp"

@@ -1,4 +1,4 @@
-// GPFQ and MSQ (ALGORITHMS.md section 2): alphabets, rounding, the invariants of section 6
+// GPFQ and MSQ (docs/algorithms/greedy.md): alphabets, rounding, the checks listed there
 // (check 3), the Gram-matrix path against the definition on data, conv layouts against
 // conv2d, and the greedy plugin end to end in qlhost.
 #include "plugins/algorithms/greedy/gpfq.hpp"
@@ -39,7 +39,7 @@ TEST(GpfqTest, RoundingPicksTheNearestAtomAndTheLowerOneOnTies) {
 }
 
 TEST(GpfqTest, AtomsOnCleanDataAreKeptWithZeroResidual) {
-  // ALGORITHMS.md 6, check 3: X̃ = X and every weight already an atom => q = w and u = 0.
+  // greedy.md, check 1: X̃ = X and every weight already an atom => q = w and u = 0.
   torch::manual_seed(3);
   const at::Tensor atoms = alphabet(std::log2(3.0), 0.7);
   const at::Tensor x = torch::randn({1, 300, 20}, torch::kFloat64);
@@ -75,7 +75,7 @@ TEST(GpfqTest, GramPathEqualsTheDynamicalSystemOnData) {
     // The residual from the Gram matrices is the one on the data.
     const double direct = (torch::bmm(x, w) - torch::bmm(x_tilde, from_grams)).norm().item<double>();
     EXPECT_NEAR(residual(w, from_grams, grams).error, direct, 1e-8 * direct);
-    // Greedy path following beats plain rounding on the data (regression check of ALGORITHMS.md 6.3).
+    // Greedy path following beats plain rounding on the data (greedy.md, check 2).
     EXPECT_LT(residual(w, from_grams, grams).error, residual(w, round_to_alphabet(w, atoms), grams).error);
   }
 }

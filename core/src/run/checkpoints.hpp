@@ -1,0 +1,54 @@
+// The checkpoints of one fold: network, optimiser, position (epoch, batch, step), the epoch's
+// running totals, the default generator's state (dropout, ...), the best score so far and
+// every algorithm's own state, in fold*/checkpoints/NAME.pt with a checksum trailer.
+#pragma once
+
+#include "quantlab/core/trainer.hpp"
+
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <string>
+
+namespace ql::core {
+class DataParallel;
+}
+
+namespace ql::core::run {
+
+class AlgorithmSet;
+
+/// Where training stands: what a checkpoint holds besides the tensors.
+struct TrainingPosition {
+  std::int64_t epoch = 0;  ///< the epoch in progress (= epochs completed when batch is 0)
+  std::int64_t step = 0;   ///< optimiser steps so far
+  EpochProgress progress;  ///< of the epoch in progress
+  double best_score = -INFINITY;
+  std::int64_t best_epoch = 0;
+};
+
+class FoldCheckpoints {
+ public:
+  FoldCheckpoints(std::filesystem::path fold_dir, Network& network, torch::optim::Optimizer& optimizer,
+                  AlgorithmSet& algorithms);
+
+  std::filesystem::path path(const std::string& name) const;
+  /// The checkpoint written last, for messages: "PATH (step N)", or "" before the first.
+  const std::string& last_written() const { return last_written_; }
+
+  void save(const std::string& name, const TrainingPosition& at);
+  /// Checked against its checksum; in data-parallel training rank 0 reads the file and every
+  /// rank loads its bytes.
+  TrainingPosition load(const std::string& name, DataParallel* world);
+
+ private:
+  TrainingPosition load_bytes(const std::filesystem::path& file, const std::string& bytes);
+
+  std::filesystem::path dir_;
+  Network& network_;
+  torch::optim::Optimizer& optimizer_;
+  AlgorithmSet& algorithms_;
+  std::string last_written_;
+};
+
+}  // namespace ql::core::run

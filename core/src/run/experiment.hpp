@@ -1,0 +1,57 @@
+// What every fold of a run shares: the loaded experiment, its plugins, the results unit and its
+// record, and the seed streams derived from the experiment seed.
+#pragma once
+
+#include "quantlab/core/console.hpp"
+#include "quantlab/core/experiment_config.hpp"
+#include "quantlab/core/plugin_registry.hpp"
+#include "quantlab/core/trainer.hpp"
+#include "quantlab/core/unit_record.hpp"
+
+#include <c10/core/Device.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <vector>
+
+namespace ql::core {
+class DataParallel;
+}
+
+namespace ql::core::run {
+
+/// Seed streams derived from the experiment seed, one per purpose.
+enum SeedStream : std::uint64_t {
+  kShuffleStream = 1,
+  kAugmentStream = 2,
+  kCalibrationStream = 3,
+  kFoldStream = 4,
+  kRankStream = 5,
+  kPluginStreams = 100,  ///< algorithm i: kPluginStreams + i
+};
+
+struct Experiment {
+  const ExperimentConfig& config;
+  PluginRegistry& registry;
+  Console& console;
+  Problem& problem;
+  Topology& topology;
+  std::vector<PluginChoice> algorithm_choices;
+  TrainingSettings settings;
+  std::uint64_t seed = 0;
+  c10::Device device{c10::kCPU};
+  std::size_t prefetch = 0;
+  bool top5 = false;
+  bool step_scalars = true;
+  std::int64_t histogram_every = 0;
+  bool resuming = false;
+  std::filesystem::path unit = {};
+  UnitRecord record = {};
+  DataParallel* world = nullptr;  ///< data-parallel training: this process's group
+  bool root = true;               ///< writes the results unit (the only process, or rank 0)
+};
+
+/// Rewrites the unit's record (unit.toml) from `x.record`.
+void update_record(const Experiment& x);
+
+}  // namespace ql::core::run

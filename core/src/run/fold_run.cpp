@@ -1,0 +1,147 @@
+#include "run/fold_run.hpp"
+
+#include "quantlab/core/data_parallel.hpp"
+#include "quantlab/core/experiment_store.hpp"
+#include "quantlab/core/gradient_exchange.hpp"
+#include "quantlab/core/metrics_log.hpp"
+#include "run/algorithm_set.hpp"
+#include "run/checkpoints.hpp"
+#include "run/fit_loop.hpp"
+#include "run/hooks.hpp"
+#include "run/variant_sweep.hpp"
+
+#include <torch/optim/optimizer.h>
+#include <torch/utils.h>
+
+#include <fmt/format.h>
+
+namespace ql::core::run {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+FoldEnvironment fold_environment(const Experiment& x, std::size_t k, const Splits& data) {
+  const std::size_t folds = x.record.folds.size();
+  FoldEnvironment env;
+  env.data = &data;
+  env.spec = x.problem.spec();
+  env.device = x.device;
+  env.eval_batch_size = x.settings.eval_batch_size;
+  env.prefetch = x.prefetch;
+  env.top5 = x.top5;
+  env.loss = x.settings.loss;
+  env.console = &x.console;
+  env.fold_label = folds > 1 ? fmt::format("fold {}/{}: ", k + 1, folds) : "";
+  env.world = x.world;
+  return env;
+}
+
+std::shared_ptr<Network> build_network(const Experiment& x, const FoldEnvironment& env) {
+  torch::manual_seed(x.seed);
+  const std::string& name = x.config.topology().name;
+  std::shared_ptr<Network> network = in_hook(name, "build", [&] { return x.topology.build(env.spec); });
+  QL_CHECK(network != nullptr, "topology '{}' built no network", name);
+  network->to(env.device);
+  return network;
+}
+
+std::uint64_t rank_seed(const Experiment& x) {
+  return derive_seed(x.seed, kRankStream + static_cast<std::uint64_t>(x.world->rank()));
+}
+
+// Data-parallel: the same weights and algorithm state (schedules, levels, generators) on every
+// rank, whatever each rank's initialisation did; then each rank its own random stream (dropout).
+void share_rank0_state(const Experiment& x, Network& network, AlgorithmSet& algorithms) {
+  std::vector<at::Tensor> state = network.parameters();
+  for (const at::Tensor& b : network.buffers()) state.push_back(b);
+  x.world->broadcast(state);
+  for (std::size_t i = 0; i < algorithms.slots().size(); ++i) {
+    const std::string bytes = x.world->broadcast_bytes(x.root ? algorithms.state_bytes(i) : std::string());
+    if (!x.root) algorithms.load_state_bytes(i, bytes);
+  }
+  if (!x.root) torch::manual_seed(rank_seed(x));
+}
+
+// Continues from the fold's last checkpoint when resuming and there is one (rank 0 decides).
+bool resume_from_checkpoint(const Experiment& x, const FoldEnvironment& env, FoldCheckpoints& checkpoints,
+                            TrainingPosition& at) {
+  bool resume = x.resuming && x.root && fs::exists(checkpoints.path("last"));
+  if (x.world != nullptr) resume = x.world->broadcast_bytes(resume ? "1" : "0") == "1";
+  if (!resume) return false;
+  at = checkpoints.load("last", x.world);
+  // The checkpoint holds rank 0's generator; the others draw their own stream again.
+  if (!x.root) torch::manual_seed(derive_seed(rank_seed(x), static_cast<std::uint64_t>(at.step)));
+  x.console.info(fmt::format("{}resuming at epoch {} batch {} (step {}) from {}", env.fold_label, at.epoch + 1,
+                             at.progress.batches, at.step, checkpoints.path("last").string()));
+  return true;
+}
+
+// Each algorithm's variants, evaluated side by side on the test split.
+void sweep_all_variants(const Experiment& x, const FoldEnvironment& env, const fs::path& fold_dir,
+                        AlgorithmSet& algorithms, Network& network, Calibration& calibration,
+                        const Evaluation& trained) {
+  for (AlgorithmSlot& a : algorithms.slots()) {
+    const std::vector<Variant> variants = in_hook(a.name, "variants", [&] { return a.plugin->variants(); });
+    if (variants.empty()) continue;
+    QL_CHECK(env.data->test != nullptr, "the variants sweep of '{}' needs a test split", a.name);
+    const VariantTables tables =
+        sweep_variants(a.name, *a.plugin, variants, network, calibration, *a.context, env, trained);
+    write_file_atomically(fold_dir / fmt::format("{}_variants.csv", a.name), tables.accuracy.csv());
+    write_file_atomically(fold_dir / fmt::format("{}_layer_error.csv", a.name), tables.layer_error.csv());
+    x.console.info(fmt::format("{}variants of {} on the test split:\n{}", env.fold_label, a.name,
+                               tables.accuracy.markdown()));
+  }
+}
+
+}  // namespace
+
+FoldResult run_fold(Experiment& x, std::size_t k, const Splits& data) {
+  const fs::path fold_dir = x.unit / fmt::format("fold{}", k);
+  fs::create_directories(fold_dir / "checkpoints");
+  FoldRecord& record = x.record.folds[k];
+  FoldEnvironment env = fold_environment(x, k, data);
+
+  std::shared_ptr<Network> network = build_network(x, env);
+  AlgorithmSet algorithms(x.registry, x.algorithm_choices, env, x.seed, kPluginStreams, fold_dir);
+  algorithms.attach(*network);
+  if (x.world != nullptr) share_rank0_state(x, *network, algorithms);
+  auto optimizer = make_optimizer(x.settings, network->parameters());
+  FoldCheckpoints checkpoints(fold_dir, *network, *optimizer, algorithms);
+  TrainingPosition at;
+  const bool resumed = resume_from_checkpoint(x, env, checkpoints, at);
+  MetricsLog metrics(fold_dir, resumed ? at.step : -1);
+  env.metrics = &metrics;
+  record.status = "running";
+  update_record(x);
+
+  auto exchange = make_gradient_exchange(x.settings.simulated_workers, algorithms.gradient_codec(), x.world);
+  FitLoop(x, env, record, *network, *optimizer, algorithms, *exchange, checkpoints, metrics).run(at);
+
+  FoldResult result;
+  const Split final_split = data.test ? Split::test : Split::valid;
+  QL_CHECK(data.of(final_split) != nullptr, "the problem has neither a test nor a validation split");
+  result.trained = evaluate_split(env, *network, final_split);
+  x.console.info(fmt::format("{}trained network on {}: {}", env.fold_label, to_string(final_split),
+                             describe(result.trained)));
+  record.trained_top1 = result.trained.top1;
+  record.trained_loss = result.trained.loss;
+
+  HostCalibration calibration(env, derive_seed(x.seed, kCalibrationStream));
+  sweep_all_variants(x, env, fold_dir, algorithms, *network, calibration, result.trained);
+  algorithms.post_training(*network, calibration);
+  result.result = result.trained;
+  if (!algorithms.empty()) {
+    result.result = evaluate_split(env, *network, final_split);
+    if (x.root) checkpoints.save("result", at);
+    x.console.info(fmt::format("{}result after post-training on {}: {}", env.fold_label, to_string(final_split),
+                               describe(result.result)));
+  }
+  record.result_top1 = result.result.top1;
+  record.status = "done";
+  metrics.flush();
+  update_record(x);
+  return result;
+}
+
+}  // namespace ql::core::run
