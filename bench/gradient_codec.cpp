@@ -48,8 +48,9 @@ int main(int argc, char** argv) {
              at::get_num_threads());
   fmt::print("| codec | GB/s of encode + decode (encode alone + decode alone) | of memcpy | bits/coord | bytes vs fp32 |\n| --- | ---: | ---: | ---: | ---: |\n");
   fmt::print("| memcpy | {:.2f} | 1.00 | 32 | 1.0x |\n", gigabytes / memcpy_seconds);
-  for (const auto& [scheme, bits] : std::vector<std::pair<std::string, int>>{{"qsgd", 4}, {"nuq", 4}, {"nuq", 3}, {"qsgdinf", 3}, {"trn", 2}}) {
-    ql::nuqsgd::GradientQuantizer quantizer(ql::nuqsgd::level_set(scheme, bits), scheme == "nuq" || scheme == "qsgd",
+  using ql::nuqsgd::Scheme;
+  for (const auto& [scheme, bits] : std::vector<std::pair<Scheme, int>>{{Scheme::qsgd, 4}, {Scheme::nuq, 4}, {Scheme::nuq, 3}, {Scheme::qsgdinf, 3}, {Scheme::trn, 2}}) {
+    ql::nuqsgd::GradientQuantizer quantizer(ql::nuqsgd::level_set(scheme, bits), ql::nuqsgd::uses_l2_norm(scheme),
                                             bucket);
     at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(1);
     // What a receiver does: decode each worker's stream into the running sum (a reused buffer).
@@ -64,7 +65,7 @@ int main(int argc, char** argv) {
       encode_seconds = std::min(encode_seconds, std::chrono::duration<double>(encoded - start).count());
       decode_seconds = std::min(decode_seconds, std::chrono::duration<double>(Clock::now() - encoded).count());
     });
-    fmt::print("| {} {} bits | {:.2f} ({:.2f} + {:.2f}) | {:.2f} | {:.2f} | {:.1f}x fewer |\n", scheme, bits,
+    fmt::print("| {} {} bits | {:.2f} ({:.2f} + {:.2f}) | {:.2f} | {:.2f} | {:.1f}x fewer |\n", ql::nuqsgd::to_string(scheme), bits,
                gigabytes / seconds, gigabytes / encode_seconds, gigabytes / decode_seconds,
                memcpy_seconds / seconds, 8.0 * static_cast<double>(wire.size()) / static_cast<double>(values),
                static_cast<double>(values) * 4 / static_cast<double>(wire.size()));

@@ -72,7 +72,7 @@ int main(int argc, char** argv) {
   auto problem = registry.create<ql::Problem>(
       "ilsvrc12", ql::core::plugin_options(plugin, {"data_dir=" + dir.string(), "classes=8",
                                                     fmt::format("workers={}", workers)}));
-  const auto train = problem->dataset(ql::Split::train);
+  const auto train = problem->dataset(ql::Split::train, ql::stderr_log());
   const std::int64_t n = train->size();
   auto run = [&](std::int64_t epoch) {
     ql::core::BatchLoader loader(train, ql::core::epoch_order(n, 1, epoch), batch, 7, augment, 4);

@@ -51,7 +51,7 @@ int main(int argc, char** argv) {
   const auto settings = ql::core::TrainingSettings::from(config.section("training"));
   auto problem = registry.create<ql::Problem>(config.problem().name, config.problem().options);
   auto topology = registry.create<ql::Topology>(config.topology().name, config.topology().options);
-  const auto train = problem->dataset(ql::Split::train);
+  const auto train = problem->dataset(ql::Split::train, ql::stderr_log());
   const ql::DatasetSpec spec = problem->spec();
   const std::int64_t n = train->size();
   const std::int64_t batch_size = settings.batch_size;

@@ -34,7 +34,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       write_bytes(dir / name, record + record);
     }
     write_bytes(dir / "data_batch_1.bin", input);
-    option = "valid_fraction=0.0";
+    option = "normalization=\"unit\"";
   } else {
     write_bytes(dir / "Valid.txt", "Anna\nBert\nCarla\nDora\n");
     write_bytes(dir / "Fuzzed.txt", input);
@@ -44,7 +44,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const auto& plugin = registry.find(ql::PluginKind::problem, cifar ? "cifar10" : "language_names");
     auto problem = registry.create<ql::Problem>(
         plugin.name, ql::core::plugin_options(plugin, {fmt::format("data_dir=\"{}\"", dir.string()), option}));
-    auto train = problem->dataset(ql::Split::train);
+    auto train = problem->dataset(ql::Split::train, ql::stderr_log());
     if (train && train->size() > 0) (void)train->get_batch(torch::arange(std::min<std::int64_t>(train->size(), 4)), 1, true);
   });
   return 0;

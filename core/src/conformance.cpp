@@ -3,6 +3,8 @@
 #include "quantlab/core/batch_loader.hpp"
 #include "quantlab/core/cli.hpp"
 #include "quantlab/core/experiment_config.hpp"
+#include "quantlab/core/experiment_store.hpp"
+#include "quantlab/core/report.hpp"
 #include "quantlab/core/trainer.hpp"
 #include "quantlab/sdk/algorithm.hpp"
 #include "quantlab/sdk/error.hpp"
@@ -13,7 +15,10 @@
 
 #include <fmt/format.h>
 
+#include <cerrno>
+#include <cstring>
 #include <numeric>
+#include <stdlib.h>
 #include <sstream>
 
 namespace ql::core {
@@ -72,7 +77,7 @@ void check_problem(Checker& check, Problem& problem) {
     return spec.input_kind != InputKind::tokens || spec.vocabulary_size > 0;
   });
   if (!check("has a non-empty training split", [&](std::string& why) {
-        auto train = problem.dataset(Split::train);
+        auto train = problem.dataset(Split::train, stderr_log());
         why = train ? "it is empty" : "dataset(train) is null";
         return train && train->size() > 0;
       })) {
@@ -81,7 +86,7 @@ void check_problem(Checker& check, Problem& problem) {
   for (Split split : {Split::train, Split::valid, Split::test}) {
     std::shared_ptr<const Dataset> data;
     check(std::string(to_string(split)) + ": dataset() answers", [&](std::string&) {
-      data = problem.dataset(split);
+      data = problem.dataset(split, stderr_log());
       return true;
     });
     if (!data || data->size() == 0) continue;
@@ -271,25 +276,44 @@ class ProbeDataset : public Dataset {
   ProbeDataset() : inputs_(torch::randn({64, 1, 4, 4})), targets_(torch::arange(64, torch::kInt64) % 3) {}
   std::int64_t size() const override { return 64; }
   Batch get_batch(const at::Tensor& indices, std::uint64_t, bool) const override {
-    return {inputs_.index_select(0, indices), targets_.index_select(0, indices), {}};
+    return {inputs_.index_select(0, indices), targets_.index_select(0, indices)};
   }
 
  private:
   at::Tensor inputs_, targets_;
 };
 
+// The context of a probe run: artefacts go to a private temporary folder, removed afterwards.
 class ProbeContext : public Context {
  public:
   ProbeContext(Config options, std::shared_ptr<const Dataset> data)
-      : options_(std::move(options)), data_(std::move(data)), dir_(std::filesystem::temp_directory_path()) {
+      : options_(std::move(options)), data_(std::move(data)) {
+    std::string pattern = (std::filesystem::temp_directory_path() / "quantlab-check-XXXXXX").string();
+    QL_CHECK(::mkdtemp(pattern.data()) != nullptr, "cannot create a folder for the check's artefacts: {}",
+             std::strerror(errno));
+    dir_ = pattern;
     spec_.input_shape = {1, 4, 4};
     spec_.num_classes = 3;
   }
+  ~ProbeContext() override {
+    std::error_code ignored;
+    std::filesystem::remove_all(dir_, ignored);
+  }
+  ProbeContext(const ProbeContext&) = delete;
+  ProbeContext& operator=(const ProbeContext&) = delete;
   const Config& options() const override { return options_; }
   const DatasetSpec& spec() const override { return spec_; }
   c10::Device device() const override { return c10::kCPU; }
   std::uint64_t seed() const override { return 1; }
   const std::filesystem::path& artifacts_dir() const override { return dir_; }
+  void write_table(std::string_view name, const Table& table) override {
+    std::filesystem::create_directories(dir_ / "tables");
+    write_file_atomically(dir_ / "tables" / fmt::format("{}.csv", name), csv_table(table.columns, table.rows));
+  }
+  void write_file(std::string_view name,
+                  const std::function<void(const std::filesystem::path& temporary)>& write) override {
+    write_atomically(dir_ / std::string(name), write);
+  }
   void log(LogLevel, std::string_view) override {}
   void scalar(std::string_view, double, std::int64_t) override {}
   void histogram(std::string_view, const at::Tensor&, std::int64_t) override {}

@@ -14,6 +14,7 @@
 #include "quantlab/core/storage.hpp"
 #include "quantlab/sdk/algorithm.hpp"
 #include "run/fold_run.hpp"
+#include "run/host_context.hpp"
 #include "run/hooks.hpp"
 #include "run/signals.hpp"
 #include "run/unit_lifecycle.hpp"
@@ -64,13 +65,22 @@ void check_algorithm_options(Experiment& x) {
   for (const PluginChoice& choice : x.algorithm_choices) x.registry.create<Algorithm>(choice.name, choice.options);
 }
 
-Splits load_splits(const Experiment& x) {
+// The problem's splits; without a validation split of its own, the host holds one out of the
+// training data, the same seeded way for every problem.
+Splits load_splits(const Experiment& x, Log& log) {
   const std::string& name = x.config.problem().name;
   auto dataset = [&](Split split) {
-    return run::in_hook(name, fmt::format("dataset({})", to_string(split)), [&] { return x.problem.dataset(split); });
+    return run::in_hook(name, fmt::format("dataset({})", to_string(split)),
+                        [&] { return x.problem.dataset(split, log); });
   };
   Splits data{dataset(Split::train), dataset(Split::valid), dataset(Split::test)};
   QL_CHECK(data.train && data.train->size() > 0, "problem '{}' has no training data", name);
+  if (data.valid == nullptr && x.settings.valid_fraction > 0) {
+    const FoldIndices split = hold_out_indices(data.train->size(), x.settings.valid_fraction, x.settings.hold_out_seed);
+    QL_CHECK(!split.train.empty(), "training.valid_fraction = {} leaves no training data", x.settings.valid_fraction);
+    if (!split.valid.empty()) data.valid = subset(data.train, split.valid);
+    data.train = subset(data.train, split.train);
+  }
   const DatasetSpec spec = x.problem.spec();
   QL_CHECK(spec.num_classes > 1 && !spec.input_shape.empty(),
            "problem '{}' gave an invalid spec ({} classes, input rank {})", name, spec.num_classes,
@@ -168,6 +178,7 @@ RunSummary run_experiment(const RunRequest& request, PluginRegistry& registry, C
   const auto seed = static_cast<std::uint64_t>(config.section("experiment").get_int("seed", 0, INT64_MAX));
   const Config metrics_options = config.section("metrics");
   const StoragePaths storage = resolve_storage(config.section("storage"), request.experiment);
+  run::ConsoleLog problem_log(console, config.problem().name);  // outlives the problem and its datasets
   auto problem = registry.create<Problem>(config.problem().name, config.problem().options.with_base_dir(storage.data));
   auto topology = registry.create<Topology>(config.topology().name, config.topology().options);
   Experiment x{config, registry, console, *problem, *topology, config.algorithms(),
@@ -180,7 +191,7 @@ RunSummary run_experiment(const RunRequest& request, PluginRegistry& registry, C
   x.top5 = std::find(metric_names.begin(), metric_names.end(), "top5") != metric_names.end();
   check_algorithm_options(x);
 
-  const Splits problem_data = load_splits(x);
+  const Splits problem_data = load_splits(x, problem_log);
   const std::unique_ptr<DataParallel> world = join_world(x, request);
   std::optional<run::ScratchFolder> scratch;
   if (!x.root) scratch.emplace(fmt::format("quantlab-rank{}-", x.world->rank()));

@@ -28,6 +28,17 @@ class SubsetDataset : public Dataset {
 
 }  // namespace
 
+FoldIndices hold_out_indices(std::int64_t size, double fraction, std::uint64_t seed) {
+  const std::vector<std::int64_t> order = seeded_permutation(size, seed);
+  const auto n_valid = static_cast<std::int64_t>(static_cast<double>(size) * fraction);
+  FoldIndices split;
+  split.train.assign(order.begin(), order.end() - n_valid);
+  split.valid.assign(order.end() - n_valid, order.end());
+  std::sort(split.train.begin(), split.train.end());
+  std::sort(split.valid.begin(), split.valid.end());
+  return split;
+}
+
 FoldIndices fold_indices(std::int64_t size, std::int64_t folds, std::int64_t k, std::uint64_t seed) {
   if (folds < 2 || folds > size) {
     throw ConfigError(fmt::format("training.folds = {} needs 2 <= folds <= the {} training samples", folds, size));

@@ -69,7 +69,7 @@ std::string summarize_network(Network& network, const DatasetSpec& spec) {
     const bool quantisable = recorder != recorders.end();
     std::string type = module->name();
     if (quantisable) {
-      type = "ql::nn::" + static_cast<const nn::QuantizableLayer&>(*module).kind();
+      type = "ql::nn::" + std::string(nn::to_string(static_cast<const nn::QuantizableLayer&>(*module).kind()));
       quantisable_parameters += count;
       ++quantisable_layers;
     } else if (type.rfind("torch::nn::", 0) == 0 && type.size() > 15 && type.substr(type.size() - 4) == "Impl") {

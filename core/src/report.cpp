@@ -258,10 +258,37 @@ void variants_section(Report& report, const fs::path& unit, const fs::path& fold
     layer_error_section(report, unit, fold / (algorithm + "_layer_error.csv"), algorithm + "_layer_error.png",
                         fmt::format("{}: per-layer relative weight change", algorithm), "||W_q - W|| / ||W||",
                         fmt::format("Per-layer relative weight change of `{}`", algorithm));
-    // An algorithm's own per-layer error on the calibration data, if it writes one.
-    layer_error_section(report, unit, fold / algorithm / "layer_error.csv", algorithm + "_data_error.png",
-                        fmt::format("{}: per-layer relative error on the data", algorithm), "relative error",
-                        fmt::format("Per-layer relative error of `{}` on the calibration data", algorithm));
+  }
+}
+
+// Every table a plugin wrote through its Context (fold/<plugin>/tables/<name>.csv), whatever
+// its name: a (variant, layer, value) table as a per-layer plot and a table of layers, any
+// other as it is (its first rows).
+void plugin_tables_section(Report& report, const fs::path& unit, const fs::path& fold) {
+  constexpr std::size_t kRowsShown = 50;
+  std::vector<fs::path> files;
+  for (const auto& plugin : fs::directory_iterator(fold)) {
+    if (!plugin.is_directory() || !fs::is_directory(plugin.path() / "tables")) continue;
+    for (const auto& entry : fs::directory_iterator(plugin.path() / "tables")) {
+      if (entry.path().extension() == ".csv") files.push_back(entry.path());
+    }
+  }
+  std::sort(files.begin(), files.end());
+  for (const fs::path& file : files) {
+    const std::string plugin = file.parent_path().parent_path().filename().string();
+    const std::string name = file.stem().string();
+    const CsvTable table = read_csv(file);
+    if (table.columns.size() == 3 && table.columns[1] == "layer") {
+      layer_error_section(report, unit, file, fmt::format("{}_{}.png", plugin, name),
+                          fmt::format("{}: {} per layer", plugin, name), table.columns[2],
+                          fmt::format("`{}` table `{}` ({} per layer)", plugin, name, table.columns[2]));
+      continue;
+    }
+    std::vector<std::vector<std::string>> rows(table.rows.begin(),
+                                               table.rows.begin() + std::min(table.rows.size(), kRowsShown));
+    add_table(report, fmt::format("`{}` table `{}`{}", plugin, name,
+                                  table.rows.size() > kRowsShown ? fmt::format(" (first {} of {} rows)", kRowsShown, table.rows.size()) : ""),
+              table.columns, rows);
   }
 }
 
@@ -329,7 +356,10 @@ ReportFiles unit_report(const fs::path& unit) {
   report.markdown += "\n## Training curves\n";
   add_plot(report, unit, "loss.png", "loss curves");
   add_plot(report, unit, "accuracy.png", "accuracy curves");
-  if (fs::is_directory(unit / "fold0")) variants_section(report, unit, unit / "fold0");
+  if (fs::is_directory(unit / "fold0")) {
+    variants_section(report, unit, unit / "fold0");
+    plugin_tables_section(report, unit, unit / "fold0");
+  }
 
   ReportFiles files;
   files.markdown = unit / "report.md";
@@ -421,6 +451,12 @@ std::vector<std::string> split_csv_line(const std::string& line) {
     }
   }
   return cells;
+}
+
+std::string csv_table(const std::vector<std::string>& columns, const std::vector<std::vector<std::string>>& rows) {
+  std::string text = csv_line(columns) + "\n";
+  for (const auto& row : rows) text += csv_line(row) + "\n";
+  return text;
 }
 
 std::string csv_line(const std::vector<std::string>& cells) {

@@ -24,19 +24,25 @@ TrainingSettings TrainingSettings::from(const Config& training) {
   s.valid_every = training.get_int("valid_every", 1, 1'000'000);
   s.checkpoint_every = training.get_int("checkpoint_every", 1, 1'000'000);
   s.checkpoint_every_steps = training.get_int("checkpoint_every_steps", 0, INT64_MAX);
-  s.best_metric = training.get_choice("best_metric", {"valid/top1", "valid/loss"});
+  s.best_metric = training.get_enum<BestMetric>("best_metric", {{"valid/top1", BestMetric::valid_top1},
+                                                      {"valid/loss", BestMetric::valid_loss}});
   s.folds = training.get_int("folds", 1, 1000);
+  s.valid_fraction = training.get_double("valid_fraction", 0.0, 0.9);
+  s.hold_out_seed = static_cast<std::uint64_t>(training.get_int("hold_out_seed", 0, INT64_MAX));
   s.drop_last = training.get_bool("drop_last");
   s.simulated_workers = training.get_int("simulated_workers", 1, 1024);
-  const std::string loss = training.get_choice("loss", {"cross_entropy", "hinge", "squared_hinge"});
-  s.loss = loss == "hinge" ? LossKind::hinge : loss == "squared_hinge" ? LossKind::squared_hinge : LossKind::cross_entropy;
+  s.loss = training.get_enum<LossKind>("loss", {{"cross_entropy", LossKind::cross_entropy},
+                                      {"hinge", LossKind::hinge},
+                                      {"squared_hinge", LossKind::squared_hinge}});
 
   const Config optimizer = training.table("optimizer");
-  s.optimizer = optimizer.get_choice("name", {"sgd", "adam", "adamw"});
+  s.optimizer = optimizer.get_enum<OptimizerKind>("name", {{"sgd", OptimizerKind::sgd},
+                                            {"adam", OptimizerKind::adam},
+                                            {"adamw", OptimizerKind::adamw}});
   s.lr = optimizer.get_double("lr", 0.0, 1e6);
   s.momentum = optimizer.get_double("momentum", 0.0, 1.0);
   s.nesterov = optimizer.get_bool("nesterov");
-  if (s.optimizer == "sgd" && s.nesterov && s.momentum <= 0.0) {
+  if (s.optimizer == OptimizerKind::sgd && s.nesterov && s.momentum <= 0.0) {
     throw ConfigError(optimizer.error_message("nesterov", "Nesterov momentum needs momentum > 0"));
   }
   s.weight_decay = optimizer.get_double("weight_decay", 0.0, 1e6);
@@ -47,7 +53,10 @@ TrainingSettings TrainingSettings::from(const Config& training) {
   s.eps = optimizer.get_double("eps", 0.0, 1.0);
 
   const Config schedule = training.table("lr_schedule");
-  s.schedule = schedule.get_choice("name", {"constant", "step", "multistep", "cosine"});
+  s.schedule = schedule.get_enum<ScheduleKind>("name", {{"constant", ScheduleKind::constant},
+                                          {"step", ScheduleKind::step},
+                                          {"multistep", ScheduleKind::multistep},
+                                          {"cosine", ScheduleKind::cosine}});
   s.step_size = schedule.get_int("step_size", 1, 1'000'000);
   s.gamma = schedule.get_double("gamma", 0.0, 1e6);
   s.milestones = schedule.get_int_list("milestones");
@@ -62,12 +71,12 @@ TrainingSettings TrainingSettings::from(const Config& training) {
 
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(const TrainingSettings& s,
                                                         const std::vector<at::Tensor>& parameters) {
-  if (s.optimizer == "sgd") {
+  if (s.optimizer == OptimizerKind::sgd) {
     return std::make_unique<torch::optim::SGD>(
         parameters, torch::optim::SGDOptions(s.lr).momentum(s.momentum).nesterov(s.nesterov)
                         .weight_decay(s.weight_decay));
   }
-  if (s.optimizer == "adamw") {
+  if (s.optimizer == OptimizerKind::adamw) {
     return std::make_unique<torch::optim::AdamW>(
         parameters, torch::optim::AdamWOptions(s.lr).betas({s.betas[0], s.betas[1]}).eps(s.eps)
                         .weight_decay(s.weight_decay));
@@ -78,15 +87,15 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(const TrainingSettings& 
 }
 
 double scheduled_lr(const TrainingSettings& s, std::int64_t epoch) {
-  if (s.schedule == "step") return s.lr * std::pow(s.gamma, static_cast<double>(epoch / s.step_size));
-  if (s.schedule == "multistep") {
+  if (s.schedule == ScheduleKind::step) return s.lr * std::pow(s.gamma, static_cast<double>(epoch / s.step_size));
+  if (s.schedule == ScheduleKind::multistep) {
     double lr = s.lr;
     for (std::int64_t milestone : s.milestones) {
       if (epoch >= milestone) lr *= s.gamma;
     }
     return lr;
   }
-  if (s.schedule == "cosine" && s.epochs > 0) {
+  if (s.schedule == ScheduleKind::cosine && s.epochs > 0) {
     const double progress = static_cast<double>(epoch) / static_cast<double>(s.epochs);
     return s.min_lr + (s.lr - s.min_lr) * 0.5 * (1.0 + std::cos(M_PI * progress));
   }

@@ -149,6 +149,10 @@ Config Config::with_base_dir(std::filesystem::path dir) const {
 
 std::string Config::get_choice(std::string_view key,
                                std::initializer_list<std::string_view> choices) const {
+  return get_choice_of(key, std::vector<std::string_view>(choices));
+}
+
+std::string Config::get_choice_of(std::string_view key, const std::vector<std::string_view>& choices) const {
   std::string value = get_string(key);
   for (std::string_view choice : choices) {
     if (value == choice) return value;

@@ -3,13 +3,18 @@
 #include "quantlab/sdk/algorithm.hpp"
 #include "quantlab/sdk/context.hpp"
 #include "quantlab/sdk/error.hpp"
+#include "quantlab/sdk/log.hpp"
 #include "quantlab/sdk/problem.hpp"
 #include "quantlab/sdk/quantizer.hpp"
 #include "quantlab/sdk/topology.hpp"
 
 #include <c10/util/Exception.h>
+#include <torch/utils.h>
+
+#include <fnmatch.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <numeric>
 #include <random>
 
@@ -36,6 +41,32 @@ void GradientCodec::decode_add(const std::vector<std::uint8_t>& encoded, double 
   sum.add_(decode(encoded, sum.numel()), weight);
 }
 Context::~Context() = default;
+Log::~Log() = default;
+
+namespace {
+
+class StderrLog : public Log {
+ public:
+  void log(LogLevel level, std::string_view message) override {
+    if (level == LogLevel::warning) std::fprintf(stderr, "warning: %.*s\n", static_cast<int>(message.size()), message.data());
+  }
+};
+
+}  // namespace
+
+Log& stderr_log() {
+  static StderrLog log;
+  return log;
+}
+
+double Variant::value(std::string_view name) const {
+  for (const auto& [column, value] : values) {
+    if (column == name) return value;
+  }
+  std::vector<std::string> columns;
+  for (const auto& [column, value] : values) columns.push_back(column);
+  throw Error(fmt::format("variant '{}' has no value '{}' (it has: {})", label, name, fmt::join(columns, ", ")));
+}
 
 std::string_view to_string(Split split) {
   switch (split) {
@@ -79,9 +110,41 @@ void Network::set_input_quantizer(std::shared_ptr<Quantizer> quantizer) {
   input_quantizer_ = std::move(quantizer);
 }
 
-std::vector<std::pair<std::string, std::shared_ptr<nn::QuantizableLayer>>>
-Network::quantizable_layers() {
-  std::vector<std::pair<std::string, std::shared_ptr<nn::QuantizableLayer>>> layers;
+bool matches_any(std::string_view name, const std::vector<std::string>& patterns) {
+  const std::string text(name);
+  return std::any_of(patterns.begin(), patterns.end(),
+                     [&](const std::string& pattern) { return fnmatch(pattern.c_str(), text.c_str(), 0) == 0; });
+}
+
+Network::NamedLayers Network::select_layers(const std::vector<std::string>& include,
+                                            const std::vector<std::string>& exclude) {
+  NamedLayers chosen;
+  for (auto& [name, layer] : quantizable_layers()) {
+    if (matches_any(name, include) && !matches_any(name, exclude)) chosen.emplace_back(name, std::move(layer));
+  }
+  return chosen;
+}
+
+at::Tensor Network::layer_input(nn::QuantizableLayer& layer, const at::Tensor& inputs) {
+  at::Tensor captured;
+  layer.set_input_observer([&captured](const at::Tensor& input) {
+    if (!captured.defined()) captured = input.detach();
+  });
+  try {
+    torch::NoGradGuard no_grad;
+    apply(inputs);
+  } catch (...) {
+    layer.set_input_observer(nullptr);
+    throw;
+  }
+  layer.set_input_observer(nullptr);
+  QL_CHECK(captured.defined(), "the forward pass never reached layer {} (is it part of the network?)",
+           to_string(layer.kind()));
+  return captured;
+}
+
+Network::NamedLayers Network::quantizable_layers() {
+  NamedLayers layers;
   for (const auto& item : named_modules("", /*include_self=*/false)) {
     if (auto layer = std::dynamic_pointer_cast<nn::QuantizableLayer>(item.value())) {
       layers.emplace_back(item.key(), std::move(layer));

@@ -9,7 +9,16 @@
 
 namespace ql::nn {
 
-QuantizableLayer::QuantizableLayer(std::string kind) : kind_(std::move(kind)) {}
+std::string_view to_string(LayerKind kind) {
+  switch (kind) {
+    case LayerKind::linear: return "linear";
+    case LayerKind::conv2d: return "conv2d";
+    case LayerKind::activation: return "activation";
+  }
+  return "unknown";
+}
+
+QuantizableLayer::QuantizableLayer(LayerKind kind) : kind_(kind) {}
 QuantizableLayer::~QuantizableLayer() = default;
 
 void QuantizableLayer::set_weight_quantizer(std::shared_ptr<Quantizer> quantizer) {
@@ -49,7 +58,7 @@ void reset_like_torch(at::Tensor& weight, at::Tensor& bias, std::int64_t fan_in)
 
 }  // namespace
 
-Linear::Linear(const LinearOptions& options) : QuantizableLayer("linear"), options_(options) {
+Linear::Linear(const LinearOptions& options) : QuantizableLayer(LayerKind::linear), options_(options) {
   QL_CHECK(options.in_features > 0 && options.out_features > 0,
            "Linear: feature counts must be positive, got {} -> {}", options.in_features,
            options.out_features);
@@ -65,7 +74,7 @@ at::Tensor Linear::forward(const at::Tensor& input) {
   return quantize_output(at::linear(input, effective_weight(), bias));
 }
 
-Conv2d::Conv2d(const Conv2dOptions& options) : QuantizableLayer("conv2d"), options_(options) {
+Conv2d::Conv2d(const Conv2dOptions& options) : QuantizableLayer(LayerKind::conv2d), options_(options) {
   QL_CHECK(options.in_channels > 0 && options.out_channels > 0 && options.groups > 0 &&
                options.in_channels % options.groups == 0 &&
                options.out_channels % options.groups == 0,
@@ -109,7 +118,7 @@ int activation_code(const std::string& function) {
 }  // namespace
 
 Activation::Activation(std::string function)
-    : QuantizableLayer("activation"), function_(std::move(function)),
+    : QuantizableLayer(LayerKind::activation), function_(std::move(function)),
       code_(activation_code(function_)) {}
 
 Activation::~Activation() = default;

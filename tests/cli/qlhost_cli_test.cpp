@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <fmt/format.h>
+#include <torch/types.h>
 
 #include <algorithm>
 #include <fstream>
@@ -84,6 +85,16 @@ TEST_F(QlhostCliTest, RunTrainsSweepsAndWritesResults) {
   // No temporary file is left behind.
   for (const auto& entry : fs::recursive_directory_iterator(unit)) {
     EXPECT_EQ(entry.path().filename().string().find(".tmp"), std::string::npos) << entry.path();
+  }
+  // result.pt holds the effective weights: each quantised tensor on its 6-bit grid, described.
+  const fs::path result_pt = unit / "fold0/checkpoints/result.pt";
+  const auto quantizers = ql::test::checkpoint_quantizers(result_pt);
+  const auto model = ql::test::checkpoint_model(result_pt);
+  EXPECT_FALSE(quantizers.empty());
+  for (const auto& [tensor, description] : quantizers) {
+    EXPECT_NE(description.find("uniform quantifind 6 bits"), std::string::npos) << tensor << ": " << description;
+    ASSERT_TRUE(model.count("model/" + tensor)) << tensor;
+    EXPECT_LE(std::get<0>(at::_unique(model.at("model/" + tensor))).numel(), 64) << tensor;
   }
   // The resolved config holds every default.
   const std::string config = ql::test::read_text(unit / "config.toml");

@@ -51,7 +51,7 @@ TEST_F(ExperimentConfigTest, DefaultsAreFilledIn) {
   EXPECT_EQ(config.section("training").get_int("epochs"), 10);
   EXPECT_EQ(config.section("training").table("optimizer").get_string("name"), "adam");
   EXPECT_EQ(config.problem().name, "mnist");
-  EXPECT_DOUBLE_EQ(config.problem().options.get_double("valid_fraction"), 0.1);
+  EXPECT_DOUBLE_EQ(config.section("training").get_double("valid_fraction"), 0.1);
   EXPECT_EQ(config.topology().options.get_int_list("hidden"), (std::vector<std::int64_t>{256, 128}));
   EXPECT_TRUE(config.algorithms().empty());
   const std::string resolved = config.to_toml();

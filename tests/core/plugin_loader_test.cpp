@@ -33,6 +33,9 @@ TEST(PluginLoaderTest, GoodPluginIsReadWithoutLoading) {
   EXPECT_EQ(found.metadata.kind, ql::PluginKind::algorithm);
   EXPECT_EQ(found.metadata.fingerprint, ql::build_fingerprint());
   EXPECT_NE(found.metadata.default_config.find("value = 1"), std::string::npos);
+  // QL_PLUGIN writes the ABI the SDK defines, whatever its numbers are.
+  EXPECT_EQ(found.metadata.abi_major, ql::kAbiMajor);
+  EXPECT_EQ(found.metadata.abi_minor, ql::kAbiMinor);
 }
 
 TEST(PluginLoaderTest, GoodPluginLoadsAndCreatesItsObject) {
@@ -56,19 +59,19 @@ TEST(PluginLoaderTest, BadOptionsBecomeConfigErrorsNamingThePlugin) {
   }
 }
 
-// bad-input: a plugin built for another plugin ABI | refused without being loaded: `… ABI 2.0 … host ABI 1.0`; naming it in an experiment: `cannot be used: …` | 2
+// bad-input: a plugin built for another plugin ABI | refused without being loaded: `… ABI 3.0 … host ABI 2.0`; naming it in an experiment: `cannot be used: …` | 2
 TEST(PluginLoaderTest, WrongAbiMajorIsRefusedWithBothVersions) {
   const PluginInspection found = ql::core::inspect_plugin_file(fixture("abi_major"));
   EXPECT_EQ(found.status, Status::refused);
-  EXPECT_NE(found.reason.find("ABI 2.0"), std::string::npos) << found.reason;
-  EXPECT_NE(found.reason.find("host ABI 1.0"), std::string::npos) << found.reason;
+  EXPECT_NE(found.reason.find("ABI 3.0"), std::string::npos) << found.reason;
+  EXPECT_NE(found.reason.find("host ABI 2.0"), std::string::npos) << found.reason;
   EXPECT_NE(found.reason.find(fixture("abi_major").string()), std::string::npos) << found.reason;
 }
 
 TEST(PluginLoaderTest, NewerAbiMinorIsRefused) {
   const PluginInspection found = ql::core::inspect_plugin_file(fixture("abi_minor"));
   EXPECT_EQ(found.status, Status::refused);
-  EXPECT_NE(found.reason.find("1.99 is newer"), std::string::npos) << found.reason;
+  EXPECT_NE(found.reason.find("2.99 is newer"), std::string::npos) << found.reason;
 }
 
 TEST(PluginLoaderTest, OlderAbiMinorIsAccepted) {
@@ -214,7 +217,7 @@ TEST(PluginLoaderTest, RefusedPluginIsNamedWithTheReasonWhenAskedFor) {
     FAIL() << "expected a ConfigError";
   } catch (const ql::ConfigError& e) {
     EXPECT_NE(std::string(e.what()).find("cannot be used"), std::string::npos) << e.what();
-    EXPECT_NE(std::string(e.what()).find("ABI 2.0"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("ABI 3.0"), std::string::npos) << e.what();
   }
 }
 
@@ -226,5 +229,14 @@ TEST(PluginLoaderTest, UnknownNameSuggestsTheClosest) {
     FAIL() << "expected a ConfigError";
   } catch (const ql::ConfigError& e) {
     EXPECT_NE(std::string(e.what()).find("did you mean 'fixture_good'"), std::string::npos) << e.what();
+    // Where it looked, so that a user sees a plugin folder missing from the path.
+    EXPECT_NE(std::string(e.what()).find("searched: " + fixture("good").parent_path().string()), std::string::npos)
+        << e.what();
+  }
+  try {
+    (void)registry.find_any("nothing_like_it");
+    FAIL() << "expected a ConfigError";
+  } catch (const ql::ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("searched: "), std::string::npos) << e.what();
   }
 }

@@ -130,6 +130,25 @@ TEST(ResultsTest, FoldsPartitionTheTrainingSplitExactly) {
   EXPECT_THROW(ql::core::fold_indices(3, 5, 0, 1), ql::ConfigError);
 }
 
+// The host's validation hold-out: the last floor(n·fraction) of a seeded permutation validate,
+// the same draw the problems made themselves before SDK 0.4.0.
+TEST(ResultsTest, HoldOutIsTheSeededPermutationsTailSortedAndComplete) {
+  const auto split = ql::core::hold_out_indices(100, 0.2, 1234);
+  ASSERT_EQ(split.valid.size(), 20u);
+  ASSERT_EQ(split.train.size(), 80u);
+  const auto order = ql::seeded_permutation(100, 1234);
+  std::vector<std::int64_t> tail(order.end() - 20, order.end());
+  std::sort(tail.begin(), tail.end());
+  EXPECT_EQ(split.valid, tail);
+  std::set<std::int64_t> all(split.train.begin(), split.train.end());
+  all.insert(split.valid.begin(), split.valid.end());
+  EXPECT_EQ(all.size(), 100u);
+  EXPECT_TRUE(std::is_sorted(split.train.begin(), split.train.end()));
+  EXPECT_EQ(ql::core::hold_out_indices(100, 0.2, 1234).valid, split.valid);
+  EXPECT_NE(ql::core::hold_out_indices(100, 0.2, 7).valid, split.valid);
+  EXPECT_TRUE(ql::core::hold_out_indices(100, 0.0, 1234).valid.empty());
+}
+
 TEST(ResultsTest, MaskedCrc32cMatchesTheKnownVectors) {
   // CRC-32C("123456789") = 0xE3069283 (RFC 3720's check value); TensorFlow's mask is
   // ((crc >> 15) | (crc << 17)) + 0xa282ead8, computed here by hand.

@@ -50,6 +50,7 @@ ql::core::TrainingSettings settings_from(const std::string& toml) {
   return ql::core::TrainingSettings::from(ql::test::config_from_toml(
       "epochs = 10\nbatch_size = 4\neval_batch_size = 4\nvalid_every = 1\ncheckpoint_every = 1\n"
       "checkpoint_every_steps = 0\nbest_metric = \"valid/top1\"\nfolds = 1\nsimulated_workers = 1\n"
+      "valid_fraction = 0.1\nhold_out_seed = 1234\n"
       "drop_last = false\nloss = \"cross_entropy\"\n"
       "[optimizer]\nname = \"sgd\"\nlr = 1.0\nmomentum = 0.0\nnesterov = false\nweight_decay = 0.0\n"
       "betas = [0.9, 0.999]\neps = 1e-8\n" + toml));

@@ -167,6 +167,18 @@ std::map<std::string, at::Tensor> checkpoint_model(const fs::path& checkpoint) {
   return tensors;
 }
 
+std::map<std::string, std::string> checkpoint_quantizers(const fs::path& checkpoint) {
+  torch::serialize::InputArchive archive;
+  ql::core::load_archive(archive, ql::core::read_checkpoint(checkpoint));
+  std::map<std::string, std::string> described;
+  for (const std::string& key : archive.keys()) {
+    if (key.rfind("quantizer/", 0) != 0) continue;
+    c10::IValue value;
+    if (archive.try_read(key, value) && value.isString()) described[key.substr(10)] = value.toStringRef();
+  }
+  return described;
+}
+
 bool wait_for_checkpointed_steps(const fs::path& unit, std::int64_t steps) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
   while (std::chrono::steady_clock::now() < deadline) {

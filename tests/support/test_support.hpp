@@ -60,6 +60,8 @@ std::string small_mlp_experiment(int seed);
 
 /// The network's tensors ("model/...") of a QuantLab checkpoint (checksum checked), by name.
 std::map<std::string, at::Tensor> checkpoint_model(const std::filesystem::path& checkpoint);
+/// The quantiser descriptions a result checkpoint records, by tensor ("fc1.weight").
+std::map<std::string, std::string> checkpoint_quantizers(const std::filesystem::path& checkpoint);
 
 /// Waits (up to 120 s) until `unit`'s record says fold 0 has checkpointed at least `steps`
 /// optimiser steps; false when it never does.

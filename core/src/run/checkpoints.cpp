@@ -22,7 +22,8 @@ FoldCheckpoints::FoldCheckpoints(fs::path fold_dir, Network& network, torch::opt
 
 fs::path FoldCheckpoints::path(const std::string& name) const { return dir_ / "checkpoints" / (name + ".pt"); }
 
-void FoldCheckpoints::save(const std::string& name, const TrainingPosition& at) {
+void FoldCheckpoints::save(const std::string& name, const TrainingPosition& at,
+                           const std::map<std::string, std::string>& quantizers) {
   const std::string written = fmt::format("{} (step {})", path(name).string(), at.step);
   save_checkpoint(path(name), [&](torch::serialize::OutputArchive& archive) {
     for (const auto& p : network_.named_parameters()) archive.write("model/" + p.key(), p.value().detach());
@@ -36,6 +37,7 @@ void FoldCheckpoints::save(const std::string& name, const TrainingPosition& at) 
                                           torch::kFloat64));
     archive.write("rng/cpu", at::detail::getDefaultCPUGenerator().get_state());
     algorithms_.save_states(archive);
+    for (const auto& [tensor, description] : quantizers) archive.write("quantizer/" + tensor, c10::IValue(description));
   });
   last_written_ = written;
 }

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <string>
 
 namespace ql::core {
@@ -36,7 +37,10 @@ class FoldCheckpoints {
   /// The checkpoint written last, for messages: "PATH (step N)", or "" before the first.
   const std::string& last_written() const { return last_written_; }
 
-  void save(const std::string& name, const TrainingPosition& at);
+  /// Writes checkpoint `name`; `quantizers` (tensor name -> its quantiser's description) go
+  /// under "quantizer/<tensor>" (the result checkpoint's record of what was quantised how).
+  void save(const std::string& name, const TrainingPosition& at,
+            const std::map<std::string, std::string>& quantizers = {});
   /// Checked against its checksum; in data-parallel training rank 0 reads the file and every
   /// rank loads its bytes.
   TrainingPosition load(const std::string& name, DataParallel* world);

@@ -25,7 +25,8 @@ FitLoop::FitLoop(Experiment& x, const FoldEnvironment& env, FoldRecord& record, 
                  FoldCheckpoints& checkpoints, MetricsLog& metrics)
     : x_(x), env_(env), record_(record), network_(network), optimizer_(optimizer), algorithms_(algorithms),
       exchange_(exchange), checkpoints_(checkpoints), metrics_(metrics),
-      best_metric_(env.data->valid != nullptr ? x.settings.best_metric : "train/loss") {}
+      scored_by_top1_(env.data->valid != nullptr && x.settings.best_metric == BestMetric::valid_top1),
+      best_metric_(env.data->valid == nullptr ? "train/loss" : scored_by_top1_ ? "valid/top1" : "valid/loss") {}
 
 void FitLoop::run(TrainingPosition& at) {
   const TrainingSettings& settings = x_.settings;
@@ -134,7 +135,7 @@ double FitLoop::validate(std::int64_t epoch, const EpochStats& stats, std::int64
   metrics_.scalar("valid/loss", valid.loss, step);
   metrics_.scalar("valid/top1", valid.top1, step);
   if (valid.top5 >= 0) metrics_.scalar("valid/top5", valid.top5, step);
-  return best_metric_ == "valid/loss" ? -valid.loss : valid.top1;
+  return scored_by_top1_ ? valid.top1 : -valid.loss;
 }
 
 // The epoch's checkpoints (best, and last when due, at the end or on a stop), metrics and record.
@@ -153,7 +154,7 @@ void FitLoop::end_epoch(std::int64_t epoch, double score, TrainingPosition& at) 
   record_.epochs_done = epoch + 1;
   record_.steps = at.step;
   record_.best_metric = best_metric_;
-  record_.best_value = best_metric_ == "valid/top1" ? at.best_score : -at.best_score;
+  record_.best_value = scored_by_top1_ ? at.best_score : -at.best_score;
   record_.best_epoch = at.best_epoch;
   update_record(x_);
   if (stop) {

@@ -51,7 +51,8 @@ class FitLoop {
   GradientExchange& exchange_;
   FoldCheckpoints& checkpoints_;
   MetricsLog& metrics_;
-  std::string best_metric_;  ///< the configured one, or train/loss without a validation split
+  bool scored_by_top1_;      ///< the best epoch has the highest validation top-1 (else the lowest loss)
+  std::string best_metric_;  ///< its name for the record: valid/top1, valid/loss, or train/loss without validation
 };
 
 }  // namespace ql::core::run

@@ -4,6 +4,7 @@
 #include "quantlab/core/experiment_store.hpp"
 #include "quantlab/core/gradient_exchange.hpp"
 #include "quantlab/core/metrics_log.hpp"
+#include "quantlab/core/report.hpp"
 #include "run/algorithm_set.hpp"
 #include "run/checkpoints.hpp"
 #include "run/fit_loop.hpp"
@@ -14,6 +15,8 @@
 #include <torch/utils.h>
 
 #include <fmt/format.h>
+
+#include <map>
 
 namespace ql::core::run {
 
@@ -87,11 +90,27 @@ void sweep_all_variants(const Experiment& x, const FoldEnvironment& env, const f
     QL_CHECK(env.data->test != nullptr, "the variants sweep of '{}' needs a test split", a.name);
     const VariantTables tables =
         sweep_variants(a.name, *a.plugin, variants, network, calibration, *a.context, env, trained);
-    write_file_atomically(fold_dir / fmt::format("{}_variants.csv", a.name), tables.accuracy.csv());
-    write_file_atomically(fold_dir / fmt::format("{}_layer_error.csv", a.name), tables.layer_error.csv());
+    write_file_atomically(fold_dir / fmt::format("{}_variants.csv", a.name), csv_table(tables.accuracy.columns, tables.accuracy.rows));
+    write_file_atomically(fold_dir / fmt::format("{}_layer_error.csv", a.name), csv_table(tables.layer_error.columns, tables.layer_error.rows));
     x.console.info(fmt::format("{}variants of {} on the test split:\n{}", env.fold_label, a.name,
-                               tables.accuracy.markdown()));
+                               markdown_table(tables.accuracy.columns, tables.accuracy.rows)));
   }
+}
+
+// The network as it computes after post-training: every weight behind a quantiser replaced by
+// its quantised value and the slot emptied (so nothing is quantised twice), for every
+// algorithm alike. Returns each such tensor's quantiser description.
+std::map<std::string, std::string> keep_effective_weights(Network& network) {
+  torch::NoGradGuard no_grad;
+  std::map<std::string, std::string> described;
+  for (const auto& [name, layer] : network.quantizable_layers()) {
+    if (!layer->has_weight() || !layer->weight_quantizer()) continue;
+    const at::Tensor value = layer->effective_weight();
+    described[name + ".weight"] = layer->weight_quantizer()->describe();
+    layer->weight.copy_(value);
+    layer->set_weight_quantizer(nullptr);
+  }
+  return described;
 }
 
 }  // namespace
@@ -132,8 +151,9 @@ FoldResult run_fold(Experiment& x, std::size_t k, const Splits& data) {
   algorithms.post_training(*network, calibration);
   result.result = result.trained;
   if (!algorithms.empty()) {
+    const std::map<std::string, std::string> quantizers = keep_effective_weights(*network);
     result.result = evaluate_split(env, *network, final_split);
-    if (x.root) checkpoints.save("result", at);
+    if (x.root) checkpoints.save("result", at, quantizers);
     x.console.info(fmt::format("{}result after post-training on {}: {}", env.fold_label, to_string(final_split),
                                describe(result.result)));
   }

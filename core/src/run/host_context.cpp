@@ -2,6 +2,7 @@
 
 #include "quantlab/core/batch_loader.hpp"
 #include "quantlab/core/data_parallel.hpp"
+#include "quantlab/core/experiment_store.hpp"
 #include "quantlab/core/metrics_log.hpp"
 #include "quantlab/core/report.hpp"
 #include "quantlab/sdk/error.hpp"
@@ -61,6 +62,37 @@ const fs::path& HostContext::artifacts_dir() const {
   fs::create_directories(artifacts_, error);
   QL_CHECK(!error, "cannot create {}: {}", artifacts_.string(), error.message());
   return artifacts_;
+}
+
+void ConsoleLog::log(LogLevel level, std::string_view message) {
+  const std::string line = fmt::format("[{}] {}", plugin_, message);
+  if (level == LogLevel::warning) console_.warn(line);
+  else if (level == LogLevel::info) console_.info(line);
+}
+
+namespace {
+
+// A plugin names its artefacts; a name must stay inside its folder.
+fs::path artifact_path(const fs::path& dir, std::string_view name) {
+  const fs::path relative(name);
+  QL_CHECK(!name.empty() && relative.is_relative() &&
+               std::none_of(relative.begin(), relative.end(), [](const fs::path& part) { return part == ".."; }),
+           "artefact name '{}' must be a relative path inside the plugin's folder", name);
+  return dir / relative;
+}
+
+}  // namespace
+
+void HostContext::write_table(std::string_view name, const Table& table) {
+  const fs::path file = artifact_path(artifacts_dir() / "tables", fmt::format("{}.csv", name));
+  fs::create_directories(file.parent_path());
+  write_file_atomically(file, csv_table(table.columns, table.rows));
+}
+
+void HostContext::write_file(std::string_view name, const std::function<void(const fs::path& temporary)>& write) {
+  const fs::path file = artifact_path(artifacts_dir(), name);
+  fs::create_directories(file.parent_path());
+  write_atomically(file, write);
 }
 
 void HostContext::log(LogLevel level, std::string_view message) {

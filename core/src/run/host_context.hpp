@@ -42,6 +42,17 @@ Evaluation evaluate_split(const FoldEnvironment& env, Network& network, Split sp
 /// "loss 0.3412 top1 88.10% top5 99.20%".
 std::string describe(const Evaluation& e);
 
+/// A problem's Log: its lines on the console after "[NAME] "; safe from loader threads.
+class ConsoleLog : public Log {
+ public:
+  ConsoleLog(Console& console, std::string plugin) : console_(console), plugin_(std::move(plugin)) {}
+  void log(LogLevel level, std::string_view message) override;
+
+ private:
+  Console& console_;
+  std::string plugin_;
+};
+
 /// One algorithm's Context: its options, seed and artefact folder; logs and metrics under its name.
 class HostContext : public Context {
  public:
@@ -53,6 +64,9 @@ class HostContext : public Context {
   c10::Device device() const override { return env_.device; }
   std::uint64_t seed() const override { return seed_; }
   const std::filesystem::path& artifacts_dir() const override;
+  void write_table(std::string_view name, const Table& table) override;
+  void write_file(std::string_view name,
+                  const std::function<void(const std::filesystem::path& temporary)>& write) override;
   void log(LogLevel level, std::string_view message) override;
   void scalar(std::string_view name, double value, std::int64_t step) override;
   void histogram(std::string_view name, const at::Tensor& values, std::int64_t step) override;

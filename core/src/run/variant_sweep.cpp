@@ -13,14 +13,6 @@
 
 namespace ql::core::run {
 
-std::string Table::csv() const {
-  std::string text = csv_line(columns) + "\n";
-  for (const auto& row : rows) text += csv_line(row) + "\n";
-  return text;
-}
-
-std::string Table::markdown() const { return markdown_table(columns, rows); }
-
 NetworkState snapshot(Network& network) {
   NetworkState state;
   for (const auto& p : network.parameters()) state.tensors.push_back(p.detach().clone());

@@ -13,15 +13,6 @@ namespace ql::core::run {
 
 struct FoldEnvironment;
 
-/// A table of rows of text cells, written as CSV for tools and as Markdown for people.
-struct Table {
-  std::vector<std::string> columns;
-  std::vector<std::vector<std::string>> rows;
-
-  std::string csv() const;
-  std::string markdown() const;
-};
-
 /// Everything an algorithm's variant may change: parameters, buffers and quantiser slots.
 struct NetworkState {
   std::vector<at::Tensor> tensors;

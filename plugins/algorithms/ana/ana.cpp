@@ -19,7 +19,6 @@
 #include <fmt/format.h>
 
 #include <cmath>
-#include <fnmatch.h>
 #include <sstream>
 
 namespace {
@@ -37,7 +36,7 @@ thresholds = []              # e.g. [-0.5, 0.5]
 quant_levels = []            # e.g. [-1.0, 0.0, 1.0]
 noise = "uniform"            # uniform (σ: half-width) | triangular (half-width) | normal (std) | logistic (scale)
 strategy = "expectation"     # expectation | mode (most likely level) | random (a sampled level) while training
-weights = ["*"]              # quantise the weights of Linear/Conv2d layers matching these name patterns (fnmatch)
+weights = ["*"]              # quantise the weights of Linear/Conv2d layers matching these name patterns (shell-style: "fc*", "features.*")
 activations = ["*"]          # quantise the outputs of Activation layers matching these (they replace the activation: use activation = "identity" in the topology for the reference setups)
 init_near_thresholds = true  # each weight starts at a random threshold + U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as the reference (training from scratch)
 
@@ -69,11 +68,6 @@ mu_end = [10.0]
 mu_alpha = [1.0]
 mu_eps = [0.001]
 )toml";
-
-bool matches_any(const std::vector<std::string>& patterns, const std::string& name) {
-  return std::any_of(patterns.begin(), patterns.end(),
-                     [&](const std::string& p) { return fnmatch(p.c_str(), name.c_str(), 0) == 0; });
-}
 
 // A per-group list: one value for every group, or a single value for all.
 template <typename T>
@@ -134,7 +128,7 @@ class Ana : public ql::Algorithm {
     weights_ = options.get_string_list("weights");
     activations_ = options.get_string_list("activations");
     init_near_thresholds_ = options.get_bool("init_near_thresholds");
-    controller_ = options.get_choice("schedule", {"thermostat", "controller"}) == "controller";
+    controller_ = options.get_enum<bool>("schedule", {{"thermostat", false}, {"controller", true}});
 
     const auto group_patterns = options.get_string_list("groups");
     if (group_patterns.empty()) throw ql::ConfigError(options.error_message("groups", "expected at least one group"));
@@ -179,12 +173,12 @@ class Ana : public ql::Algorithm {
   void attach(ql::Network& network, ql::Context& ctx) override {
     std::vector<std::string> unassigned;
     for (const auto& [name, layer] : network.quantizable_layers()) {
-      const bool weight = layer->has_weight() && matches_any(weights_, name);
-      const bool activation = layer->kind() == "activation" && matches_any(activations_, name);
+      const bool weight = layer->has_weight() && ql::matches_any(name, weights_);
+      const bool activation = layer->kind() == ql::nn::LayerKind::activation && ql::matches_any(name, activations_);
       if (!weight && !activation) continue;
       Group* group = nullptr;
       for (Group& g : groups_) {
-        if (matches_any(g.patterns, name)) {
+        if (ql::matches_any(name, g.patterns)) {
           group = &g;
           break;
         }

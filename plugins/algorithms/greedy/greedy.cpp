@@ -18,8 +18,6 @@
 
 #include <chrono>
 #include <cmath>
-#include <fnmatch.h>
-#include <fstream>
 #include <optional>
 
 namespace {
@@ -32,7 +30,7 @@ method = "gpfq"              # the network kept as the result: gpfq | msq (round
 bits = 1.584962500721156     # alphabet size round(2^bits): log2(3) = ternary {-a, 0, a}; 2: {-a, -a/3, a/3, a} (no zero); 3, 4, ...
 alphabet_scalar = 3.0        # C: the alphabet spans [-a, a] with a = C * median(|W|) of each layer
 calibration_samples = 25000  # training samples (seeded draw) whose activations drive GPFQ; streamed, memory does not grow with it
-layers = ["*"]               # quantise layers whose name matches one of these patterns (fnmatch: "fc*", "features.*")
+layers = ["*"]               # quantise layers whose name matches one of these patterns (shell-style: "fc*", "features.*")
 skip_layers = []             # ... except those matching one of these
 kinds = ["linear", "conv2d"] # layer kinds to quantise; ["linear"]: dense layers only, as the ImageNet VGG16 experiment
 conv_mode = "channelwise"    # channelwise: the reference scheme, each (input channel, filter) pair is a neuron over kh*kw patches | full: each filter over its whole receptive field (C_in/groups * kh * kw)
@@ -46,27 +44,29 @@ export = true                # write the result's codes and scales to <fold>/gre
 dump_data = false            # also write each layer's X, X~, weights and codes of the result to <fold>/greedy/layer_data.h5, to check other implementations against (memory grows with the samples)
 )toml";
 
+enum class Method { gpfq, msq };
+
+std::string_view to_string(Method method) { return method == Method::gpfq ? "gpfq" : "msq"; }
+
 struct Setting {
-  std::string method;  // gpfq | msq
+  Method method;
   double bits;
   double scalar;
-  std::string label() const { return fmt::format("{} {:.3g} bits C={:g}", method, bits, scalar); }
+  std::string label() const { return fmt::format("{} {:.3g} bits C={:g}", to_string(method), bits, scalar); }
 };
 
 // Makes a layer compute with fixed weights (the quantised ones) without touching its own.
 class FixedWeights : public ql::Quantizer {
  public:
-  explicit FixedWeights(at::Tensor weights) : weights_(std::move(weights)) {}
+  FixedWeights(at::Tensor weights, std::string description)
+      : weights_(std::move(weights)), description_(std::move(description)) {}
   at::Tensor forward(const at::Tensor&) override { return weights_; }
-  std::string describe() const override { return "greedy (quantised weights)"; }
+  std::string describe() const override { return description_; }
 
  private:
   at::Tensor weights_;
+  std::string description_;
 };
-
-// Thrown by an input observer once it has the data it wanted: the rest of the forward pass
-// would be wasted work.
-struct StopForward {};
 
 struct LayerResult {
   std::string name;
@@ -79,7 +79,7 @@ struct LayerResult {
 class Greedy : public ql::Algorithm {
  public:
   explicit Greedy(const ql::Config& options) {
-    result_.method = options.get_choice("method", {"gpfq", "msq"});
+    result_.method = options.get_enum<Method>("method", {{"gpfq", Method::gpfq}, {"msq", Method::msq}});
     result_.bits = options.get_double("bits", 0.5, 16.0);
     result_.scalar = options.get_double("alphabet_scalar", 1e-6, 1e6);
     samples_ = options.get_int("calibration_samples", 1, INT64_MAX);
@@ -89,7 +89,7 @@ class Greedy : public ql::Algorithm {
       if (kind != "linear" && kind != "conv2d") {
         throw ql::ConfigError(options.error_message("kinds", fmt::format("expected \"linear\" or \"conv2d\", got \"{}\"", kind)));
       }
-      kinds_.push_back(kind);
+      kinds_.push_back(kind == "linear" ? ql::nn::LayerKind::linear : ql::nn::LayerKind::conv2d);
     }
     full_receptive_field_ = options.get_choice("conv_mode", {"channelwise", "full"}) == "full";
     max_patches_ = options.get_int("max_patches_per_image", 0, INT64_MAX);
@@ -97,10 +97,11 @@ class Greedy : public ql::Algorithm {
     export_ = options.get_bool("export");
     dump_data_ = options.get_bool("dump_data");
     if (options.get_bool("sweep")) {
-      for (const std::string& method : options.get_string_list("sweep_methods")) {
-        if (method != "gpfq" && method != "msq") {
-          throw ql::ConfigError(options.error_message("sweep_methods", fmt::format("expected \"gpfq\" or \"msq\", got \"{}\"", method)));
+      for (const std::string& name : options.get_string_list("sweep_methods")) {
+        if (name != "gpfq" && name != "msq") {
+          throw ql::ConfigError(options.error_message("sweep_methods", fmt::format("expected \"gpfq\" or \"msq\", got \"{}\"", name)));
         }
+        const Method method = name == "gpfq" ? Method::gpfq : Method::msq;
         for (double bits : options.get_double_list("sweep_bits")) {
           if (bits < 0.5 || bits > 16) throw ql::ConfigError(options.error_message("sweep_bits", "expected values in [0.5, 16]"));
           for (double scalar : options.get_double_list("sweep_alphabet_scalars")) {
@@ -114,13 +115,16 @@ class Greedy : public ql::Algorithm {
 
   std::vector<ql::Variant> variants() const override {
     std::vector<ql::Variant> variants;
-    for (const Setting& s : grid_) variants.push_back({s.label(), {{"bits", s.bits}, {"alphabet_scalar", s.scalar}}, s.method});
+    for (const Setting& s : grid_) {
+      variants.push_back({s.label(), {{"bits", s.bits}, {"alphabet_scalar", s.scalar}}, std::string(to_string(s.method))});
+    }
     return variants;
   }
 
   void apply_variant(const ql::Variant& variant, ql::Network& network, ql::Calibration& calibration,
                      ql::Context& ctx) override {
-    const Setting setting{variant.series, variant.values.at(0).second, variant.values.at(1).second};
+    const Setting setting{variant.series == "gpfq" ? Method::gpfq : Method::msq, variant.value("bits"),
+                          variant.value("alphabet_scalar")};
     const auto layers = quantize(network, calibration, ctx, setting);
     record_errors(setting.label(), layers, ctx);
   }
@@ -136,30 +140,32 @@ class Greedy : public ql::Algorithm {
             fmt::format("quantised {} layers with {} in {:.2f} s (largest relative error on the data {:.4g})",
                         layers.size(), result_.label(), seconds, error));
     if (dump_data_) {
-      const fs::path file = ctx.artifacts_dir() / "layer_data.h5";
-      ql::greedy::export_layer_data(file, dumped_);
+      ctx.write_file("layer_data.h5", [&](const fs::path& file) { ql::greedy::export_layer_data(file, dumped_); });
       dumped_.clear();
-      ctx.log(ql::LogLevel::info, fmt::format("layer data in {}", file.string()));
+      ctx.log(ql::LogLevel::info, fmt::format("layer data in {}", (ctx.artifacts_dir() / "layer_data.h5").string()));
     }
     if (export_) {
       std::vector<ql::greedy::ExportedLayer> exported;
       for (const LayerResult& layer : layers) {
         exported.push_back({layer.name, layer.codes, layer.atoms, result_.bits, result_.scalar});
       }
-      const fs::path file = ctx.artifacts_dir() / "quantized.h5";
-      ql::greedy::export_quantized(file, result_.method, exported);
-      ctx.log(ql::LogLevel::info, fmt::format("codes and scales in {}", file.string()));
+      ctx.write_file("quantized.h5", [&](const fs::path& file) {
+        ql::greedy::export_quantized(file, std::string(to_string(result_.method)), exported);
+      });
+      ctx.log(ql::LogLevel::info, fmt::format("codes and scales in {}", (ctx.artifacts_dir() / "quantized.h5").string()));
     }
   }
 
  private:
-  bool selected(const std::string& name, const ql::nn::QuantizableLayer& layer) const {
-    if (!layer.has_weight() || std::find(kinds_.begin(), kinds_.end(), layer.kind()) == kinds_.end()) return false;
-    auto matches = [&](const std::vector<std::string>& patterns) {
-      return std::any_of(patterns.begin(), patterns.end(),
-                         [&](const std::string& p) { return fnmatch(p.c_str(), name.c_str(), 0) == 0; });
-    };
-    return matches(patterns_) && !matches(skip_);
+  // The layers to quantise: matched by name, of a chosen kind, with weights.
+  ql::Network::NamedLayers chosen_layers(ql::Network& network) const {
+    ql::Network::NamedLayers chosen;
+    for (auto& [name, layer] : network.select_layers(patterns_, skip_)) {
+      if (layer->has_weight() && std::find(kinds_.begin(), kinds_.end(), layer->kind()) != kinds_.end()) {
+        chosen.emplace_back(name, layer);
+      }
+    }
+    return chosen;
   }
 
   ql::greedy::ConvScheme scheme() const {
@@ -168,7 +174,7 @@ class Greedy : public ql::Algorithm {
 
   // The rows of a layer's input as GPFQ sees them: [G, R, N].
   at::Tensor rows_of(const ql::nn::QuantizableLayer& layer, const at::Tensor& input, std::uint64_t seed) const {
-    if (layer.kind() == "linear") return input.reshape({1, -1, input.size(-1)});
+    if (layer.kind() == ql::nn::LayerKind::linear) return input.reshape({1, -1, input.size(-1)});
     return ql::greedy::conv_rows(input, static_cast<const ql::nn::Conv2d&>(layer).options(), scheme(), max_patches_,
                                  seed);
   }
@@ -176,13 +182,13 @@ class Greedy : public ql::Algorithm {
   // The layer's weight as neurons: [G, N, F].
   at::Tensor neurons_of(const ql::nn::QuantizableLayer& layer) const {
     const at::Tensor w = layer.weight.detach().to(torch::kFloat64);
-    if (layer.kind() == "linear") return w.t().unsqueeze(0);
+    if (layer.kind() == ql::nn::LayerKind::linear) return w.t().unsqueeze(0);
     return ql::greedy::conv_neurons(w, static_cast<const ql::nn::Conv2d&>(layer).options(), scheme());
   }
 
   // The inverse of neurons_of.
   at::Tensor weight_of(const ql::nn::QuantizableLayer& layer, const at::Tensor& q) const {
-    if (layer.kind() == "linear") return q.squeeze(0).t().contiguous();
+    if (layer.kind() == ql::nn::LayerKind::linear) return q.squeeze(0).t().contiguous();
     return ql::greedy::conv_weight(q, static_cast<const ql::nn::Conv2d&>(layer).options(), scheme());
   }
 
@@ -191,14 +197,11 @@ class Greedy : public ql::Algorithm {
     torch::NoGradGuard no_grad;
     const bool was_training = network.is_training();
     network.eval();
-    std::vector<std::pair<std::string, std::shared_ptr<ql::nn::QuantizableLayer>>> chosen;
-    for (const auto& [name, layer] : network.quantizable_layers()) {
-      if (selected(name, *layer)) chosen.emplace_back(name, layer);
-    }
+    const ql::Network::NamedLayers chosen = chosen_layers(network);
     QL_CHECK(!chosen.empty(), "greedy: no layer matches layers/skip_layers/kinds");
     std::vector<std::shared_ptr<ql::Quantizer>> original;
     for (const auto& [name, layer] : chosen) original.push_back(layer->weight_quantizer());
-    const bool needs_data = setting.method == "gpfq" || data_error_;
+    const bool needs_data = setting.method == Method::gpfq || data_error_;
 
     std::vector<LayerResult> results;
     for (std::size_t l = 0; l < chosen.size(); ++l) {
@@ -213,22 +216,10 @@ class Greedy : public ql::Algorithm {
       std::vector<at::Tensor> dumped_x, dumped_x_tilde;
       if (needs_data) {
         grams.emplace(w.size(0), w.size(1));
-        at::Tensor captured;
-        layer->set_input_observer([&](const at::Tensor& input) {
-          captured = input.detach();
-          throw StopForward{};
-        });
-        auto forward = [&](const ql::Batch& batch) {
-          try {
-            network.apply(batch.inputs.to(ctx.device()));
-          } catch (const StopForward&) {
-          }
-          QL_CHECK(captured.defined(), "greedy: layer {} was not reached by the forward pass", name);
-          return std::exchange(captured, at::Tensor());
-        };
+        auto forward = [&](const ql::Batch& batch) { return network.layer_input(*layer, batch.inputs.to(ctx.device())); };
         std::int64_t batch_number = 0;
         std::vector<std::shared_ptr<ql::Quantizer>> fixed;
-        for (std::size_t j = 0; j < l; ++j) fixed.push_back(std::make_shared<FixedWeights>(results[j].values));
+        for (std::size_t j = 0; j < l; ++j) fixed.push_back(std::make_shared<FixedWeights>(results[j].values, ""));
         calibration.for_each_batch(samples_, [&](const ql::Batch& batch) {
           // X: the analog network (original slots); X̃: earlier chosen layers quantised.
           for (std::size_t j = 0; j < l; ++j) chosen[j].second->set_weight_quantizer(original[j]);
@@ -238,7 +229,7 @@ class Greedy : public ql::Algorithm {
           const std::uint64_t seed = ctx.seed() + 7919 * static_cast<std::uint64_t>(batch_number++);
           // Patches can be large: accumulate in slices of images.
           const std::int64_t images = x.size(0);
-          const std::int64_t step = layer->kind() == "linear" ? images : std::max<std::int64_t>(1, 64);
+          const std::int64_t step = layer->kind() == ql::nn::LayerKind::linear ? images : std::max<std::int64_t>(1, 64);
           if (dump) {
             dumped_x.push_back(rows_of(*layer, x, seed).to(torch::kFloat64));
             dumped_x_tilde.push_back(rows_of(*layer, x_tilde, seed).to(torch::kFloat64));
@@ -250,11 +241,10 @@ class Greedy : public ql::Algorithm {
                                     : rows_of(*layer, x_tilde.slice(0, begin, end), seed + static_cast<std::uint64_t>(begin)));
           }
         });
-        layer->set_input_observer(nullptr);
         for (std::size_t j = 0; j < l; ++j) chosen[j].second->set_weight_quantizer(original[j]);
         QL_CHECK(grams->rows > 0, "greedy: the calibration data is empty");
       }
-      q = setting.method == "gpfq" ? ql::greedy::gpfq_from_grams(w, *grams, atoms) : ql::greedy::round_to_alphabet(w, atoms);
+      q = setting.method == Method::gpfq ? ql::greedy::gpfq_from_grams(w, *grams, atoms) : ql::greedy::round_to_alphabet(w, atoms);
       LayerResult result;
       result.name = name;
       result.atoms = atoms;
@@ -272,34 +262,30 @@ class Greedy : public ql::Algorithm {
       ctx.progress(fmt::format("{} layer {}", setting.label(), name), static_cast<std::int64_t>(l + 1),
                    static_cast<std::int64_t>(chosen.size()));
     }
-    // The network keeps the quantised weights.
+    // The network computes with the quantised weights; after post-training the host writes
+    // them into the result with this description.
     for (std::size_t j = 0; j < chosen.size(); ++j) {
-      auto& layer = chosen[j].second;
-      layer->weight.detach().copy_(results[j].values);
-      layer->set_weight_quantizer(original[j]);
+      const std::string description =
+          fmt::format("greedy {}, {} atoms of step {:.6g}", setting.label(), results[j].atoms.size(0),
+                      results[j].atoms.size(0) > 1 ? (results[j].atoms[1] - results[j].atoms[0]).item<double>() : 0.0);
+      chosen[j].second->set_weight_quantizer(std::make_shared<FixedWeights>(results[j].values, description));
     }
     network.train(was_training);
     return results;
   }
 
   void record_errors(const std::string& label, const std::vector<LayerResult>& layers, ql::Context& ctx) {
-    if (!data_error_ && result_.method != "gpfq") return;
+    if (!data_error_ && result_.method != Method::gpfq) return;
     for (const LayerResult& layer : layers) {
-      if (layer.relative_error >= 0) error_rows_ += fmt::format("{},{},{:.6g}\n", label, layer.name, layer.relative_error);
+      if (layer.relative_error >= 0) error_table_.rows.push_back({label, layer.name, fmt::format("{:.6g}", layer.relative_error)});
     }
-    const fs::path file = ctx.artifacts_dir() / "layer_error.csv";
-    const fs::path temporary = file.string() + ".tmp";
-    {
-      std::ofstream out(temporary);
-      out << "variant,layer,relative_error\n" << error_rows_;
-      QL_CHECK(out.good(), "cannot write {}", temporary.string());
-    }
-    fs::rename(temporary, file);
+    ctx.write_table("data_error", error_table_);
   }
 
   Setting result_;
   std::int64_t samples_ = 0;
-  std::vector<std::string> patterns_, skip_, kinds_;
+  std::vector<std::string> patterns_, skip_;
+  std::vector<ql::nn::LayerKind> kinds_;
   bool full_receptive_field_ = false;
   std::int64_t max_patches_ = 0;
   bool data_error_ = true;
@@ -307,7 +293,8 @@ class Greedy : public ql::Algorithm {
   bool dump_data_ = false;
   std::vector<ql::greedy::LayerData> dumped_;
   std::vector<Setting> grid_;
-  std::string error_rows_;
+  // ||Xw − X̃q|| / ||Xw|| of every layer of every setting quantised so far.
+  ql::Table error_table_{{"variant", "layer", "relative_error"}, {}};
 };
 
 }  // namespace

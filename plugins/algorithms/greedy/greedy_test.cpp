@@ -169,6 +169,6 @@ print('layers', n)
         ql::test::quoted((fold / "greedy/quantized.h5").string()), ql::test::quoted(topology)));
     EXPECT_EQ(check.exit_code, 0) << check.out << check.err;
     EXPECT_NE(check.out.find("layers"), std::string::npos);
-    EXPECT_TRUE(fs::exists(fold / "greedy/layer_error.csv"));
+    EXPECT_TRUE(fs::exists(fold / "greedy/tables/data_error.csv"));
   }
 }

@@ -38,10 +38,9 @@ void dataset(hid_t group, const char* name, hid_t file_type, hid_t memory_type, 
 
 void export_quantized(const fs::path& file, const std::string& method, const std::vector<ExportedLayer>& layers) {
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
-  const fs::path temporary = file.string() + ".tmp";
   try {
     {
-      Closer h5{H5Fcreate(temporary.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose};
+      Closer h5{H5Fcreate(file.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose};
       QL_CHECK(h5.id >= 0, "cannot create the HDF5 file");
       Closer string_type{H5Tcopy(H5T_C_S1), H5Tclose};
       H5Tset_size(string_type.id, method.size() + 1);
@@ -64,20 +63,16 @@ void export_quantized(const fs::path& file, const std::string& method, const std
       }
       QL_CHECK(H5Fflush(h5.id, H5F_SCOPE_GLOBAL) >= 0, "cannot flush (disk full?)");
     }
-    fs::rename(temporary, file);
   } catch (const std::exception& e) {
-    std::error_code ignored;
-    fs::remove(temporary, ignored);
     throw Error(fmt::format("{}: {}", file.string(), message_of(e)));
   }
 }
 
 void export_layer_data(const fs::path& file, const std::vector<LayerData>& layers) {
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
-  const fs::path temporary = file.string() + ".tmp";
   try {
     {
-      Closer h5{H5Fcreate(temporary.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose};
+      Closer h5{H5Fcreate(file.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose};
       QL_CHECK(h5.id >= 0, "cannot create the HDF5 file");
       for (const LayerData& layer : layers) {
         Closer group{H5Gcreate2(h5.id, layer.name.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Gclose};
@@ -90,10 +85,7 @@ void export_layer_data(const fs::path& file, const std::vector<LayerData>& layer
         dataset(group.id, "codes", H5T_STD_I32LE, H5T_NATIVE_INT32, layer.codes.to(torch::kCPU, torch::kInt32).contiguous());
       }
     }
-    fs::rename(temporary, file);
   } catch (const std::exception& e) {
-    std::error_code ignored;
-    fs::remove(temporary, ignored);
     throw Error(fmt::format("{}: {}", file.string(), message_of(e)));
   }
 }

@@ -22,7 +22,8 @@ struct ExportedLayer {
   double alphabet_scalar;
 };
 
-/// Writes `file` atomically (a temporary file renamed); throws ql::Error naming it on failure.
+/// Writes `file` (the plugin hands it a temporary path through Context::write_file, which
+/// makes the write atomic); throws ql::Error naming it on failure.
 void export_quantized(const std::filesystem::path& file, const std::string& method,
                       const std::vector<ExportedLayer>& layers);
 

@@ -16,24 +16,45 @@
 
 namespace ql::nuqsgd {
 
-std::vector<double> level_set(const std::string& scheme, int bits, double multiplier) {
+std::string_view to_string(Scheme scheme) {
+  switch (scheme) {
+    case Scheme::nuq: return "nuq";
+    case Scheme::qsgd: return "qsgd";
+    case Scheme::qsgdinf: return "qsgdinf";
+    case Scheme::trn: return "trn";
+    case Scheme::alq: return "alq";
+    case Scheme::alq_n: return "alq_n";
+    case Scheme::amq: return "amq";
+    case Scheme::amq_n: return "amq_n";
+    case Scheme::none: return "none";
+  }
+  return "unknown";
+}
+
+bool is_adaptive(Scheme scheme) {
+  return scheme == Scheme::alq || scheme == Scheme::alq_n || scheme == Scheme::amq || scheme == Scheme::amq_n;
+}
+
+bool uses_l2_norm(Scheme scheme) { return scheme != Scheme::qsgdinf && scheme != Scheme::trn; }
+
+std::vector<double> level_set(Scheme scheme, int bits, double multiplier) {
   QL_CHECK(bits >= 1 && bits <= 8, "bits must be in [1, 8], got {}", bits);
   const std::int64_t count = std::int64_t{1} << bits;
   std::vector<double> levels;
-  if (scheme == "trn") return {-1.0, 0.0, 1.0};
-  if (scheme == "qsgd" || scheme == "qsgdinf") {
+  if (scheme == Scheme::trn) return {-1.0, 0.0, 1.0};
+  if (scheme == Scheme::qsgd || scheme == Scheme::qsgdinf) {
     QL_CHECK(count >= 2, "qsgd needs at least 2 levels");
     for (std::int64_t i = 0; i < count; ++i) levels.push_back(-1.0 + 2.0 * static_cast<double>(i) / static_cast<double>(count - 1));
     return levels;
   }
-  if (scheme == "nuq") {
+  if (scheme == Scheme::nuq) {
     QL_CHECK(bits >= 2, "nuq needs bits >= 2");
     QL_CHECK(multiplier > 0 && multiplier < 1, "multiplier must be in (0, 1), got {}", multiplier);
     for (std::int64_t j = 0; j < count / 2; ++j) levels.push_back(-std::pow(multiplier, static_cast<double>(j)));
     for (std::int64_t j = 0; j < count / 2; ++j) levels.push_back(std::pow(multiplier, static_cast<double>(count / 2 - 1 - j)));
     return levels;
   }
-  throw Error(fmt::format("unknown scheme '{}' (nuq, qsgd, qsgdinf, trn)", scheme));
+  throw Error(fmt::format("scheme '{}' has no fixed level set (nuq, qsgd, qsgdinf, trn have)", to_string(scheme)));
 }
 
 int code_bits(std::size_t levels) {

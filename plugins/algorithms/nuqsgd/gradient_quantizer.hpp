@@ -7,7 +7,7 @@
 // counter-based random stream seeded from one draw of the caller's generator, so the result does
 // not depend on the thread count.
 //
-//   GradientQuantizer q(level_set("nuq", 3), /*l2=*/true, 8192);
+//   GradientQuantizer q(level_set(Scheme::nuq, 3), /*l2=*/true, 8192);
 //   std::vector<uint8_t> wire = q.encode(gradient, generator);
 //   at::Tensor back = q.decode(wire, gradient.numel());
 #pragma once
@@ -17,13 +17,23 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace ql::nuqsgd {
 
-/// The signed level set of a scheme (ascending, -1 ... 1): qsgd/qsgdinf: 2^bits levels
+/// The plugin's schemes (its `scheme` option): fixed level sets, adaptive ones (ALQ and AMQ,
+/// norm-based or norm-less with `_n`), and full precision.
+enum class Scheme { nuq, qsgd, qsgdinf, trn, alq, alq_n, amq, amq_n, none };
+std::string_view to_string(Scheme scheme);
+/// True for the schemes whose levels adapt to the gradients (ALQ, AMQ).
+bool is_adaptive(Scheme scheme);
+/// True for the schemes that normalise buckets by their L2 norm (else the max-abs norm).
+bool uses_l2_norm(Scheme scheme);
+
+/// The signed level set of a fixed scheme (ascending, -1 ... 1): qsgd/qsgdinf: 2^bits levels
 /// equispaced; trn: {-1, 0, 1}; nuq: ±multiplier^j for j = 0 .. 2^(bits-1) - 1.
-std::vector<double> level_set(const std::string& scheme, int bits, double multiplier = 0.5);
+std::vector<double> level_set(Scheme scheme, int bits, double multiplier = 0.5);
 
 /// Bits a coordinate takes on the wire for K levels: ceil(log2 K).
 int code_bits(std::size_t levels);

@@ -145,19 +145,21 @@ class AdaptiveCodec : public ql::GradientCodec {
 class Nuqsgd : public ql::Algorithm {
  public:
   explicit Nuqsgd(const ql::Config& options) {
-    scheme_ = options.get_choice("scheme", {"nuq", "qsgd", "qsgdinf", "trn", "alq", "alq_n", "amq", "amq_n", "none"});
+    using ql::nuqsgd::Scheme;
+    scheme_ = options.get_enum<Scheme>("scheme", {{"nuq", Scheme::nuq}, {"qsgd", Scheme::qsgd}, {"qsgdinf", Scheme::qsgdinf},
+                                          {"trn", Scheme::trn}, {"alq", Scheme::alq}, {"alq_n", Scheme::alq_n},
+                                          {"amq", Scheme::amq}, {"amq_n", Scheme::amq_n}, {"none", Scheme::none}});
     bits_ = static_cast<int>(options.get_int("bits", 1, 8));
     multiplier_ = options.get_double("multiplier", 1e-3, 0.999);
     bucket_size_ = options.get_int("bucket_size", 1, INT64_C(1) << 40);
-    if ((scheme_ == "nuq" || scheme_.rfind("a", 0) == 0) && bits_ < 2) {
+    if ((scheme_ == Scheme::nuq || ql::nuqsgd::is_adaptive(scheme_)) && bits_ < 2) {
       throw ql::ConfigError(options.error_message("bits", "nuq, alq and amq need at least 2 bits"));
     }
     statistics_buckets_ = options.get_int("statistics_buckets", 1, INT64_C(1) << 40);
     sweeps_ = static_cast<int>(options.get_int("cd_sweeps", 1, 10000));
-    const std::string update = options.get_choice("alq_update", {"closed_form", "gradient", "projected"});
-    alq_update_ = update == "gradient"    ? ql::nuqsgd::AlqUpdate::gradient
-                  : update == "projected" ? ql::nuqsgd::AlqUpdate::projected
-                                          : ql::nuqsgd::AlqUpdate::closed_form;
+    alq_update_ = options.get_enum<ql::nuqsgd::AlqUpdate>("alq_update", {{"closed_form", ql::nuqsgd::AlqUpdate::closed_form},
+                                                  {"gradient", ql::nuqsgd::AlqUpdate::gradient},
+                                                  {"projected", ql::nuqsgd::AlqUpdate::projected}});
     const std::string steps = options.get_string("update_steps");
     std::vector<std::int64_t> parsed;
     std::stringstream stream(steps);
@@ -180,24 +182,27 @@ class Nuqsgd : public ql::Algorithm {
   }
 
   void attach(ql::Network&, ql::Context& ctx) override {
-    if (scheme_ == "none") {
+    using ql::nuqsgd::Scheme;
+    if (scheme_ == Scheme::none) {
       codec_ = std::make_shared<FullPrecisionCodec>();
       ctx.log(ql::LogLevel::info, "full-precision gradients (the SGD baseline)");
       return;
     }
-    if (scheme_.rfind("alq", 0) == 0 || scheme_.rfind("amq", 0) == 0) {
-      adaptive_ = std::make_shared<AdaptiveCodec>(scheme_.rfind("alq", 0) == 0, scheme_.size() == 3, bits_, bucket_size_,
+    if (ql::nuqsgd::is_adaptive(scheme_)) {
+      const bool alq = scheme_ == Scheme::alq || scheme_ == Scheme::alq_n;
+      const bool norm_based = scheme_ == Scheme::alq || scheme_ == Scheme::amq;
+      adaptive_ = std::make_shared<AdaptiveCodec>(alq, norm_based, bits_, bucket_size_,
                                                   statistics_buckets_, sweeps_, alq_update_, ctx.seed());
       adaptive_->start_gathering();
       codec_ = adaptive_;
       ctx.log(ql::LogLevel::info, fmt::format("{}: {} adapted levels, buckets of {}, updates after steps 0, {}, {} and every {}",
-                                              scheme_, std::size_t{1} << bits_, bucket_size_, update_steps_[0],
+                                              ql::nuqsgd::to_string(scheme_), std::size_t{1} << bits_, bucket_size_, update_steps_[0],
                                               update_steps_[1], update_steps_[2]));
       return;
     }
-    GradientQuantizer quantizer(ql::nuqsgd::level_set(scheme_, bits_, multiplier_), scheme_ == "nuq" || scheme_ == "qsgd",
+    GradientQuantizer quantizer(ql::nuqsgd::level_set(scheme_, bits_, multiplier_), ql::nuqsgd::uses_l2_norm(scheme_),
                                 bucket_size_);
-    ctx.log(ql::LogLevel::info, fmt::format("{}: {} levels, {} bits a coordinate, buckets of {}", scheme_,
+    ctx.log(ql::LogLevel::info, fmt::format("{}: {} levels, {} bits a coordinate, buckets of {}", ql::nuqsgd::to_string(scheme_),
                                             quantizer.levels().size(), quantizer.bits(), bucket_size_));
     quantizing_ = std::make_shared<QuantizingCodec>(std::move(quantizer), ctx.seed());
     codec_ = quantizing_;
@@ -215,7 +220,7 @@ class Nuqsgd : public ql::Algorithm {
         for (std::size_t i = levels.size() / 2; i < levels.size(); ++i) {
           ctx.scalar(fmt::format("level/{}", i), levels[i], step);
         }
-        if (scheme_.rfind("amq", 0) == 0) ctx.scalar("multiplier", adaptive_->multiplier(), step);
+        if (scheme_ == ql::nuqsgd::Scheme::amq || scheme_ == ql::nuqsgd::Scheme::amq_n) ctx.scalar("multiplier", adaptive_->multiplier(), step);
         ctx.log(ql::LogLevel::debug, fmt::format("levels after step {}: {}", step, fmt::join(levels, ", ")));
       }
     }
@@ -249,7 +254,7 @@ class Nuqsgd : public ql::Algorithm {
   }
 
  private:
-  std::string scheme_;
+  ql::nuqsgd::Scheme scheme_ = ql::nuqsgd::Scheme::nuq;
   int bits_ = 3;
   double multiplier_ = 0.5;
   std::int64_t bucket_size_ = 8192;

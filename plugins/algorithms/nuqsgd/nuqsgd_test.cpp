@@ -18,22 +18,22 @@ namespace fs = std::filesystem;
 using namespace ql::nuqsgd;
 
 TEST(NuqsgdTest, LevelSetsOfEachScheme) {
-  EXPECT_EQ(level_set("nuq", 3), (std::vector<double>{-1, -0.5, -0.25, -0.125, 0.125, 0.25, 0.5, 1}));
-  const auto qsgd = level_set("qsgd", 2);
+  EXPECT_EQ(level_set(Scheme::nuq, 3), (std::vector<double>{-1, -0.5, -0.25, -0.125, 0.125, 0.25, 0.5, 1}));
+  const auto qsgd = level_set(Scheme::qsgd, 2);
   ASSERT_EQ(qsgd.size(), 4u);
   EXPECT_NEAR(qsgd[1], -1.0 / 3, 1e-15);
   EXPECT_NEAR(qsgd[2], 1.0 / 3, 1e-15);
-  EXPECT_EQ(level_set("trn", 5), (std::vector<double>{-1, 0, 1}));
-  EXPECT_EQ(level_set("nuq", 4).size(), 16u);
-  EXPECT_DOUBLE_EQ(level_set("nuq", 4)[8], std::pow(0.5, 7));
+  EXPECT_EQ(level_set(Scheme::trn, 5), (std::vector<double>{-1, 0, 1}));
+  EXPECT_EQ(level_set(Scheme::nuq, 4).size(), 16u);
+  EXPECT_DOUBLE_EQ(level_set(Scheme::nuq, 4)[8], std::pow(0.5, 7));
   EXPECT_EQ(code_bits(3), 2);
   EXPECT_EQ(code_bits(8), 3);
-  EXPECT_THROW(level_set("alq", 3), ql::Error);
+  EXPECT_THROW(level_set(Scheme::alq, 3), ql::Error);
 }
 
 TEST(NuqsgdTest, OutputsLieOnNormTimesLevelsAndThePartialBucketIsExact) {
-  for (const auto& [scheme, bits] : std::vector<std::pair<std::string, int>>{{"nuq", 3}, {"qsgd", 4}, {"qsgdinf", 3}, {"trn", 2}}) {
-    const bool l2 = scheme == "nuq" || scheme == "qsgd";
+  for (const auto& [scheme, bits] : std::vector<std::pair<Scheme, int>>{{Scheme::nuq, 3}, {Scheme::qsgd, 4}, {Scheme::qsgdinf, 3}, {Scheme::trn, 2}}) {
+    const bool l2 = uses_l2_norm(scheme);
     GradientQuantizer q(level_set(scheme, bits), l2, 100);
     at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(7);
     const at::Tensor g = torch::randn({1037});
@@ -42,7 +42,7 @@ TEST(NuqsgdTest, OutputsLieOnNormTimesLevelsAndThePartialBucketIsExact) {
     // 10 buckets: a norm and ceil(100 / 8) groups of `bits` bytes each; 37 values sent as fp32.
     EXPECT_EQ(wire.size(), 10u * (4 + 13 * static_cast<std::size_t>(code_bits(level_set(scheme, bits).size()))) + 37u * 4);
     const at::Tensor back = q.decode(wire, 1037);
-    EXPECT_TRUE(torch::equal(back.slice(0, 1000), g.slice(0, 1000))) << scheme;
+    EXPECT_TRUE(torch::equal(back.slice(0, 1000), g.slice(0, 1000))) << to_string(scheme);
     const at::Tensor levels = torch::tensor(level_set(scheme, bits), torch::kFloat32);
     for (int b = 0; b < 10; ++b) {
       const at::Tensor bucket = g.slice(0, b * 100, (b + 1) * 100);
@@ -50,13 +50,13 @@ TEST(NuqsgdTest, OutputsLieOnNormTimesLevelsAndThePartialBucketIsExact) {
       const at::Tensor ratios = back.slice(0, b * 100, (b + 1) * 100) / norm;
       // Each ratio is one of the levels (to float rounding).
       const at::Tensor distance = (ratios.unsqueeze(1) - levels.unsqueeze(0)).abs().amin(1);
-      EXPECT_LT(distance.max().item<float>(), 1e-5) << scheme << " bucket " << b;
+      EXPECT_LT(distance.max().item<float>(), 1e-5) << to_string(scheme) << " bucket " << b;
     }
     // The same generator state gives the same bits.
     at::Generator again = at::make_generator<at::CPUGeneratorImpl>(7);
     EXPECT_EQ(q.encode(g, again), wire);
   }
-  GradientQuantizer q(level_set("nuq", 3), true, 8);
+  GradientQuantizer q(level_set(Scheme::nuq, 3), true, 8);
   at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(1);
   EXPECT_THROW(q.decode(std::vector<std::uint8_t>(5), 16), ql::Error);
 }
@@ -65,8 +65,8 @@ TEST(NuqsgdTest, StochasticRoundingIsUnbiased) {
   // E[Q(g)] = g: the Monte-Carlo mean's error shrinks like 1/sqrt(samples).
   torch::manual_seed(3);
   const at::Tensor g = torch::randn({256});
-  for (const auto& [scheme, bits] : std::vector<std::pair<std::string, int>>{{"nuq", 3}, {"qsgd", 2}, {"qsgdinf", 3}, {"trn", 2}}) {
-    GradientQuantizer q(level_set(scheme, bits), scheme == "nuq" || scheme == "qsgd", 64);
+  for (const auto& [scheme, bits] : std::vector<std::pair<Scheme, int>>{{Scheme::nuq, 3}, {Scheme::qsgd, 2}, {Scheme::qsgdinf, 3}, {Scheme::trn, 2}}) {
+    GradientQuantizer q(level_set(scheme, bits), uses_l2_norm(scheme), 64);
     at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(11);
     std::vector<double> errors;
     at::Tensor sum = torch::zeros_like(g);
@@ -75,8 +75,8 @@ TEST(NuqsgdTest, StochasticRoundingIsUnbiased) {
       for (; done < samples; ++done) sum += q.quantize(g, generator);
       errors.push_back((sum / static_cast<double>(samples) - g).abs().max().item<double>());
     }
-    EXPECT_LT(errors[1], errors[0] * 0.5) << scheme;  // 16x the samples: about a quarter of the error
-    EXPECT_LT(errors[1], 0.25 * g.abs().max().item<double>()) << scheme;
+    EXPECT_LT(errors[1], errors[0] * 0.5) << to_string(scheme);  // 16x the samples: about a quarter of the error
+    EXPECT_LT(errors[1], 0.25 * g.abs().max().item<double>()) << to_string(scheme);
   }
 }
 
@@ -88,17 +88,17 @@ TEST(NuqsgdTest, EveryLevelSearchGivesTheSameCodes) {
   torch::manual_seed(5);
   at::Tensor g = torch::randn({64 * 257}) * torch::rand({64 * 257}).pow(4);  // many tiny values
   g.slice(0, 0, 16).fill_(0.0f);                                          // and exact zeros
-  for (const auto& [scheme, bits] : std::vector<std::pair<std::string, int>>{{"nuq", 2}, {"nuq", 3}, {"nuq", 4}, {"nuq", 6}, {"qsgd", 3}, {"qsgdinf", 4}, {"trn", 2}}) {
+  for (const auto& [scheme, bits] : std::vector<std::pair<Scheme, int>>{{Scheme::nuq, 2}, {Scheme::nuq, 3}, {Scheme::nuq, 4}, {Scheme::nuq, 6}, {Scheme::qsgd, 3}, {Scheme::qsgdinf, 4}, {Scheme::trn, 2}}) {
     const std::vector<double> levels = level_set(scheme, bits);
     std::vector<double> nudged = levels;
     for (std::size_t j = 1; j + 1 < nudged.size(); ++j) nudged[j] *= 1.0 + 1e-9;
-    const bool l2 = scheme != "qsgdinf" && scheme != "trn";
+    const bool l2 = uses_l2_norm(scheme);
     GradientQuantizer direct(levels, l2, 64), searched(nudged, l2, 64);
     at::Generator a = at::make_generator<at::CPUGeneratorImpl>(3), b = at::make_generator<at::CPUGeneratorImpl>(3);
     const at::Tensor from_direct = direct.decode(direct.encode(g, a), g.numel());
     const at::Tensor from_search = searched.decode(searched.encode(g, b), g.numel());
     const auto differing = (from_direct != from_search).sum().item<std::int64_t>();
-    EXPECT_LE(differing, g.numel() / 10000) << scheme << " " << bits << " bits";
+    EXPECT_LE(differing, g.numel() / 10000) << to_string(scheme) << " " << bits << " bits";
   }
 }
 
@@ -195,7 +195,7 @@ TEST(NuqsgdTest, AdaptiveLevelsNeverRaiseTheVarianceObjective) {
     double p = 0;
     const double amq = variance_objective(amq_levels(8, f, &p), f);
     EXPECT_LT(alq, variance_objective(exponential_levels(8, 0.5), f));
-    EXPECT_LT(alq, variance_objective(level_set("qsgd", 3), f));
+    EXPECT_LT(alq, variance_objective(level_set(Scheme::qsgd, 3), f));
     EXPECT_LE(amq, variance_objective(exponential_levels(8, 0.5), f));
     EXPECT_GT(p, 0.0);
     EXPECT_LT(p, 1.0);

@@ -10,6 +10,8 @@
 
 #include <torch/types.h>
 
+#include <set>
+
 namespace {
 
 using ql::uniform::UniformOptions;
@@ -26,6 +28,20 @@ max_bits = 16
 )toml";
 
 // Quantises each input sample of a batch; straight-through in backward.
+// A layer's weight on the b-bit grid; the host writes it into the result after post-training.
+class WeightQuantizer : public ql::Quantizer {
+ public:
+  WeightQuantizer(UniformOptions options, std::string scheme) : options_(options), scheme_(std::move(scheme)) {}
+  at::Tensor forward(const at::Tensor& w) override { return ql::uniform::quantize_uniform(w.detach(), options_); }
+  std::string describe() const override {
+    return fmt::format("uniform {} {} bits {}", scheme_, options_.bits, options_.per_channel ? "per channel" : "per tensor");
+  }
+
+ private:
+  UniformOptions options_;
+  std::string scheme_;
+};
+
 class InputQuantizer : public ql::Quantizer {
  public:
   explicit InputQuantizer(UniformOptions options) : options_(options) { options_.per_channel = true; }
@@ -68,7 +84,7 @@ class Uniform : public ql::Algorithm {
   void apply_variant(const ql::Variant& variant, ql::Network& network, ql::Calibration& /*calibration*/,
                      ql::Context& /*ctx*/) override {
     UniformOptions options = options_;
-    options.bits = static_cast<int>(variant.values.at(0).second);
+    options.bits = static_cast<int>(variant.value("bits"));
     quantize(network, options);
   }
 
@@ -88,19 +104,24 @@ class Uniform : public ql::Algorithm {
     return "?";
   }
 
-  // Replaces the selected float parameters by their quantised values; returns their count.
+  // Puts the weight quantiser into every weighted layer's slot and, with parameters = "all",
+  // replaces the other parameters (biases, batch norm, embeddings: no slot) by their
+  // quantised values; returns the number of tensors quantised.
   std::int64_t quantize(ql::Network& network, const UniformOptions& options) const {
     torch::NoGradGuard no_grad;
     std::int64_t count = 0;
-    auto quantize_in_place = [&](at::Tensor& tensor) {
-      tensor.copy_(ql::uniform::quantize_uniform(tensor, options));
+    std::set<const void*> weights;
+    for (auto& [name, layer] : network.quantizable_layers()) {
+      if (!layer->has_weight()) continue;
+      layer->set_weight_quantizer(std::make_shared<WeightQuantizer>(options, scheme_name()));
+      weights.insert(layer->weight.unsafeGetTensorImpl());
       ++count;
-    };
+    }
     if (all_parameters_) {
-      for (at::Tensor& p : network.parameters()) quantize_in_place(p);
-    } else {
-      for (auto& [name, layer] : network.quantizable_layers()) {
-        if (layer->has_weight()) quantize_in_place(layer->weight);
+      for (at::Tensor& p : network.parameters()) {
+        if (weights.count(p.unsafeGetTensorImpl())) continue;
+        p.copy_(ql::uniform::quantize_uniform(p, options));
+        ++count;
       }
     }
     network.set_input_quantizer(quantize_inputs_ ? std::make_shared<InputQuantizer>(options) : nullptr);

@@ -20,8 +20,6 @@ namespace fs = std::filesystem;
 constexpr char kOptions[] = R"toml(
 data_dir = ""             # folder of the binary files (relative: to [storage] data): cifar-10-batches-bin (data_batch_1.bin ... data_batch_5.bin, test_batch.bin) or cifar-100-binary (train.bin, test.bin)
 variant = "cifar10"       # cifar10 | cifar100 (fine labels)
-valid_fraction = 0.1      # share of the training images held out for validation (0: none)
-hold_out_seed = 1234      # seed of the hold-out draw
 augment = true            # training batches: random crop 32 from the image padded by 4, horizontal flip
 normalization = "standard"  # standard: per-channel mean and std of the training set (the usual constants) | unit: [0, 1]
 max_train_samples = 0     # use only the first N training images (0: all)
@@ -106,8 +104,6 @@ class Cifar : public ql::Problem {
   explicit Cifar(const ql::Config& options)
       : dir_(options.get_path("data_dir")),
         cifar100_(options.get_choice("variant", {"cifar10", "cifar100"}) == "cifar100"),
-        valid_fraction_(options.get_double("valid_fraction", 0.0, 0.9)),
-        hold_out_seed_(static_cast<std::uint64_t>(options.get_int("hold_out_seed", 0, INT64_MAX))),
         augment_(options.get_bool("augment")),
         standard_(options.get_choice("normalization", {"standard", "unit"}) == "standard"),
         max_train_(options.get_int("max_train_samples", 0, INT64_MAX)) {
@@ -123,7 +119,7 @@ class Cifar : public ql::Problem {
 
   ql::DatasetSpec spec() const override { return spec_; }
 
-  std::shared_ptr<const ql::Dataset> dataset(ql::Split split) override {
+  std::shared_ptr<const ql::Dataset> dataset(ql::Split split, ql::Log& /*log*/) override {
     if (!splits_.train) load();
     return splits_.of(split);
   }
@@ -157,22 +153,13 @@ class Cifar : public ql::Problem {
       std = std.to(torch::kFloat32).view({3, 1, 1});
     }
 
-    const std::int64_t n = train.pixels.size(0);
-    const auto n_valid = static_cast<std::int64_t>(static_cast<double>(n) * valid_fraction_);
-    const at::Tensor permutation = torch::tensor(ql::seeded_permutation(n, hold_out_seed_), torch::kInt64);
-    auto subset = [&](const at::Tensor& index) {
-      const at::Tensor sorted = std::get<0>(index.sort());
-      return Images{train.pixels.index_select(0, sorted), train.labels.index_select(0, sorted)};
-    };
-    splits_.train = std::make_shared<CifarSet>(subset(permutation.slice(0, 0, n - n_valid)), augment_, mean, std);
-    if (n_valid > 0) splits_.valid = std::make_shared<CifarSet>(subset(permutation.slice(0, n - n_valid)), false, mean, std);
+    // The validation split is the host's to hold out (evaluation batches are never augmented).
+    splits_.train = std::make_shared<CifarSet>(std::move(train), augment_, mean, std);
     splits_.test = std::make_shared<CifarSet>(std::move(test), false, mean, std);
   }
 
   fs::path dir_;
   bool cifar100_;
-  double valid_fraction_;
-  std::uint64_t hold_out_seed_;
   bool augment_, standard_;
   std::int64_t max_train_;
   ql::DatasetSpec spec_;

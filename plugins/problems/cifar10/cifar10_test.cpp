@@ -57,31 +57,31 @@ class CifarTest : public ::testing::Test {
 }  // namespace
 
 TEST_F(CifarTest, LoadsExactPixelsAndLabelsInFileOrder) {
-  auto problem = cifar({"data_dir=" + (dir_ / "c10").string(), "valid_fraction=0.0", "normalization=\"unit\""});
+  auto problem = cifar({"data_dir=" + (dir_ / "c10").string(), "normalization=\"unit\""});
   EXPECT_EQ(problem->spec().input_shape, (std::vector<std::int64_t>{3, 32, 32}));
   EXPECT_EQ(problem->spec().class_names.at(9), "truck");
-  auto train = problem->dataset(ql::Split::train);
+  auto train = problem->dataset(ql::Split::train, ql::stderr_log());
   ASSERT_EQ(train->size(), 60);
   const ql::Batch batch = train->get_batch(torch::tensor({0, 13, 59}, torch::kInt64), 0, false);
   EXPECT_TRUE(torch::allclose(batch.inputs[0], expected_image(0)));
   EXPECT_TRUE(torch::allclose(batch.inputs[1], expected_image(13)));  // second file, second record
   EXPECT_TRUE(torch::allclose(batch.inputs[2], expected_image(59)));
   EXPECT_TRUE(batch.targets.equal(torch::tensor({0, 3, 9}, torch::kInt64)));
-  const ql::Batch test = problem->dataset(ql::Split::test)->get_batch(torch::tensor({2}, torch::kInt64), 0, false);
+  const ql::Batch test = problem->dataset(ql::Split::test, ql::stderr_log())->get_batch(torch::tensor({2}, torch::kInt64), 0, false);
   EXPECT_TRUE(torch::allclose(test.inputs[0], expected_image(1002)));
 }
 
 TEST_F(CifarTest, StandardNormalisationUsesTheUsualConstants) {
-  auto problem = cifar({"data_dir=" + (dir_ / "c10").string(), "valid_fraction=0.0"});
-  const ql::Batch batch = problem->dataset(ql::Split::test)->get_batch(torch::tensor({0}, torch::kInt64), 0, false);
+  auto problem = cifar({"data_dir=" + (dir_ / "c10").string()});
+  const ql::Batch batch = problem->dataset(ql::Split::test, ql::stderr_log())->get_batch(torch::tensor({0}, torch::kInt64), 0, false);
   const at::Tensor mean = torch::tensor({0.4914f, 0.4822f, 0.4465f}).view({3, 1, 1});
   const at::Tensor std = torch::tensor({0.2470f, 0.2435f, 0.2616f}).view({3, 1, 1});
   EXPECT_TRUE(torch::allclose(batch.inputs[0], (expected_image(1000) - mean) / std, 1e-5, 1e-5));
 }
 
 TEST_F(CifarTest, AugmentationIsASeededCropOfThePaddedImageMaybeFlipped) {
-  auto problem = cifar({"data_dir=" + (dir_ / "c10").string(), "valid_fraction=0.0", "normalization=\"unit\""});
-  auto train = problem->dataset(ql::Split::train);
+  auto problem = cifar({"data_dir=" + (dir_ / "c10").string(), "normalization=\"unit\""});
+  auto train = problem->dataset(ql::Split::train, ql::stderr_log());
   const at::Tensor index = torch::arange(16, torch::kInt64);
   const ql::Batch a = train->get_batch(index, 11, true), b = train->get_batch(index, 11, true);
   EXPECT_TRUE(a.inputs.equal(b.inputs));
@@ -111,22 +111,19 @@ TEST_F(CifarTest, AugmentationIsASeededCropOfThePaddedImageMaybeFlipped) {
 }
 
 TEST_F(CifarTest, Cifar100UsesTheFineLabel) {
-  auto problem = cifar({"data_dir=" + (dir_ / "c100").string(), "variant=\"cifar100\"", "valid_fraction=0.0",
+  auto problem = cifar({"data_dir=" + (dir_ / "c100").string(), "variant=\"cifar100\"",
                         "normalization=\"unit\""});
   EXPECT_EQ(problem->spec().num_classes, 100);
-  const ql::Batch batch = problem->dataset(ql::Split::train)->get_batch(torch::tensor({25}, torch::kInt64), 0, false);
+  const ql::Batch batch = problem->dataset(ql::Split::train, ql::stderr_log())->get_batch(torch::tensor({25}, torch::kInt64), 0, false);
   EXPECT_EQ(batch.targets[0].item<std::int64_t>(), 25);
   EXPECT_TRUE(torch::allclose(batch.inputs[0], expected_image(25)));
 }
 
-TEST_F(CifarTest, HoldOutIsSeededAndDisjoint) {
-  auto problem = cifar({"data_dir=" + (dir_ / "c10").string(), "valid_fraction=0.25", "normalization=\"unit\""});
-  EXPECT_EQ(problem->dataset(ql::Split::train)->size(), 45);
-  EXPECT_EQ(problem->dataset(ql::Split::valid)->size(), 15);
-  auto again = cifar({"data_dir=" + (dir_ / "c10").string(), "valid_fraction=0.25", "normalization=\"unit\""});
-  const at::Tensor all = torch::arange(15, torch::kInt64);
-  EXPECT_TRUE(again->dataset(ql::Split::valid)->get_batch(all, 0, false).inputs.equal(
-      problem->dataset(ql::Split::valid)->get_batch(all, 0, false).inputs));
+// The five training batches are the training split: the validation hold-out is the host's.
+TEST_F(CifarTest, TrainingSplitIsEveryTrainingRecord) {
+  auto problem = cifar({"data_dir=" + (dir_ / "c10").string(), "normalization=\"unit\""});
+  EXPECT_EQ(problem->dataset(ql::Split::train, ql::stderr_log())->size(), 60);
+  EXPECT_EQ(problem->dataset(ql::Split::valid, ql::stderr_log()), nullptr);
 }
 
 // bad-input: a truncated CIFAR batch file, or no data folder | `…/data_batch_3.bin: N bytes is not a whole number of 3073-byte records (truncated or not a CIFAR binary file?)` | 1
@@ -135,13 +132,13 @@ TEST_F(CifarTest, TruncatedFileAndMissingDirectoryAreErrorsNamingTheFile) {
   bytes.resize(bytes.size() - 100);
   ql::test::write_bytes(dir_ / "c10/data_batch_3.bin", bytes);
   try {
-    cifar({"data_dir=" + (dir_ / "c10").string()})->dataset(ql::Split::train);
+    cifar({"data_dir=" + (dir_ / "c10").string()})->dataset(ql::Split::train, ql::stderr_log());
     FAIL() << "expected an error";
   } catch (const ql::Error& e) {
     EXPECT_NE(std::string(e.what()).find("data_batch_3.bin"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("3073-byte records"), std::string::npos) << e.what();
   }
-  EXPECT_THROW(cifar({})->dataset(ql::Split::train), ql::Error);
+  EXPECT_THROW(cifar({})->dataset(ql::Split::train, ql::stderr_log()), ql::Error);
   EXPECT_EQ(cifar({})->spec().num_classes, 10);  // the spec needs no files
 }
 

@@ -45,8 +45,6 @@ resize = 256             # evaluation: shorter side resized to this, then a cent
 min_scale = 0.08         # training: random-resized-crop takes between min_scale and all of the image's area
 workers = 0              # decoding threads per batch; 0: all cores
 on_corrupt = "error"     # error: stop, naming the file | skip: leave a corrupt or non-JPEG image out of its batch and count it
-valid_fraction = 0.0     # share of train/ held out for validation (val/ is the test split)
-hold_out_seed = 1234     # seed of the hold-out
 )toml";
 
 struct Settings {
@@ -177,8 +175,8 @@ class WorkerPool {
 
 class ImageFolderSet : public ql::Dataset {
  public:
-  ImageFolderSet(std::vector<Sample> samples, Settings settings, bool training)
-      : samples_(std::move(samples)), settings_(settings), training_(training),
+  ImageFolderSet(std::vector<Sample> samples, Settings settings, bool training, ql::Log& log)
+      : samples_(std::move(samples)), settings_(settings), training_(training), log_(log),
         pool_(std::make_unique<WorkerPool>(settings.workers)) {}
 
   std::int64_t size() const override { return static_cast<std::int64_t>(samples_.size()); }
@@ -209,8 +207,7 @@ class ImageFolderSet : public ql::Dataset {
       if (!settings_.skip_corrupt) throw ql::Error(errors[static_cast<std::size_t>(k)]);
       std::lock_guard lock(skipped_mutex_);
       if (skipped_files_.insert(errors[static_cast<std::size_t>(k)]).second) {
-        std::fprintf(stderr, "warning: skipped %s (%zu so far)\n", errors[static_cast<std::size_t>(k)].c_str(),
-                     skipped_files_.size());
+        log_.warn("skipped {} ({} so far)", errors[static_cast<std::size_t>(k)], skipped_files_.size());
       }
     }
     std::vector<std::int64_t> labels;
@@ -283,6 +280,7 @@ class ImageFolderSet : public ql::Dataset {
   std::vector<Sample> samples_;
   Settings settings_;
   bool training_;
+  ql::Log& log_;  // outlives the data set (Problem::dataset)
   // ImageNet's per-channel statistics, in byte units.
   static constexpr float kMean[3] = {0.485f * 255, 0.456f * 255, 0.406f * 255};
   static constexpr float kInverseStd[3] = {1 / (0.229f * 255), 1 / (0.224f * 255), 1 / (0.225f * 255)};
@@ -310,9 +308,7 @@ class Ilsvrc12 : public ql::Problem {
  public:
   explicit Ilsvrc12(const ql::Config& options)
       : root_(options.get_path("data_dir")),
-        val_labels_(options.get_path("val_labels")),
-        valid_fraction_(options.get_double("valid_fraction", 0.0, 0.9)),
-        hold_out_seed_(static_cast<std::uint64_t>(options.get_int("hold_out_seed", 0, INT64_MAX))) {
+        val_labels_(options.get_path("val_labels")) {
     settings_.crop = options.get_int("crop", 8, 4096);
     settings_.resize = options.get_int("resize", 8, 8192);
     if (settings_.resize < settings_.crop) {
@@ -329,13 +325,13 @@ class Ilsvrc12 : public ql::Problem {
 
   ql::DatasetSpec spec() const override { return spec_; }
 
-  std::shared_ptr<const ql::Dataset> dataset(ql::Split split) override {
-    if (!splits_.train) load();
+  std::shared_ptr<const ql::Dataset> dataset(ql::Split split, ql::Log& log) override {
+    if (!splits_.train) load(log);
     return splits_.of(split);
   }
 
  private:
-  void load() {
+  void load(ql::Log& log) {
     QL_CHECK(!root_.empty(), "problem ilsvrc12: set problem.data_dir to the ImageNet root (train/, val/)");
     const fs::path train_dir = root_ / "train", val_dir = root_ / "val";
     QL_CHECK(fs::is_directory(train_dir), "{}: not found (expected train/<wnid>/*.JPEG)", train_dir.string());
@@ -384,28 +380,12 @@ class Ilsvrc12 : public ql::Problem {
       }
     }
 
-    std::vector<Sample> valid;
-    if (valid_fraction_ > 0) {
-      std::vector<Sample> shuffled;
-      for (std::int64_t i : ql::seeded_permutation(static_cast<std::int64_t>(train.size()), hold_out_seed_)) {
-        shuffled.push_back(train[static_cast<std::size_t>(i)]);
-      }
-      train = std::move(shuffled);
-      const auto n_valid = static_cast<std::size_t>(static_cast<double>(train.size()) * valid_fraction_);
-      valid.assign(train.end() - static_cast<std::ptrdiff_t>(n_valid), train.end());
-      train.resize(train.size() - n_valid);
-      auto by_path = [](const Sample& a, const Sample& b) { return a.file < b.file; };
-      std::sort(train.begin(), train.end(), by_path);
-      std::sort(valid.begin(), valid.end(), by_path);
-    }
-    splits_.train = std::make_shared<ImageFolderSet>(std::move(train), settings_, true);
-    if (!valid.empty()) splits_.valid = std::make_shared<ImageFolderSet>(std::move(valid), settings_, false);
-    if (!test.empty()) splits_.test = std::make_shared<ImageFolderSet>(std::move(test), settings_, false);
+    // val/ is the test split; a validation split is the host's to hold out of train/.
+    splits_.train = std::make_shared<ImageFolderSet>(std::move(train), settings_, true, log);
+    if (!test.empty()) splits_.test = std::make_shared<ImageFolderSet>(std::move(test), settings_, false, log);
   }
 
   fs::path root_, val_labels_;
-  double valid_fraction_;
-  std::uint64_t hold_out_seed_;
   Settings settings_{};
   ql::DatasetSpec spec_;
   ql::Splits splits_;

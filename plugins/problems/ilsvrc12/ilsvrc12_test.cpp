@@ -65,7 +65,7 @@ class Ilsvrc12Test : public ::testing::Test {
 TEST_F(Ilsvrc12Test, LabelsComeFromSortedFoldersAndPixelsSurviveDecoding) {
   auto problem = imagenet({});
   EXPECT_EQ(problem->spec().input_shape, (std::vector<std::int64_t>{3, 32, 32}));
-  auto train = problem->dataset(ql::Split::train);
+  auto train = problem->dataset(ql::Split::train, ql::stderr_log());
   ASSERT_EQ(train->size(), 12);
   EXPECT_EQ(problem->spec().class_names.at(2), "n01484850");
   const ql::Batch batch = train->get_batch(torch::tensor({0, 5, 11}, torch::kInt64), 0, false);
@@ -73,7 +73,7 @@ TEST_F(Ilsvrc12Test, LabelsComeFromSortedFoldersAndPixelsSurviveDecoding) {
   for (int k = 0; k < 3; ++k) {
     EXPECT_LT((batch.inputs[k] - normalised(k)).abs().max().item<float>(), 2.5f / 255 / 0.224f) << "class " << k;
   }
-  auto test = problem->dataset(ql::Split::test);
+  auto test = problem->dataset(ql::Split::test, ql::stderr_log());
   ASSERT_EQ(test->size(), 3);
   EXPECT_TRUE(test->get_batch(torch::arange(3, torch::kInt64), 0, false).targets.equal(torch::arange(3, torch::kInt64)));
 }
@@ -88,7 +88,7 @@ TEST_F(Ilsvrc12Test, FlatValidationFolderWithALabelFile) {
       "ilsvrc12", ql::core::plugin_options(registry_.find(ql::PluginKind::problem, "ilsvrc12"),
                                            {"data_dir=" + (dir_ / "flat").string(), "classes=3", "crop=32", "resize=40",
                                             "val_labels=" + (dir_ / "labels.txt").string()}));
-  const ql::Batch batch = problem->dataset(ql::Split::test)->get_batch(torch::arange(2, torch::kInt64), 0, false);
+  const ql::Batch batch = problem->dataset(ql::Split::test, ql::stderr_log())->get_batch(torch::arange(2, torch::kInt64), 0, false);
   EXPECT_TRUE(batch.targets.equal(torch::tensor({1, 0}, torch::kInt64)));
 }
 
@@ -98,7 +98,7 @@ TEST_F(Ilsvrc12Test, AugmentationIsSeeded) {
   for (int y = 0; y < 90; ++y)
     for (int x = 0; x < 120; ++x) rgb.insert(rgb.end(), {static_cast<std::uint8_t>(2 * x), static_cast<std::uint8_t>(2 * y), 128});
   ql::test::write_bytes(dir_ / "train/n01440764/img_0.JPEG", encode_jpeg(rgb, 120, 90, 95));
-  auto train = imagenet({})->dataset(ql::Split::train);
+  auto train = imagenet({})->dataset(ql::Split::train, ql::stderr_log());
   const at::Tensor index = torch::tensor({0, 0, 0, 0}, torch::kInt64);
   const ql::Batch a = train->get_batch(index, 5, true), b = train->get_batch(index, 5, true);
   EXPECT_TRUE(a.inputs.equal(b.inputs));
@@ -193,7 +193,7 @@ TEST_F(Ilsvrc12Test, CorruptFilesAreNamedOrSkipped) {
   bytes.resize(bytes.size() / 2);
   ql::test::write_bytes(dir_ / "train/n01443537/img_1.JPEG", bytes);
   ql::test::write_text(dir_ / "train/n01443537/img_2.JPEG", "GIF89a not a jpeg");
-  auto train = imagenet({})->dataset(ql::Split::train);
+  auto train = imagenet({})->dataset(ql::Split::train, ql::stderr_log());
   for (std::int64_t k : {5, 6}) {
     try {
       train->get_batch(torch::tensor({k}, torch::kInt64), 0, false);
@@ -202,7 +202,7 @@ TEST_F(Ilsvrc12Test, CorruptFilesAreNamedOrSkipped) {
       EXPECT_NE(std::string(e.what()).find(fmt::format("img_{}.JPEG", k - 4)), std::string::npos) << e.what();
     }
   }
-  auto skipping = imagenet({"on_corrupt=\"skip\""})->dataset(ql::Split::train);
+  auto skipping = imagenet({"on_corrupt=\"skip\""})->dataset(ql::Split::train, ql::stderr_log());
   const ql::Batch batch = skipping->get_batch(torch::arange(12, torch::kInt64), 0, true);
   EXPECT_EQ(batch.inputs.size(0), 10);
   EXPECT_EQ(batch.targets.size(0), 10);
@@ -213,11 +213,11 @@ TEST_F(Ilsvrc12Test, SpecNeedsNoFilesAndWrongClassCountIsAnError) {
       "ilsvrc12", ql::core::plugin_options(registry_.find(ql::PluginKind::problem, "ilsvrc12"), {}));
   EXPECT_EQ(problem->spec().num_classes, 1000);
   EXPECT_EQ(problem->spec().input_shape, (std::vector<std::int64_t>{3, 224, 224}));
-  EXPECT_THROW(problem->dataset(ql::Split::train), ql::Error);
+  EXPECT_THROW(problem->dataset(ql::Split::train, ql::stderr_log()), ql::Error);
   auto wrong = registry_.create<ql::Problem>(
       "ilsvrc12", ql::core::plugin_options(registry_.find(ql::PluginKind::problem, "ilsvrc12"),
                                            {"data_dir=" + dir_.path().string(), "classes=5"}));
-  EXPECT_THROW(wrong->dataset(ql::Split::train), ql::Error);
+  EXPECT_THROW(wrong->dataset(ql::Split::train, ql::stderr_log()), ql::Error);
 }
 
 TEST_F(Ilsvrc12Test, PassesConformance) {

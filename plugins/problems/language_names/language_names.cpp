@@ -1,7 +1,8 @@
 // The language-names problem (the PyTorch char-RNN tutorial's data): one `<Language>.txt` per
 // class, one UTF-8 name per line; a name is classified into its language from its characters.
-// Names become token ids (0 is padding) padded to `max_length`; train/valid/test are drawn per
-// class with a fixed seed (stratified), so every split keeps the languages' proportions.
+// Names become token ids (0 is padding) padded to `max_length`; the test split is drawn per
+// class with a fixed seed (stratified), so it keeps the languages' proportions; the host holds
+// the validation split out of the rest.
 #include "quantlab/sdk/config.hpp"
 #include "quantlab/sdk/error.hpp"
 #include "quantlab/sdk/plugin.hpp"
@@ -27,9 +28,8 @@ constexpr char kOptions[] = R"toml(
 data_dir = ""              # folder of <Language>.txt files; "": the copy installed with QuantLab (datasets/language-names)
 encoding = "ascii"         # ascii: fold to ASCII as the PyTorch tutorial (NFD, drop accents, keep letters and " .,;'"; 58 tokens) | codepoints: one token per Unicode code point (NFC, ids up to 65535, as Quantifind)
 max_length = 20            # names are padded (token 0) to this many tokens; longer ones are cut (the data's longest has 20)
-valid_fraction = 0.1       # share of each language held out for validation
-test_fraction = 0.1        # share of each language held out for testing
-split_seed = 42            # seed of the stratified split
+test_fraction = 0.1        # share of each language held out for testing (the validation split is the host's: [training] valid_fraction of the rest)
+split_seed = 42            # seed of the stratified test split
 )toml";
 
 // The tutorial's alphabet: ASCII letters and " .,;'"; token id = 1 + position.
@@ -96,7 +96,6 @@ class NameSet : public ql::Dataset {
     ql::Batch batch;
     batch.inputs = tokens_.index_select(0, indices);
     batch.targets = labels_.index_select(0, indices);
-    batch.mask = batch.inputs.eq(0);
     return batch;
   }
 
@@ -111,7 +110,6 @@ class LanguageNames : public ql::Problem {
     const fs::path dir = configured.empty() ? installed_data_dir() : configured;
     const bool ascii = options.get_choice("encoding", {"ascii", "codepoints"}) == "ascii";
     const std::int64_t length = options.get_int("max_length", 1, 4096);
-    const double valid_fraction = options.get_double("valid_fraction", 0.0, 0.5);
     const double test_fraction = options.get_double("test_fraction", 0.0, 0.5);
     const auto seed = static_cast<std::uint64_t>(options.get_int("split_seed", 0, INT64_MAX));
 
@@ -152,8 +150,8 @@ class LanguageNames : public ql::Problem {
     }
     const at::Tensor all_labels = torch::tensor(labels, torch::kInt64);
 
-    // Stratified split: each language's names shuffled with the seed, then cut.
-    std::vector<std::int64_t> train, valid, test;
+    // Stratified test split: each language's names shuffled with the seed, then cut.
+    std::vector<std::int64_t> train, test;
     for (std::size_t c = 0; c < by_class.size(); ++c) {
       std::vector<std::int64_t> members;
       for (std::int64_t i : ql::seeded_permutation(static_cast<std::int64_t>(by_class[c].size()), seed + c)) {
@@ -161,11 +159,8 @@ class LanguageNames : public ql::Problem {
       }
       const auto n = static_cast<double>(members.size());
       const auto n_test = static_cast<std::size_t>(std::round(n * test_fraction));
-      const auto n_valid = static_cast<std::size_t>(std::round(n * valid_fraction));
       test.insert(test.end(), members.begin(), members.begin() + static_cast<std::ptrdiff_t>(n_test));
-      valid.insert(valid.end(), members.begin() + static_cast<std::ptrdiff_t>(n_test),
-                   members.begin() + static_cast<std::ptrdiff_t>(n_test + n_valid));
-      train.insert(train.end(), members.begin() + static_cast<std::ptrdiff_t>(n_test + n_valid), members.end());
+      train.insert(train.end(), members.begin() + static_cast<std::ptrdiff_t>(n_test), members.end());
     }
     auto subset = [&](std::vector<std::int64_t>& index) -> std::shared_ptr<const ql::Dataset> {
       if (index.empty()) return nullptr;
@@ -174,7 +169,6 @@ class LanguageNames : public ql::Problem {
       return std::make_shared<NameSet>(all_tokens.index_select(0, i), all_labels.index_select(0, i));
     };
     splits_.train = subset(train);
-    splits_.valid = subset(valid);
     splits_.test = subset(test);
     QL_CHECK(splits_.train != nullptr, "{}: no names left for training", dir.string());
 
@@ -186,7 +180,7 @@ class LanguageNames : public ql::Problem {
 
   ql::DatasetSpec spec() const override { return spec_; }
 
-  std::shared_ptr<const ql::Dataset> dataset(ql::Split split) override { return splits_.of(split); }
+  std::shared_ptr<const ql::Dataset> dataset(ql::Split split, ql::Log& /*log*/) override { return splits_.of(split); }
 
  private:
   ql::DatasetSpec spec_;

@@ -50,14 +50,14 @@ std::int64_t token(char c) {
 }  // namespace
 
 TEST_F(LanguageNamesTest, FoldsToAsciiPadsAndLabelsByFileName) {
-  auto names = problem({"max_length=8", "valid_fraction=0.0", "test_fraction=0.0"});
+  auto names = problem({"max_length=8", "test_fraction=0.0"});
   const ql::DatasetSpec spec = names->spec();
   EXPECT_EQ(spec.input_kind, ql::InputKind::tokens);
   EXPECT_EQ(spec.input_shape, (std::vector<std::int64_t>{8}));
   EXPECT_EQ(spec.vocabulary_size, 58);
   EXPECT_EQ(spec.class_names, (std::vector<std::string>{"French", "German"}));  // sorted file names
   at::Tensor labels;
-  const at::Tensor tokens = all(*names->dataset(ql::Split::train), &labels);
+  const at::Tensor tokens = all(*names->dataset(ql::Split::train, ql::stderr_log()), &labels);
   ASSERT_EQ(tokens.sizes(), (std::vector<std::int64_t>{30, 8}));
   // "Éloïse" -> "Eloise" (NFD, accents dropped), padded with 0; the French file comes first.
   const std::vector<std::int64_t> eloise{token('E'), token('l'), token('o'), token('i'), token('s'), token('e'), 0, 0};
@@ -70,33 +70,32 @@ TEST_F(LanguageNamesTest, FoldsToAsciiPadsAndLabelsByFileName) {
   for (std::int64_t i = 0; i < tokens.size(0); ++i) found |= tokens[i].equal(torch::tensor(muller, torch::kInt64));
   EXPECT_TRUE(found);
   EXPECT_EQ(labels.eq(1).sum().item<std::int64_t>(), 20);
-  const ql::Batch batch = names->dataset(ql::Split::train)->get_batch(torch::tensor({0}, torch::kInt64), 0, false);
-  EXPECT_TRUE(batch.mask.equal(torch::tensor(eloise, torch::kInt64).eq(0).unsqueeze(0)));
+  const ql::Batch batch = names->dataset(ql::Split::train, ql::stderr_log())->get_batch(torch::tensor({0}, torch::kInt64), 0, false);
+  EXPECT_TRUE(batch.inputs.equal(torch::tensor(eloise, torch::kInt64).unsqueeze(0)));  // padded with 0
 }
 
 TEST_F(LanguageNamesTest, CodePointsKeepTheLetters) {
-  auto names = problem({"encoding=\"codepoints\"", "valid_fraction=0.0", "test_fraction=0.0"});
+  auto names = problem({"encoding=\"codepoints\"", "test_fraction=0.0"});
   EXPECT_EQ(names->spec().vocabulary_size, 65536);
-  const at::Tensor tokens = all(*names->dataset(ql::Split::train));
+  const at::Tensor tokens = all(*names->dataset(ql::Split::train, ql::stderr_log()));
   EXPECT_EQ(tokens[0][0].item<std::int64_t>(), 0xC9);  // É (NFC)
   EXPECT_EQ(tokens[0][3].item<std::int64_t>(), 0xEF);  // ï
 }
 
-TEST_F(LanguageNamesTest, SplitIsStratifiedDisjointAndSeeded) {
-  auto names = problem({"valid_fraction=0.2", "test_fraction=0.1"});
-  at::Tensor train_labels, valid_labels, test_labels;
-  all(*names->dataset(ql::Split::train), &train_labels);
-  all(*names->dataset(ql::Split::valid), &valid_labels);
-  all(*names->dataset(ql::Split::test), &test_labels);
-  // German 20: 2 test, 4 valid, 14 train; French 10: 1 test, 2 valid, 7 train.
+TEST_F(LanguageNamesTest, TestSplitIsStratifiedDisjointAndSeeded) {
+  auto names = problem({"test_fraction=0.1"});
+  at::Tensor train_labels, test_labels;
+  all(*names->dataset(ql::Split::train, ql::stderr_log()), &train_labels);
+  all(*names->dataset(ql::Split::test, ql::stderr_log()), &test_labels);
+  EXPECT_EQ(names->dataset(ql::Split::valid, ql::stderr_log()), nullptr);  // the host's to hold out
+  // German 20: 2 test, 18 train; French 10: 1 test, 9 train.
   EXPECT_EQ(test_labels.eq(1).sum().item<std::int64_t>(), 2);
   EXPECT_EQ(test_labels.eq(0).sum().item<std::int64_t>(), 1);
-  EXPECT_EQ(valid_labels.eq(1).sum().item<std::int64_t>(), 4);
-  EXPECT_EQ(train_labels.size(0), 21);
-  auto again = problem({"valid_fraction=0.2", "test_fraction=0.1"});
-  EXPECT_TRUE(all(*again->dataset(ql::Split::test)).equal(all(*names->dataset(ql::Split::test))));
-  auto other = problem({"valid_fraction=0.2", "test_fraction=0.1", "split_seed=7"});
-  EXPECT_FALSE(all(*other->dataset(ql::Split::test)).equal(all(*names->dataset(ql::Split::test))));
+  EXPECT_EQ(train_labels.size(0), 27);
+  auto again = problem({"test_fraction=0.1"});
+  EXPECT_TRUE(all(*again->dataset(ql::Split::test, ql::stderr_log())).equal(all(*names->dataset(ql::Split::test, ql::stderr_log()))));
+  auto other = problem({"test_fraction=0.1", "split_seed=7"});
+  EXPECT_FALSE(all(*other->dataset(ql::Split::test, ql::stderr_log())).equal(all(*names->dataset(ql::Split::test, ql::stderr_log()))));
 }
 
 // bad-input: a names file with invalid UTF-8 | `…/Broken.txt:2: not valid UTF-8` | 1
@@ -122,8 +121,8 @@ TEST_F(LanguageNamesTest, InstalledDataHasTheTutorialsCountsAndPassesConformance
   auto names = registry_.create<ql::Problem>(
       "language_names", ql::core::plugin_options(registry_.find(ql::PluginKind::problem, "language_names"), {}));
   EXPECT_EQ(names->spec().num_classes, 18);
-  const std::int64_t total = names->dataset(ql::Split::train)->size() + names->dataset(ql::Split::valid)->size() +
-                             names->dataset(ql::Split::test)->size();
+  const std::int64_t total =
+      names->dataset(ql::Split::train, ql::stderr_log())->size() + names->dataset(ql::Split::test, ql::stderr_log())->size();
   EXPECT_EQ(total, 20074);
   const auto report =
       ql::core::check_conformance(registry_, registry_.find(ql::PluginKind::problem, "language_names"), {});

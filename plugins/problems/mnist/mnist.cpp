@@ -22,9 +22,7 @@ train_images = "train-images-idx3-ubyte"        # file names in data_dir; "NAME.
 train_labels = "train-labels-idx1-ubyte"
 test_images = "t10k-images-idx3-ubyte"
 test_labels = "t10k-labels-idx1-ubyte"
-valid_fraction = 0.1          # share of the training files held out for validation (0: no validation split)
-hold_out_seed = 1234          # seed of the hold-out draw, fixed so every run validates on the same images
-normalization = "standard"    # standard: (x - mean) / std of the training split | unit: x in [0, 1] | symmetric: x in [-1, 1]
+normalization = "standard"    # standard: (x - mean) / std of the training file's pixels | unit: x in [0, 1] | symmetric: x in [-1, 1]
 image_size = [28, 28]         # rows and columns of the images (checked against the files)
 classes = 10                  # number of classes (every label must be below it)
 class_names = []              # names of the classes, e.g. ["T-shirt/top", "Trouser", ...]; empty: "0", "1", ...
@@ -87,15 +85,17 @@ Loaded load_pair(const fs::path& images_path, const fs::path& labels_path, std::
   return out;
 }
 
+enum class Normalization { standard, unit, symmetric };
+
 // The spec comes from the options alone; the files are read on the first dataset() call, so
 // `qlhost summary` and plugin listings need no data.
 class Mnist : public ql::Problem {
  public:
   explicit Mnist(const ql::Config& options)
       : dir_(options.get_path("data_dir")),
-        valid_fraction_(options.get_double("valid_fraction", 0.0, 0.9)),
-        hold_out_seed_(static_cast<std::uint64_t>(options.get_int("hold_out_seed", 0, INT64_MAX))),
-        normalization_(options.get_choice("normalization", {"standard", "unit", "symmetric"})),
+        normalization_(options.get_enum<Normalization>("normalization", {{"standard", Normalization::standard},
+                                                          {"unit", Normalization::unit},
+                                                          {"symmetric", Normalization::symmetric}})),
         max_train_(options.get_int("max_train_samples", 0, INT64_MAX)),
         max_test_(options.get_int("max_test_samples", 0, INT64_MAX)) {
     for (const char* key : {"train_images", "train_labels", "test_images", "test_labels"}) {
@@ -120,7 +120,7 @@ class Mnist : public ql::Problem {
 
   ql::DatasetSpec spec() const override { return spec_; }
 
-  std::shared_ptr<const ql::Dataset> dataset(ql::Split split) override {
+  std::shared_ptr<const ql::Dataset> dataset(ql::Split split, ql::Log& /*log*/) override {
     if (!splits_.train) load();
     return splits_.of(split);
   }
@@ -145,36 +145,23 @@ class Mnist : public ql::Problem {
     check_against_spec(train, paths[0], paths[1]);
     check_against_spec(test, paths[2], paths[3]);
 
-    // Hold-out: a seeded permutation; its last valid_fraction share validates.
-    const std::int64_t n = train.images.size(0);
-    const auto n_valid = static_cast<std::int64_t>(static_cast<double>(n) * valid_fraction_);
-    const at::Tensor permutation = torch::tensor(ql::seeded_permutation(n, hold_out_seed_), torch::kInt64);
-    const at::Tensor train_index = std::get<0>(permutation.slice(0, 0, n - n_valid).sort());
-    const at::Tensor valid_index = std::get<0>(permutation.slice(0, n - n_valid).sort());
-
+    // The validation split is the host's to hold out; the statistics are the training file's.
     double offset = 0.0, scale = 1.0 / 255.0;
-    if (normalization_ == "standard") {
-      const at::Tensor pixels = train.images.index_select(0, train_index).to(torch::kFloat64);
+    if (normalization_ == Normalization::standard) {
+      const at::Tensor pixels = train.images.to(torch::kFloat64);
       offset = pixels.mean().item<double>();
       const double std = pixels.std().item<double>();
       scale = std > 0 ? 1.0 / std : 1.0;
-    } else if (normalization_ == "symmetric") {
+    } else if (normalization_ == Normalization::symmetric) {
       offset = 127.5;
       scale = 1.0 / 127.5;
     }
-    auto subset = [&](const Loaded& set, const at::Tensor& index) {
-      return std::make_shared<ImageSet>(set.images.index_select(0, index), set.labels.index_select(0, index),
-                                        offset, scale);
-    };
-    splits_.train = subset(train, train_index);
-    if (n_valid > 0) splits_.valid = subset(train, valid_index);
+    splits_.train = std::make_shared<ImageSet>(train.images, train.labels, offset, scale);
     if (test.images.size(0) > 0) splits_.test = std::make_shared<ImageSet>(test.images, test.labels, offset, scale);
   }
 
   fs::path dir_;
-  double valid_fraction_;
-  std::uint64_t hold_out_seed_;
-  std::string normalization_;
+  Normalization normalization_;
   std::int64_t max_train_, max_test_;
   std::vector<std::string> files_;
   ql::DatasetSpec spec_;

@@ -38,5 +38,7 @@ std::string markdown_table(const std::vector<std::string>& columns,
 /// One CSV line split into cells ("..." quoting with "" escapes), and the reverse.
 std::vector<std::string> split_csv_line(const std::string& line);
 std::string csv_line(const std::vector<std::string>& cells);
+/// A whole CSV text: the header line, then a line a row.
+std::string csv_table(const std::vector<std::string>& columns, const std::vector<std::vector<std::string>>& rows);
 
 }  // namespace ql::core

@@ -42,7 +42,12 @@ enum class LossKind { cross_entropy, hinge, squared_hinge };
 /// The mean (or, with `sum`, the summed over samples) loss of a batch of logits.
 at::Tensor classification_loss(const at::Tensor& logits, const at::Tensor& targets, LossKind kind, bool sum = false);
 
-/// [training] with every value range-checked.
+enum class OptimizerKind { sgd, adam, adamw };
+enum class ScheduleKind { constant, step, multistep, cosine };
+/// What checkpoints/best.pt keeps: the highest validation top-1 or the lowest validation loss.
+enum class BestMetric { valid_top1, valid_loss };
+
+/// [training] with every value range-checked and every choice parsed into its enum.
 struct TrainingSettings {
   std::int64_t epochs;
   std::int64_t batch_size;
@@ -50,19 +55,21 @@ struct TrainingSettings {
   std::int64_t valid_every;
   std::int64_t checkpoint_every;
   std::int64_t checkpoint_every_steps;
-  std::string best_metric;  ///< "valid/top1" (higher is better) or "valid/loss" (lower)
+  BestMetric best_metric;
   std::int64_t folds;
+  double valid_fraction;        ///< held out of the training split when the problem has no validation split
+  std::uint64_t hold_out_seed;
   bool drop_last;
   LossKind loss;
   std::int64_t simulated_workers;  ///< minibatch gradients averaged per step (each through the codec)
-  std::string optimizer;
+  OptimizerKind optimizer;
   double lr;
   double momentum;
   bool nesterov;
   double weight_decay;
   std::vector<double> betas;
   double eps;
-  std::string schedule;
+  ScheduleKind schedule;
   std::int64_t step_size;
   double gamma;
   std::vector<std::int64_t> milestones;

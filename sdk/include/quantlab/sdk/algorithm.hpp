@@ -17,6 +17,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -67,6 +68,9 @@ struct Variant {
   std::string label;                                  ///< e.g. "4 bits"
   std::vector<std::pair<std::string, double>> values; ///< the table's columns, e.g. {"bits", 4}
   std::string series = {};  ///< the method a variant belongs to ("gpfq", "msq"): one line per series in plots
+
+  /// The value of column `name`; throws ql::Error naming the columns there are.
+  double value(std::string_view name) const;
 };
 
 class Algorithm {

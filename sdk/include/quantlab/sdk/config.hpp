@@ -3,7 +3,7 @@
 // check ranges and choices as they read, and every error names file:line:column.
 //
 //   int64_t bits = options.get_int("bits", 1, 32);
-//   std::string scheme = options.get_choice("scheme", {"quantifind", "symmetric"});
+//   Scheme scheme = options.get_enum<Scheme>("scheme", {{"quantifind", Scheme::quantifind}, {"symmetric", Scheme::symmetric}});
 //   std::vector<int64_t> hidden = options.get_int_list("hidden");
 #pragma once
 
@@ -13,6 +13,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace ql {
@@ -49,6 +50,18 @@ class Config {
   /// A string that must be one of `choices`.
   std::string get_choice(std::string_view key,
                          std::initializer_list<std::string_view> choices) const;
+  /// A string that must be one of `choices`, as the enumerator it names: options are parsed
+  /// once into typed values, never compared as strings later.
+  template <typename Enum>
+  Enum get_enum(std::string_view key, std::initializer_list<std::pair<std::string_view, Enum>> choices) const {
+    std::vector<std::string_view> names;
+    for (const auto& choice : choices) names.push_back(choice.first);
+    const std::string chosen = get_choice_of(key, names);
+    for (const auto& choice : choices) {
+      if (choice.first == chosen) return choice.second;
+    }
+    return choices.begin()->second;  // unreachable: get_choice_of accepted one of the names
+  }
   std::vector<std::int64_t> get_int_list(std::string_view key) const;
   std::vector<double> get_double_list(std::string_view key) const;
   std::vector<std::string> get_string_list(std::string_view key) const;
@@ -67,6 +80,7 @@ class Config {
   const Impl& impl() const { return *impl_; }
 
  private:
+  std::string get_choice_of(std::string_view key, const std::vector<std::string_view>& choices) const;
   std::shared_ptr<const Impl> impl_;
 };
 

@@ -15,17 +15,22 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 
 namespace ql::nn {
+
+/// What a quantisable layer computes.
+enum class LayerKind { linear, conv2d, activation };
+/// "linear", "conv2d" or "activation", as options and listings spell it.
+std::string_view to_string(LayerKind kind);
 
 /// A layer with a weight quantiser slot and an output quantiser slot.
 class QuantizableLayer : public torch::nn::Module {
  public:
-  explicit QuantizableLayer(std::string kind);
+  explicit QuantizableLayer(LayerKind kind);
   ~QuantizableLayer() override;
 
-  /// "linear", "conv2d" or "activation".
-  const std::string& kind() const { return kind_; }
+  LayerKind kind() const { return kind_; }
   /// True when the layer has a weight tensor (activations have none).
   bool has_weight() const { return weight.defined(); }
 
@@ -53,7 +58,7 @@ class QuantizableLayer : public torch::nn::Module {
   void observe_input(const at::Tensor& input) const;
 
  private:
-  std::string kind_;
+  LayerKind kind_;
   std::shared_ptr<Quantizer> weight_quantizer_;
   std::shared_ptr<Quantizer> output_quantizer_;
   InputObserver input_observer_;

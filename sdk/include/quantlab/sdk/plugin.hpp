@@ -5,6 +5,9 @@
 //   class Uniform : public ql::Algorithm { public: explicit Uniform(const ql::Config&); ... };
 //   constexpr char kOptions[] = "bits = 8  # bit depth of the kept result\n";
 //   QL_PLUGIN(algorithm, "uniform", "0.1.0", "uniform bit-depth quantisation", kOptions, Uniform)
+//
+// The macro takes the ABI numbers, the section and the symbol from the definitions below, so
+// raising QL_ABI_MAJOR changes what every plugin built afterwards claims.
 #pragma once
 
 #include "quantlab/sdk/build_info.hpp"
@@ -13,6 +16,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
+
+#define QL_DETAIL_STR2(x) #x
+#define QL_DETAIL_STR(x) QL_DETAIL_STR2(x)
 
 namespace ql {
 
@@ -25,15 +31,22 @@ enum class PluginKind : std::uint32_t { problem = 1, topology = 2, algorithm = 3
 std::string_view to_string(PluginKind kind);
 
 /// ABI of the descriptor and the interfaces behind it. A host accepts a plugin with the same
-/// major and a minor no newer than its own.
-inline constexpr std::uint32_t kAbiMajor = 1;
-inline constexpr std::uint32_t kAbiMinor = 0;
+/// major and a minor no newer than its own. Macros, because QL_PLUGIN writes them into the
+/// metadata blob as text at compile time; the constants below are the same numbers.
+/// 2.0 (SDK 0.4.0): problems get a Log, Batch lost its mask, Context writes artefacts, layer
+/// kinds are an enum.
+#define QL_ABI_MAJOR 2
+#define QL_ABI_MINOR 0
+/// The exported descriptor's symbol, the metadata section and the blob's first bytes.
+#define QL_ENTRY_SYMBOL ql_plugin_v1
+#define QL_METADATA_SECTION ".qlmeta"
+#define QL_METADATA_MAGIC "QLMETA/1\n"
 
-/// Name of the exported descriptor symbol and of the metadata section.
-inline constexpr const char* kEntrySymbol = "ql_plugin_v1";
-inline constexpr const char* kMetadataSection = ".qlmeta";
-/// First bytes of the metadata blob inside the section.
-inline constexpr std::string_view kMetadataMagic = "QLMETA/1\n";
+inline constexpr std::uint32_t kAbiMajor = QL_ABI_MAJOR;
+inline constexpr std::uint32_t kAbiMinor = QL_ABI_MINOR;
+inline constexpr const char* kEntrySymbol = QL_DETAIL_STR(QL_ENTRY_SYMBOL);
+inline constexpr const char* kMetadataSection = QL_METADATA_SECTION;
+inline constexpr std::string_view kMetadataMagic = QL_METADATA_MAGIC;
 
 /// How a factory reports failure across the C boundary.
 struct PluginError {
@@ -42,7 +55,7 @@ struct PluginError {
   char message[2048];
 };
 
-/// The descriptor exported as `ql_plugin_v1`. Plain C data; fields are only ever appended,
+/// The descriptor exported as QL_ENTRY_SYMBOL (`ql_plugin_v1`). Plain C data; fields are only ever appended,
 /// and `struct_size` tells the host which fields a plugin has.
 struct PluginDescriptor {
   std::uint32_t struct_size;
@@ -85,9 +98,6 @@ void* create_guarded(void* (*construct)(const Config&), const Config* options,
 }  // namespace detail
 }  // namespace ql
 
-#define QL_DETAIL_STR2(x) #x
-#define QL_DETAIL_STR(x) QL_DETAIL_STR2(x)
-
 // Predefining QL_COMPILER_ID (e.g. -DQL_COMPILER_ID='"gcc-0.0"') fakes another compiler;
 // the loader tests do so to build a plugin the host must refuse.
 #ifndef QL_COMPILER_ID
@@ -113,8 +123,9 @@ void* create_guarded(void* (*construct)(const Config&), const Config* options,
 
 /// Writes the plugin descriptor and its metadata blob. `kind` is problem, topology or
 /// algorithm; `options` names a constexpr char array holding the default-config TOML text.
-#define QL_PLUGIN(kind, name, version, summary, options, Class)                             \
-  QL_DETAIL_PLUGIN(1, 0, QL_BUILD_FINGERPRINT, kind, name, version, summary, options, Class)
+#define QL_PLUGIN(kind, name, version, summary, options, Class)                                      \
+  QL_DETAIL_PLUGIN(QL_ABI_MAJOR, QL_ABI_MINOR, QL_BUILD_FINGERPRINT, kind, name, version, summary, options, \
+                   Class)
 
 /// The macro behind QL_PLUGIN with the ABI and fingerprint spelled out; only the loader
 /// tests use it directly, to build deliberately mismatched plugins.
@@ -123,8 +134,8 @@ void* create_guarded(void* (*construct)(const Config&), const Config* options,
   static_assert(Class::kKind == ::ql::PluginKind::kind,                                     \
                 "QL_PLUGIN: the class does not implement the interface of this kind");      \
   namespace {                                                                               \
-  [[gnu::used, gnu::section(".qlmeta")]] constexpr auto ql_plugin_metadata_ =               \
-      ::ql::detail::concat("QLMETA/1\n"                                                     \
+  [[gnu::used, gnu::section(QL_METADATA_SECTION)]] constexpr auto ql_plugin_metadata_ =     \
+      ::ql::detail::concat(QL_METADATA_MAGIC                                                \
                            "abi=" QL_DETAIL_STR(abi_major) "." QL_DETAIL_STR(abi_minor) "\n" \
                            "kind=" #kind "\n"                                               \
                            "name=" name "\n"                                                \
@@ -143,7 +154,7 @@ void* create_guarded(void* (*construct)(const Config&), const Config* options,
     delete static_cast<typename Class::Interface*>(object);                                 \
   }                                                                                         \
   }                                                                                         \
-  extern "C" [[gnu::visibility("default")]] const ::ql::PluginDescriptor ql_plugin_v1 = {   \
+  extern "C" [[gnu::visibility("default")]] const ::ql::PluginDescriptor QL_ENTRY_SYMBOL = { \
       sizeof(::ql::PluginDescriptor),                                                       \
       abi_major,                                                                            \
       abi_minor,                                                                            \

@@ -1,13 +1,16 @@
 // Problems are data sets: a DatasetSpec the topology adapts to, and one Dataset per split that
 // turns a list of sample indices into a batch (so in-memory sets gather in one index_select).
-// Augmentation belongs to the problem.
+// Augmentation belongs to the problem. A problem gives its training and test data, and its
+// validation split only where the data set defines one; otherwise the host holds out
+// [training] valid_fraction of the training split, the same seeded way for every problem.
 //
 //   class Mnist : public ql::Problem {
 //     ql::DatasetSpec spec() const override;
-//     std::shared_ptr<const ql::Dataset> dataset(ql::Split split) override;
+//     std::shared_ptr<const ql::Dataset> dataset(ql::Split split, ql::Log& log) override;
 //   };
 #pragma once
 
+#include "quantlab/sdk/log.hpp"
 #include "quantlab/sdk/plugin.hpp"
 
 #include <ATen/core/Tensor.h>
@@ -37,12 +40,10 @@ struct DatasetSpec {
   std::int64_t vocabulary_size = 0;
 };
 
-/// Inputs (float images or int64 tokens), int64 class targets, and for token inputs a bool
-/// mask that is true on padding.
+/// Inputs (float images, or int64 tokens with 0 as padding) and int64 class targets.
 struct Batch {
   at::Tensor inputs;
   at::Tensor targets;
-  at::Tensor mask;
 };
 
 class Dataset {
@@ -73,10 +74,11 @@ class Problem {
   /// The spec, from the options alone: it must not need the data files, so that networks can
   /// be built and summarised without them (check the files against it when reading them).
   virtual DatasetSpec spec() const = 0;
-  /// The data of `split`, or nullptr when this problem has no such split (e.g. no
-  /// validation hold-out configured). Reading the files may wait for the first call; it is
-  /// made from the host's main thread.
-  virtual std::shared_ptr<const Dataset> dataset(Split split) = 0;
+  /// The data of `split`, or nullptr when this problem has no such split (most have no
+  /// validation split of their own: the host then holds one out of the training data).
+  /// Reading the files may wait for the first call, made from the host's main thread; `log`
+  /// outlives the datasets, which may warn through it from loader threads.
+  virtual std::shared_ptr<const Dataset> dataset(Split split, Log& log) = 0;
   /// Metrics to report (optional): "top1", "top5". Default: top1, plus top5 with more than
   /// five classes.
   virtual std::vector<std::string> metrics() const;

@@ -13,6 +13,7 @@
 
 #include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -29,12 +30,24 @@ class Network : public torch::nn::Module {
   void set_input_quantizer(std::shared_ptr<Quantizer> quantizer);
   const std::shared_ptr<Quantizer>& input_quantizer() const { return input_quantizer_; }
 
+  using NamedLayers = std::vector<std::pair<std::string, std::shared_ptr<nn::QuantizableLayer>>>;
   /// Every quantisable layer with its dotted name, in registration (= network) order.
-  std::vector<std::pair<std::string, std::shared_ptr<nn::QuantizableLayer>>> quantizable_layers();
+  NamedLayers quantizable_layers();
+  /// The quantisable layers whose names match one of `include` and none of `exclude`
+  /// (shell-style patterns: "fc*", "features.*", "*"), in network order.
+  NamedLayers select_layers(const std::vector<std::string>& include, const std::vector<std::string>& exclude = {});
+
+  /// What `layer` receives when the network runs on `inputs`: one forward pass without
+  /// autograd, with the quantiser slots as they are set (it replaces the layer's input
+  /// observer for the pass). Throws ql::Error when the pass never reaches the layer.
+  at::Tensor layer_input(nn::QuantizableLayer& layer, const at::Tensor& inputs);
 
  private:
   std::shared_ptr<Quantizer> input_quantizer_;
 };
+
+/// True when `name` matches one of the shell-style `patterns` (fnmatch without flags).
+bool matches_any(std::string_view name, const std::vector<std::string>& patterns);
 
 class Topology {
  public:
