@@ -60,10 +60,10 @@ deps:
 	$(call install_missing,$(PACKAGES))
 
 $(BUILD_DIR)/build.ninja:
-	cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE)
+	$(CCACHE_ENV) cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE)
 
 build: $(BUILD_DIR)/build.ninja
-	cmake --build $(BUILD_DIR) -j $(JOBS)
+	$(CCACHE_ENV) cmake --build $(BUILD_DIR) -j $(JOBS)
 
 demo: deps
 	$(MAKE) build

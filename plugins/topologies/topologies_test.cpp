@@ -213,3 +213,27 @@ TEST_F(TopologiesTest, TransformerRefusesImagesAndBadHeads) {
   EXPECT_THROW(registry_.create<ql::Topology>("transformer", ql::core::plugin_options(metadata, {"d_model=30", "heads=4"})),
                ql::ConfigError);
 }
+
+// Network::layer_input: every layer's input as a full forward pass sees it, from a pass that
+// skips the work after the layer (strided and padded convolutions, residual additions, pooling,
+// the classifier); afterwards the network computes as before.
+TEST_F(TopologiesTest, LayerInputIsWhatAFullPassGivesTheLayer) {
+  torch::manual_seed(3);
+  for (const auto& [plugin, options] : std::vector<std::pair<std::string, std::vector<std::string>>>{
+           {"resnet", {"depth=8"}}, {"vgg", {"config=\"vgg_ana\""}}}) {
+    auto network = build(plugin, options, {3, 32, 32}, 10);
+    network->eval();
+    const at::Tensor x = torch::randn({2, 3, 32, 32});
+    const at::Tensor before = network->apply(x).detach();
+    for (const auto& [name, layer] : network->quantizable_layers()) {
+      at::Tensor seen;
+      layer->set_input_observer([&seen](const at::Tensor& input) {
+        if (!seen.defined()) seen = input.detach().clone();
+      });
+      network->apply(x);
+      layer->set_input_observer(nullptr);
+      EXPECT_TRUE(torch::equal(network->layer_input(*layer, x), seen)) << plugin << " " << name;
+    }
+    EXPECT_TRUE(torch::equal(network->apply(x).detach(), before)) << plugin;
+  }
+}

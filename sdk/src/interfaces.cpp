@@ -125,19 +125,30 @@ Network::NamedLayers Network::select_layers(const std::vector<std::string>& incl
   return chosen;
 }
 
+// Once the layer has its input, every quantisable layer skips its work for the rest of the pass
+// (their outputs are zeros of the right shape): no exception travels through network code.
 at::Tensor Network::layer_input(nn::QuantizableLayer& layer, const at::Tensor& inputs) {
   at::Tensor captured;
-  layer.set_input_observer([&captured](const at::Tensor& input) {
-    if (!captured.defined()) captured = input.detach();
+  auto done = std::make_shared<bool>(false);
+  const NamedLayers layers = quantizable_layers();
+  for (const auto& named : layers) named.second->set_skip_flag(done);
+  layer.set_input_observer([&captured, done](const at::Tensor& input) {
+    if (captured.defined()) return;
+    captured = input.detach();
+    *done = true;
   });
+  auto reset = [&] {
+    layer.set_input_observer(nullptr);
+    for (const auto& named : layers) named.second->set_skip_flag(nullptr);
+  };
   try {
     torch::NoGradGuard no_grad;
     apply(inputs);
   } catch (...) {
-    layer.set_input_observer(nullptr);
+    reset();
     throw;
   }
-  layer.set_input_observer(nullptr);
+  reset();
   QL_CHECK(captured.defined(), "the forward pass never reached layer {} (is it part of the network?)",
            to_string(layer.kind()));
   return captured;

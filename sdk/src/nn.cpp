@@ -6,6 +6,7 @@
 #include <torch/nn/init.h>
 
 #include <cmath>
+#include <vector>
 
 namespace ql::nn {
 
@@ -30,6 +31,8 @@ void QuantizableLayer::set_output_quantizer(std::shared_ptr<Quantizer> quantizer
 }
 
 void QuantizableLayer::set_input_observer(InputObserver observer) { input_observer_ = std::move(observer); }
+
+void QuantizableLayer::set_skip_flag(std::shared_ptr<const bool> skip) { skip_ = std::move(skip); }
 
 void QuantizableLayer::observe_input(const at::Tensor& input) const {
   if (input_observer_) input_observer_(input);
@@ -71,6 +74,11 @@ Linear::~Linear() = default;
 
 at::Tensor Linear::forward(const at::Tensor& input) {
   observe_input(input);
+  if (skipping()) {
+    std::vector<std::int64_t> sizes = input.sizes().vec();
+    sizes.back() = options_.out_features;
+    return at::zeros(sizes, input.options());
+  }
   return quantize_output(at::linear(input, effective_weight(), bias));
 }
 
@@ -94,6 +102,13 @@ Conv2d::~Conv2d() = default;
 at::Tensor Conv2d::forward(const at::Tensor& input) {
   observe_input(input);
   const auto& o = options_;
+  if (skipping()) {
+    auto side = [&](std::size_t d) {
+      return (input.size(static_cast<std::int64_t>(2 + d)) + 2 * o.padding[d] - o.dilation[d] * (o.kernel_size[d] - 1) - 1) /
+                 o.stride[d] + 1;
+    };
+    return at::zeros({input.size(0), o.out_channels, side(0), side(1)}, input.options());
+  }
   return quantize_output(at::conv2d(input, effective_weight(), bias, o.stride, o.padding,
                                     o.dilation, o.groups));
 }
@@ -125,6 +140,7 @@ Activation::~Activation() = default;
 
 at::Tensor Activation::forward(const at::Tensor& x) {
   observe_input(x);
+  if (skipping()) return x;
   at::Tensor y;
   switch (code_) {
     case kIdentity: y = x; break;

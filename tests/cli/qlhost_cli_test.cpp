@@ -145,6 +145,11 @@ TEST_F(QlhostCliTest, OutOfRangePluginOptionGivesExitTwo) {
   EXPECT_EQ(result.exit_code, 2);
   EXPECT_EQ(lines(result.err), 1u) << result.err;
   EXPECT_NE(result.err.find("bits: expected an integer in [2, 32], got 40"), std::string::npos) << result.err;
+  // Reported before any data is read or any unit is made: the data folder does not even exist.
+  const auto early = run_qlhost(run_args("--set algorithm.uniform.bits=40 --set problem.data_dir=/nonexistent"), dir_.path());
+  EXPECT_EQ(early.exit_code, 2);
+  EXPECT_NE(early.err.find("bits: expected an integer"), std::string::npos) << early.err;
+  EXPECT_FALSE(fs::exists(dir_ / "logs/mnist")) << "a unit was made for a run that could not start";
 }
 
 // bad-input: an experiment file that is not valid TOML | `qlhost: error: exp.toml:1:…: ` and the parser's reason, one line | 2

@@ -47,6 +47,11 @@ class QuantizableLayer : public torch::nn::Module {
   using InputObserver = std::function<void(const at::Tensor& input)>;
   void set_input_observer(InputObserver observer);
 
+  /// While `*skip` is true, forward() returns zeros of its output's shape without computing:
+  /// Network::layer_input sets one flag on every layer and raises it once it has the input it
+  /// wants, so the rest of that forward pass costs next to nothing. nullptr: always compute.
+  void set_skip_flag(std::shared_ptr<const bool> skip);
+
   /// The float ("latent") parameters the optimiser updates; `bias` may be undefined.
   at::Tensor weight;
   at::Tensor bias;
@@ -56,12 +61,15 @@ class QuantizableLayer : public torch::nn::Module {
   at::Tensor quantize_output(at::Tensor y) const;
   /// Hands `input` to the input observer if one is set.
   void observe_input(const at::Tensor& input) const;
+  /// True while the skip flag is raised.
+  bool skipping() const { return skip_ && *skip_; }
 
  private:
   LayerKind kind_;
   std::shared_ptr<Quantizer> weight_quantizer_;
   std::shared_ptr<Quantizer> output_quantizer_;
   InputObserver input_observer_;
+  std::shared_ptr<const bool> skip_;
 };
 
 struct LinearOptions {
