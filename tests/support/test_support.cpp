@@ -12,6 +12,7 @@
 #include <torch/serialize/input-archive.h>
 
 #include <chrono>
+#include <functional>
 #include <cstdlib>
 #include <fstream>
 #include <random>
@@ -154,28 +155,34 @@ deterministic = true
                      seed);
 }
 
-std::map<std::string, at::Tensor> checkpoint_model(const fs::path& checkpoint) {
+namespace {
+
+// Calls `visit(key, archive)` for every key of the checkpoint that starts with `prefix`.
+void for_each_entry(const fs::path& checkpoint, const std::string& prefix,
+                    const std::function<void(const std::string&, torch::serialize::InputArchive&)>& visit) {
   torch::serialize::InputArchive archive;
   ql::core::load_archive(archive, ql::core::read_checkpoint(checkpoint));
-  std::map<std::string, at::Tensor> tensors;
   for (const std::string& key : archive.keys()) {
-    if (key.rfind("model/", 0) != 0) continue;
-    at::Tensor value;
-    archive.read(key, value, /*is_buffer=*/true);
-    tensors[key] = value;
+    if (key.rfind(prefix, 0) == 0) visit(key, archive);
   }
+}
+
+}  // namespace
+
+std::map<std::string, at::Tensor> checkpoint_model(const fs::path& checkpoint) {
+  std::map<std::string, at::Tensor> tensors;
+  for_each_entry(checkpoint, "model/", [&](const std::string& key, torch::serialize::InputArchive& archive) {
+    archive.read(key, tensors[key], /*is_buffer=*/true);
+  });
   return tensors;
 }
 
 std::map<std::string, std::string> checkpoint_quantizers(const fs::path& checkpoint) {
-  torch::serialize::InputArchive archive;
-  ql::core::load_archive(archive, ql::core::read_checkpoint(checkpoint));
   std::map<std::string, std::string> described;
-  for (const std::string& key : archive.keys()) {
-    if (key.rfind("quantizer/", 0) != 0) continue;
+  for_each_entry(checkpoint, "quantizer/", [&](const std::string& key, torch::serialize::InputArchive& archive) {
     c10::IValue value;
     if (archive.try_read(key, value) && value.isString()) described[key.substr(10)] = value.toStringRef();
-  }
+  });
   return described;
 }
 
