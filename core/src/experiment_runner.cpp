@@ -35,19 +35,28 @@ using run::Experiment;
 
 namespace {
 
-c10::Device choose_device(const std::string& choice) {
+// [run] device: auto, cpu, cuda or cuda:N. A malformed value is a ConfigError; a GPU that is
+// not there is an Error naming what LibTorch sees.
+c10::Device choose_device(const Config& run_options) {
+  const std::string choice = run_options.get_string("device");
   if (choice == "cpu") return c10::kCPU;
-  const bool cuda = torch::cuda::is_available();
-  if (choice == "cuda") {
-    QL_CHECK(cuda, "[run] device = \"cuda\" but LibTorch sees no CUDA device");
-    return c10::kCUDA;
+  if (choice == "auto") return torch::cuda::is_available() ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU);
+  const std::string digits = choice == "cuda" ? "0" : choice.rfind("cuda:", 0) == 0 ? choice.substr(5) : "";
+  if (digits.empty() || digits.size() > 3 || digits.find_first_not_of("0123456789") != std::string::npos) {
+    throw ConfigError(run_options.error_message(
+        "device", fmt::format("expected \"auto\", \"cpu\", \"cuda\" or \"cuda:N\", got \"{}\"", choice)));
   }
-  return cuda ? c10::Device(c10::kCUDA) : c10::Device(c10::kCPU);
+  const int index = std::stoi(digits);
+  const auto count = static_cast<int>(torch::cuda::device_count());
+  QL_CHECK(count > 0, "[run] device = \"{}\" but LibTorch sees no CUDA device (this build: {})", choice,
+           QL_DEVICE_KIND);
+  QL_CHECK(index < count, "[run] device = \"{}\" but LibTorch sees {} CUDA device{} (cuda:0 to cuda:{})", choice,
+           count, count == 1 ? "" : "s", count - 1);
+  return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(index));
 }
 
 // [run]: threads (0: this host's cores shared among its ranks), determinism, device, prefetch.
 void apply_run_options(Experiment& x, const Config& run_options, const RunRequest& request) {
-  const std::string device_choice = run_options.get_choice("device", {"auto", "cpu", "cuda"});
   const auto threads = run_options.get_int("threads", 0, 4096);
   const bool deterministic = run_options.get_bool("deterministic");
   x.prefetch = static_cast<std::size_t>(run_options.get_int("prefetch", 0, 1024));
@@ -56,7 +65,7 @@ void apply_run_options(Experiment& x, const Config& run_options, const RunReques
   at::set_num_threads(threads > 0 ? static_cast<int>(threads) : std::max(1, cores / local_ranks));
   keep_freed_memory_for_reuse();
   if (deterministic) at::globalContext().setDeterministicAlgorithms(true, /*warn_only=*/false);
-  x.device = choose_device(device_choice);
+  x.device = choose_device(run_options);
 }
 
 // Every algorithm is built once from its options before any data is read, so that a bad option

@@ -53,7 +53,7 @@ step_scalars = true       # also record the loss of every optimiser step (train/
 histogram_every = 1       # weight histograms of the quantisable layers every N epochs (0: never)
 
 [run]
-device = "auto"           # auto | cpu | cuda
+device = "auto"           # auto (the first GPU if LibTorch sees one, else the CPU) | cpu | cuda (= cuda:0) | cuda:N
 threads = 0               # intra-op CPU threads; 0: all cores
 deterministic = false     # ask LibTorch for deterministic kernels
 prefetch = 4              # batches the loader thread prepares ahead (it starts only when batches are costly to make)

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <fmt/format.h>
+#include <torch/cuda.h>
 #include <torch/types.h>
 
 #include <algorithm>
@@ -149,6 +150,21 @@ TEST_F(QlhostCliTest, OutOfRangePluginOptionGivesExitTwo) {
   const auto early = run_qlhost(run_args("--set algorithm.uniform.bits=40 --set problem.data_dir=/nonexistent"), dir_.path());
   EXPECT_EQ(early.exit_code, 2);
   EXPECT_NE(early.err.find("bits: expected an integer"), std::string::npos) << early.err;
+  EXPECT_FALSE(fs::exists(dir_ / "logs/mnist")) << "a unit was made for a run that could not start";
+}
+
+// bad-input: a device that is malformed (`gpu`, `cuda:x`) or not there (`cuda:0` without a GPU) | `run.device: expected "auto", "cpu", "cuda" or "cuda:N", got "gpu"`; `[run] device = "cuda:0" but LibTorch sees no CUDA device (this build: cpu)` | 2; 1
+TEST_F(QlhostCliTest, DeviceChoicesAreCheckedBeforeAnyWork) {
+  for (const char* bad : {"gpu", "cuda:x", "cuda:", "cuda:12345"}) {
+    const auto result = run_qlhost(run_args(fmt::format("--set run.device={}", bad)), dir_.path());
+    EXPECT_EQ(result.exit_code, 2) << bad << ": " << result.err;
+    EXPECT_NE(result.err.find("expected \"auto\", \"cpu\", \"cuda\" or \"cuda:N\""), std::string::npos) << result.err;
+  }
+  if (torch::cuda::is_available()) GTEST_SKIP() << "a GPU is present: cuda:0 would run";
+  const auto missing = run_qlhost(run_args("--set run.device=cuda:0"), dir_.path());
+  EXPECT_EQ(missing.exit_code, 1) << missing.err;
+  EXPECT_EQ(lines(missing.err), 1u) << missing.err;
+  EXPECT_NE(missing.err.find("LibTorch sees no CUDA device"), std::string::npos) << missing.err;
   EXPECT_FALSE(fs::exists(dir_ / "logs/mnist")) << "a unit was made for a run that could not start";
 }
 
