@@ -3,11 +3,11 @@
 #include "quantlab/core/batch_loader.hpp"
 #include "quantlab/core/cli.hpp"
 #include "quantlab/core/experiment_config.hpp"
-#include "quantlab/core/experiment_store.hpp"
-#include "quantlab/core/report.hpp"
 #include "quantlab/core/trainer.hpp"
 #include "quantlab/sdk/algorithm.hpp"
 #include "quantlab/sdk/error.hpp"
+#include "run/artifacts.hpp"
+#include "run/scratch_folder.hpp"
 
 #include <torch/serialize/input-archive.h>
 #include <torch/serialize/output-archive.h>
@@ -15,10 +15,7 @@
 
 #include <fmt/format.h>
 
-#include <cerrno>
-#include <cstring>
 #include <numeric>
-#include <stdlib.h>
 #include <sstream>
 
 namespace ql::core {
@@ -287,32 +284,21 @@ class ProbeDataset : public Dataset {
 class ProbeContext : public Context {
  public:
   ProbeContext(Config options, std::shared_ptr<const Dataset> data)
-      : options_(std::move(options)), data_(std::move(data)) {
-    std::string pattern = (std::filesystem::temp_directory_path() / "quantlab-check-XXXXXX").string();
-    QL_CHECK(::mkdtemp(pattern.data()) != nullptr, "cannot create a folder for the check's artefacts: {}",
-             std::strerror(errno));
-    dir_ = pattern;
+      : options_(std::move(options)), data_(std::move(data)), dir_("quantlab-check-") {
     spec_.input_shape = {1, 4, 4};
     spec_.num_classes = 3;
   }
-  ~ProbeContext() override {
-    std::error_code ignored;
-    std::filesystem::remove_all(dir_, ignored);
-  }
-  ProbeContext(const ProbeContext&) = delete;
-  ProbeContext& operator=(const ProbeContext&) = delete;
   const Config& options() const override { return options_; }
   const DatasetSpec& spec() const override { return spec_; }
   c10::Device device() const override { return c10::kCPU; }
   std::uint64_t seed() const override { return 1; }
-  const std::filesystem::path& artifacts_dir() const override { return dir_; }
+  const std::filesystem::path& artifacts_dir() const override { return dir_.path(); }
   void write_table(std::string_view name, const Table& table) override {
-    std::filesystem::create_directories(dir_ / "tables");
-    write_file_atomically(dir_ / "tables" / fmt::format("{}.csv", name), csv_table(table.columns, table.rows));
+    run::write_artifact_table(dir_.path(), name, table);
   }
   void write_file(std::string_view name,
                   const std::function<void(const std::filesystem::path& temporary)>& write) override {
-    write_atomically(dir_ / std::string(name), write);
+    run::write_artifact_file(dir_.path(), name, write);
   }
   void log(LogLevel, std::string_view) override {}
   void scalar(std::string_view, double, std::int64_t) override {}
@@ -327,7 +313,7 @@ class ProbeContext : public Context {
   Config options_;
   std::shared_ptr<const Dataset> data_;
   DatasetSpec spec_;
-  std::filesystem::path dir_;
+  run::ScratchFolder dir_;
 };
 
 class ProbeCalibration : public Calibration {

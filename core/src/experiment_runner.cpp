@@ -16,6 +16,7 @@
 #include "run/fold_run.hpp"
 #include "run/host_context.hpp"
 #include "run/hooks.hpp"
+#include "run/scratch_folder.hpp"
 #include "run/signals.hpp"
 #include "run/unit_lifecycle.hpp"
 

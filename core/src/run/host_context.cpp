@@ -2,10 +2,10 @@
 
 #include "quantlab/core/batch_loader.hpp"
 #include "quantlab/core/data_parallel.hpp"
-#include "quantlab/core/experiment_store.hpp"
 #include "quantlab/core/metrics_log.hpp"
 #include "quantlab/core/report.hpp"
 #include "quantlab/sdk/error.hpp"
+#include "run/artifacts.hpp"
 
 #include <fmt/format.h>
 
@@ -70,29 +70,12 @@ void ConsoleLog::log(LogLevel level, std::string_view message) {
   else if (level == LogLevel::info) console_.info(line);
 }
 
-namespace {
-
-// A plugin names its artefacts; a name must stay inside its folder.
-fs::path artifact_path(const fs::path& dir, std::string_view name) {
-  const fs::path relative(name);
-  QL_CHECK(!name.empty() && relative.is_relative() &&
-               std::none_of(relative.begin(), relative.end(), [](const fs::path& part) { return part == ".."; }),
-           "artefact name '{}' must be a relative path inside the plugin's folder", name);
-  return dir / relative;
-}
-
-}  // namespace
-
 void HostContext::write_table(std::string_view name, const Table& table) {
-  const fs::path file = artifact_path(artifacts_dir() / "tables", fmt::format("{}.csv", name));
-  fs::create_directories(file.parent_path());
-  write_file_atomically(file, csv_table(table.columns, table.rows));
+  write_artifact_table(artifacts_dir(), name, table);
 }
 
 void HostContext::write_file(std::string_view name, const std::function<void(const fs::path& temporary)>& write) {
-  const fs::path file = artifact_path(artifacts_dir(), name);
-  fs::create_directories(file.parent_path());
-  write_atomically(file, write);
+  write_artifact_file(artifacts_dir(), name, write);
 }
 
 void HostContext::log(LogLevel level, std::string_view message) {

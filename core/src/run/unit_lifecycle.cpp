@@ -6,26 +6,11 @@
 
 #include <fmt/format.h>
 
-#include <cerrno>
-#include <cstring>
-#include <stdlib.h>
 #include <unistd.h>
 
 namespace ql::core::run {
 
 namespace fs = std::filesystem;
-
-ScratchFolder::ScratchFolder(const std::string& prefix) {
-  std::string pattern = (fs::temp_directory_path() / (prefix + "XXXXXX")).string();
-  QL_CHECK(::mkdtemp(pattern.data()) != nullptr, "cannot create a scratch folder {}: {}", pattern,
-           std::strerror(errno));
-  path_ = pattern;
-}
-
-ScratchFolder::~ScratchFolder() {
-  std::error_code ignored;
-  fs::remove_all(path_, ignored);
-}
 
 std::string resolved_config_text(const RunRequest& request, const ExperimentConfig& config) {
   return fmt::format("# resolved configuration of {}\n# quantlab {} fingerprint {}\n\n{}\n", request.experiment.string(),

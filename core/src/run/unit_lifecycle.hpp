@@ -12,19 +12,6 @@
 
 namespace ql::core::run {
 
-/// A private folder in the temporary directory, removed with everything in it.
-class ScratchFolder {
- public:
-  explicit ScratchFolder(const std::string& prefix);
-  ~ScratchFolder();
-  ScratchFolder(const ScratchFolder&) = delete;
-  ScratchFolder& operator=(const ScratchFolder&) = delete;
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
-};
-
 /// The resolved configuration as config.toml holds it.
 std::string resolved_config_text(const RunRequest& request, const ExperimentConfig& config);
 
