@@ -176,7 +176,8 @@ EpochStats train_epoch(Network& network, torch::optim::Optimizer& optimizer, Bat
       if (batch.targets.size(0) == 0) continue;
       exchange.begin_minibatch(optimizer);
       const StepTotals one = forward_backward(network, batch, device, options.loss);
-      // Alone, a loss is judged at once; across ranks, once all have it (below).
+      // Alone, a loss is judged at once (before a codec sees its gradient); across ranks, once
+      // all ranks have the step's total (below), so that they stop together.
       if (!exchange.collective()) check_finite(one.loss_sum / one.samples, progress.batches + 1);
       local.loss_sum += one.loss_sum;
       local.correct += one.correct;
@@ -185,7 +186,7 @@ EpochStats train_epoch(Network& network, torch::optim::Optimizer& optimizer, Bat
     }
     local.stop = options.stop_requested && options.stop_requested();
     const StepTotals step = exchange.finish_step(parameters, local, device);
-    check_finite(step.loss_sum, progress.batches + 1);  // before the step: the weights stay finite
+    if (exchange.collective()) check_finite(step.loss_sum, progress.batches + 1);  // before the step
     optimizer.step();
     progress.batches += std::max<std::int64_t>(1, static_cast<std::int64_t>(batches.size()));
     progress.loss_sum += step.loss_sum;
