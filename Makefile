@@ -2,7 +2,7 @@
 #   make demo   install what is missing, build, run the default experiment on Fashion-MNIST
 #   make test   install what is missing, build, run the whole test suite
 #   make test-asan  the same suite built with AddressSanitizer + UndefinedBehaviorSanitizer
-# Other targets: deps, build, bench, fuzz, install PREFIX=..., clean.
+# Other targets: deps, build, bench, fuzz, gpu-bundle, install PREFIX=..., clean.
 
 BUILD_DIR ?= build
 BUILD_TYPE ?= Release
@@ -10,8 +10,7 @@ PREFIX ?= /usr/local
 JOBS ?= $(shell nproc)
 
 # Debian 12 packages the project needs (README.md, "Dependencies", says why each).
-PACKAGES := cmake ninja-build g++ make pkg-config ccache \
-            libtorch-dev libopenblas0-openmp \
+PACKAGES := cmake ninja-build g++ make pkg-config ccache python3-venv patchelf \
             libboost-dev libboost-program-options-dev libboost-filesystem-dev \
             libtomlplusplus-dev libfmt-dev zlib1g-dev libicu-dev libjpeg62-turbo-dev libgtest-dev \
             dataset-fashion-mnist \
@@ -19,8 +18,9 @@ PACKAGES := cmake ninja-build g++ make pkg-config ccache \
             hdf5-tools python3-protobuf python3-h5py
 # Only `make fuzz` needs these: clang, libFuzzer and clang's sanitizer runtimes.
 FUZZ_PACKAGES := clang libclang-rt-14-dev
-# Only `make bench` needs these: the Python baseline of bench/forward_backward.py.
-BENCH_PACKAGES := python3-torch python3-torchvision python3-pil
+# LibTorch and the Python tools: pinned wheels in a project-local virtual environment.
+VENV ?= .venv
+PYTHON_REQUIREMENTS := tools/requirements.txt
 
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
@@ -39,7 +39,7 @@ FUZZ_BUILD_DIR ?= build-fuzz
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := experiment_toml plugin_file idx jpeg checkpoint metrics_h5 problem_files
 
-.PHONY: deps build demo test test-asan fuzz bench install clean
+.PHONY: deps build demo test test-asan fuzz bench install clean gpu-bundle
 
 # Installs the packages of $(1) that are missing; quick when all are there.
 define install_missing
@@ -58,6 +58,14 @@ endef
 
 deps:
 	$(call install_missing,$(PACKAGES))
+	$(MAKE) $(VENV)/installed
+
+# Remade when the pins change; pip keeps its downloads in ~/.cache/pip.
+$(VENV)/installed: $(PYTHON_REQUIREMENTS)
+	[ -x $(VENV)/bin/python ] || python3 -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --disable-pip-version-check -r $(PYTHON_REQUIREMENTS)
+	$(VENV)/bin/python -c "import torch; print('deps: torch', torch.__version__, 'CUDA', torch.version.cuda)"
+	touch $@
 
 $(BUILD_DIR)/build.ninja:
 	$(CCACHE_ENV) cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE)
@@ -111,9 +119,15 @@ fuzz: deps
 	done
 
 bench: deps
-	$(call install_missing,$(BENCH_PACKAGES))
 	$(MAKE) build
 	bench/run_bench.sh $(BUILD_DIR)
+
+# One folder that runs on a machine with only PyTorch 2.11 and its CUDA libraries (README, "On a
+# GPU machine"); checked here with nothing but itself and the venv's torch on the library path.
+GPU_BUNDLE_DIR ?= $(BUILD_DIR)/gpu-bundle
+gpu-bundle: deps
+	$(MAKE) build
+	tools/bundle/make_gpu_bundle.sh $(BUILD_DIR) $(GPU_BUNDLE_DIR)
 
 install: build
 	cmake --install $(BUILD_DIR) --prefix $(PREFIX)

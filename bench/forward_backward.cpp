@@ -1,6 +1,6 @@
 // Forward+backward throughput of topology plugins (CIFAR ResNet-20 and the CIFAR VGG of the
 // ANA work) in images/s; bench/forward_backward.py measures the same networks written in
-// Python with Debian's python3-torch (same LibTorch 1.13), and bench/run_bench.sh alternates
+// Python with the venv's torch (the same LibTorch), and bench/run_bench.sh alternates
 // the two and prints the ratio.
 //
 // usage: forward_backward NETWORK BATCH ITERATIONS THREADS    (NETWORK: resnet20 | vgg_ana)

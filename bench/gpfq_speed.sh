@@ -8,6 +8,8 @@
 set -eu
 build=${1:-build}
 cd "$(dirname "$0")/.."
+# The Python baselines run on the same torch the build links (make deps installs it in .venv).
+python=${QL_PYTHON:-.venv/bin/python}
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
 common="--set storage.logs=$logs --set training.epochs=1 --set algorithm.0.sweep=false --set algorithm.0.export=false"
@@ -16,7 +18,7 @@ common="--set storage.logs=$logs --set training.epochs=1 --set algorithm.0.sweep
 "$build/bin/qlhost" run examples/fashion_mnist_gpfq.toml $common --set algorithm.0.dump_data=true > "$logs/dump.log"
 ours=$(sed -n 's/.*quantised 3 layers with .* in \([0-9.]*\) s.*/\1/p' "$logs/timed.log")
 data=$(ls "$logs"/mnist/mlp/exp0002/fold0/greedy/layer_data.h5)
-/usr/bin/python3 bench/gpfq_reference.py "$data" --neurons "${QL_BENCH_GPFQ_NEURONS:-50}" > "$logs/numpy.log"
+"$python" bench/gpfq_reference.py "$data" --neurons "${QL_BENCH_GPFQ_NEURONS:-50}" > "$logs/numpy.log"
 numpy=$(sed -n 's/^numpy_seconds \(.*\)/\1/p' "$logs/numpy.log")
 echo "GPFQ of the MNIST MLP 784-500-300-10 (ternary, C = 3), 25 000 calibration samples"
 sed 's/^/  numpy: /' "$logs/numpy.log"

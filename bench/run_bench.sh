@@ -5,13 +5,15 @@
 set -eu
 build=${1:-build}
 cd "$(dirname "$0")/.."
+# The Python baselines run on the same torch the build links (make deps installs it in .venv).
+python=${QL_PYTHON:-.venv/bin/python}
 threads=${QL_BENCH_THREADS:-$(nproc)}
 rounds=${QL_BENCH_ROUNDS:-6}
 
 "$build/bin/train_throughput" examples/fashion_mnist_mlp.toml "${QL_BENCH_EPOCHS:-5}" "$threads"
 echo
 
-# Forward+backward: the plugins (C++) against the same networks in Python (python3-torch),
+# Forward+backward: the plugins (C++) against the same networks in Python (the venv's torch, the same LibTorch),
 # alternating so that the machine's load hits both alike; median of the rounds. The third
 # column runs Python with the malloc settings qlhost makes itself (core/host_memory.hpp), to
 # show how much of the ratio is that.
@@ -27,11 +29,11 @@ for spec in "resnet20 128 6" "vgg_ana 32 3"; do
     # Which side runs first alternates: the second of a pair tends to run faster here.
     if [ $((round % 2)) -eq 1 ]; then
       cpp="$cpp $("$build/bin/forward_backward" "$1" "$2" "$3" "$threads" | cut -d' ' -f2)"
-      py="$py $(/usr/bin/python3 bench/forward_backward.py "$1" "$2" "$3" "$threads" | cut -d' ' -f2)"
-      tuned="$tuned $(GLIBC_TUNABLES=$same_malloc /usr/bin/python3 bench/forward_backward.py "$1" "$2" "$3" "$threads" | cut -d' ' -f2)"
+      py="$py $("$python" bench/forward_backward.py "$1" "$2" "$3" "$threads" | cut -d' ' -f2)"
+      tuned="$tuned $(GLIBC_TUNABLES=$same_malloc "$python" bench/forward_backward.py "$1" "$2" "$3" "$threads" | cut -d' ' -f2)"
     else
-      tuned="$tuned $(GLIBC_TUNABLES=$same_malloc /usr/bin/python3 bench/forward_backward.py "$1" "$2" "$3" "$threads" | cut -d' ' -f2)"
-      py="$py $(/usr/bin/python3 bench/forward_backward.py "$1" "$2" "$3" "$threads" | cut -d' ' -f2)"
+      tuned="$tuned $(GLIBC_TUNABLES=$same_malloc "$python" bench/forward_backward.py "$1" "$2" "$3" "$threads" | cut -d' ' -f2)"
+      py="$py $("$python" bench/forward_backward.py "$1" "$2" "$3" "$threads" | cut -d' ' -f2)"
       cpp="$cpp $("$build/bin/forward_backward" "$1" "$2" "$3" "$threads" | cut -d' ' -f2)"
     fi
   done
@@ -44,7 +46,7 @@ done
 # The ImageNet pipelines (train: decode + random-resized-crop 224 + flip + normalise + batch;
 # eval: decode + resize 256 + centre crop 224 + normalise + batch) on generated full-size JPEGs,
 # against torchvision's ImageFolder + DataLoader with the same transforms, workers and batch size
-# (python3-torchvision, python3-pil).
+# (the venv's torchvision and Pillow).
 images_dir=${QL_BENCH_IMAGES_DIR:-/tmp/quantlab-bench-imagenet}
 compare_pipelines() {
   mode=$1
@@ -55,9 +57,9 @@ compare_pipelines() {
   for round in $(seq "$rounds"); do
     if [ $((round % 2)) -eq 1 ]; then
       ours="$ours $("$build/bin/imagenet_pipeline" "$images_dir" 512 "$threads" 32 "$mode" | cut -d' ' -f2)"
-      theirs="$theirs $(/usr/bin/python3 bench/imagenet_pipeline.py "$images_dir" "$threads" 32 "$mode" | cut -d' ' -f2)"
+      theirs="$theirs $("$python" bench/imagenet_pipeline.py "$images_dir" "$threads" 32 "$mode" | cut -d' ' -f2)"
     else
-      theirs="$theirs $(/usr/bin/python3 bench/imagenet_pipeline.py "$images_dir" "$threads" 32 "$mode" | cut -d' ' -f2)"
+      theirs="$theirs $("$python" bench/imagenet_pipeline.py "$images_dir" "$threads" 32 "$mode" | cut -d' ' -f2)"
       ours="$ours $("$build/bin/imagenet_pipeline" "$images_dir" 512 "$threads" 32 "$mode" | cut -d' ' -f2)"
     fi
   done

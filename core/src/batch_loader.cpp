@@ -75,8 +75,13 @@ BatchLoader::~BatchLoader() {
 Batch BatchLoader::make(std::int64_t index) const {
   const std::int64_t begin = index * batch_size_;
   const std::int64_t end = std::min(begin + batch_size_, order_.size(0));
-  return dataset_->get_batch(order_.slice(0, begin, end), derive_seed(seed_, static_cast<std::uint64_t>(index)),
-                             augment_);
+  Batch batch = dataset_->get_batch(order_.slice(0, begin, end), derive_seed(seed_, static_cast<std::uint64_t>(index)),
+                                    augment_);
+  if (pin_) {
+    batch.inputs = batch.inputs.pin_memory();
+    batch.targets = batch.targets.pin_memory();
+  }
+  return batch;
 }
 
 void BatchLoader::produce() {

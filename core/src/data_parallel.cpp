@@ -2,8 +2,13 @@
 
 #include "quantlab/sdk/error.hpp"
 
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#ifdef USE_C10D_NCCL
+#include <c10/cuda/CUDAFunctions.h>
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
 
 #include <ATen/Functions.h>
 #include <fmt/format.h>
@@ -101,13 +106,47 @@ std::optional<WorldSettings> WorldSettings::from_environment(const std::map<std:
     const std::string text = environment.at("SLURM_NTASKS_PER_NODE");
     world.local_ranks = std::max(1, std::atoi(text.c_str()));
   }
+  if (has(environment, "LOCAL_RANK")) {
+    world.local_rank = static_cast<int>(integer_variable(environment, "LOCAL_RANK", 0, world.local_ranks - 1));
+  } else if (has(environment, "SLURM_LOCALID")) {
+    world.local_rank = static_cast<int>(integer_variable(environment, "SLURM_LOCALID", 0, world.local_ranks - 1));
+  } else {
+    world.local_rank = world.rank % world.local_ranks;
+  }
   if (world.size == 1) return std::nullopt;
   return world;
 }
 
+CollectiveBackend collective_backend(c10::Device device) {
+  return device.is_cuda() ? CollectiveBackend::nccl : CollectiveBackend::gloo;
+}
+
+const char* to_string(CollectiveBackend backend) { return backend == CollectiveBackend::nccl ? "nccl" : "gloo"; }
+
+c10::Device rank_device(c10::Device chosen, bool explicit_index, const WorldSettings& world, int gpus) {
+  if (!chosen.is_cuda() || world.local_ranks == 1) return chosen;
+  if (explicit_index) {
+    throw ConfigError(fmt::format("run.device = \"cuda:{}\" would put all {} ranks of this host on one GPU, which "
+                                  "NCCL refuses: use \"cuda\" (one GPU a rank)",
+                                  chosen.index(), world.local_ranks));
+  }
+  if (world.local_ranks > gpus) {
+    throw ConfigError(fmt::format("{} data-parallel ranks on this host but {} GPU{}: one GPU a rank (fewer ranks, or "
+                                  "run.device = \"cpu\")",
+                                  world.local_ranks, gpus, gpus == 1 ? "" : "s"));
+  }
+  return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(world.local_rank));
+}
+
 struct DataParallel::Group {
   c10::intrusive_ptr<c10d::Store> store;
-  c10::intrusive_ptr<c10d::ProcessGroupGloo> processes;
+  c10::intrusive_ptr<c10d::ProcessGroupGloo> processes;  // CPU tensors (and CUDA ones without NCCL)
+  c10::intrusive_ptr<c10d::Backend> nccl;                // CUDA tensors, when training on a GPU
+
+  c10d::Backend& for_tensor(const at::Tensor& tensor) const {
+    if (tensor.is_cuda() && nccl) return *nccl;
+    return *processes;
+  }
 };
 
 namespace {
@@ -129,7 +168,8 @@ void collective(const char* what, const WorldSettings& world, Operation&& operat
 
 }  // namespace
 
-DataParallel::DataParallel(const WorldSettings& world) : world_(world), group_(std::make_unique<Group>()) {
+DataParallel::DataParallel(const WorldSettings& world, c10::Device device)
+    : world_(world), group_(std::make_unique<Group>()) {
   QL_CHECK(world.size >= 1 && world.rank >= 0 && world.rank < world.size, "rank {} is not in a world of {}",
            world.rank, world.size);
   // Ranks start at different times (loading LibTorch and the data): the rendezvous waits
@@ -152,7 +192,24 @@ DataParallel::DataParallel(const WorldSettings& world) : world_(world), group_(s
       gloo_options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
     }
     group_->processes = c10::make_intrusive<c10d::ProcessGroupGloo>(group_->store, world.rank, world.size, gloo_options);
+    if (collective_backend(device) == CollectiveBackend::nccl) join_nccl(device);
   });
+}
+
+void DataParallel::join_nccl(c10::Device device) {
+#ifdef USE_C10D_NCCL
+  c10::cuda::set_device(device.index());
+  auto options = c10d::ProcessGroupNCCL::Options::create();
+  options->timeout = world_.timeout;
+  group_->nccl = c10::make_intrusive<c10d::ProcessGroupNCCL>(
+      c10::make_intrusive<c10d::PrefixStore>("nccl", group_->store), world_.rank, world_.size, options);
+#else
+  (void)device;  // Gloo carries the CUDA tensors (through host memory)
+#endif
+}
+
+CollectiveBackend DataParallel::backend() const {
+  return group_->nccl ? CollectiveBackend::nccl : CollectiveBackend::gloo;
 }
 
 DataParallel::~DataParallel() = default;
@@ -161,7 +218,7 @@ void DataParallel::broadcast(const std::vector<at::Tensor>& tensors) {
   collective("broadcast", world_, [&] {
     for (const at::Tensor& tensor : tensors) {
       std::vector<at::Tensor> one{tensor.is_contiguous() ? tensor : tensor.contiguous()};
-      group_->processes->broadcast(one)->wait();
+      group_->for_tensor(tensor).broadcast(one)->wait();
       if (!tensor.is_contiguous()) tensor.copy_(one[0]);
     }
   });
@@ -197,7 +254,7 @@ void DataParallel::all_reduce_sum(const std::vector<at::Tensor>& tensors, std::i
       for (const at::Tensor& tensor : bucket) parts.push_back(tensor.reshape({-1}));
       flats.push_back(at::cat(parts));
       std::vector<at::Tensor> one{flats.back()};
-      works.push_back(group_->processes->allreduce(one));
+      works.push_back(group_->for_tensor(flats.back()).allreduce(one));
     }
     for (auto& work : works) work->wait();
   });
@@ -224,7 +281,7 @@ std::vector<at::Tensor> DataParallel::all_gather(const at::Tensor& tensor) {
   std::vector<std::vector<at::Tensor>> outputs(1);
   for (int r = 0; r < world_.size; ++r) outputs[0].push_back(at::empty_like(tensor));
   std::vector<at::Tensor> input{tensor.contiguous()};
-  collective("all-gather", world_, [&] { group_->processes->allgather(outputs, input)->wait(); });
+  collective("all-gather", world_, [&] { group_->for_tensor(tensor).allgather(outputs, input)->wait(); });
   return outputs[0];
 }
 

@@ -27,6 +27,7 @@
 #include <fmt/format.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <thread>
 
 namespace ql::core {
@@ -36,8 +37,8 @@ using run::Experiment;
 
 namespace {
 
-// [run] device: auto, cpu, cuda or cuda:N. A malformed value is a ConfigError; a GPU that is
-// not there is an Error naming what LibTorch sees.
+// [run] device: auto, cpu, cuda or cuda:N. A malformed value, or a GPU that is not there, is a
+// ConfigError (exit 2) naming what LibTorch sees.
 c10::Device choose_device(const Config& run_options) {
   const std::string choice = run_options.get_string("device");
   if (choice == "cpu") return c10::kCPU;
@@ -49,10 +50,16 @@ c10::Device choose_device(const Config& run_options) {
   }
   const int index = std::stoi(digits);
   const auto count = static_cast<int>(torch::cuda::device_count());
-  QL_CHECK(count > 0, "[run] device = \"{}\" but LibTorch sees no CUDA device (this build: {})", choice,
-           QL_DEVICE_KIND);
-  QL_CHECK(index < count, "[run] device = \"{}\" but LibTorch sees {} CUDA device{} (cuda:0 to cuda:{})", choice,
-           count, count == 1 ? "" : "s", count - 1);
+  if (count == 0) {
+    throw ConfigError(run_options.error_message(
+        "device", fmt::format("\"{}\" asks for CUDA, but none is available (this build: {}; LibTorch sees no CUDA "
+                              "device)", choice, QL_DEVICE_KIND)));
+  }
+  if (index >= count) {
+    throw ConfigError(run_options.error_message(
+        "device", fmt::format("\"{}\" is not here: LibTorch sees {} CUDA device{} (cuda:0 to cuda:{})", choice,
+                              count, count == 1 ? "" : "s", count - 1)));
+  }
   return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(index));
 }
 
@@ -65,8 +72,22 @@ void apply_run_options(Experiment& x, const Config& run_options, const RunReques
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   at::set_num_threads(threads > 0 ? static_cast<int>(threads) : std::max(1, cores / local_ranks));
   keep_freed_memory_for_reuse();
-  if (deterministic) at::globalContext().setDeterministicAlgorithms(true, /*warn_only=*/false);
   x.device = choose_device(run_options);
+  if (request.world) {
+    const bool explicit_index = run_options.get_string("device").rfind("cuda:", 0) == 0;
+    x.device = rank_device(x.device, explicit_index, *request.world, static_cast<int>(torch::cuda::device_count()));
+  }
+  x.precision = run_options.get_enum<Precision>("precision", {{"fp32", Precision::fp32}, {"bf16", Precision::bf16}});
+  if (deterministic) {
+    // cuBLAS is deterministic only with a fixed workspace, which it reads when first used.
+    if (x.device.is_cuda()) setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8", /*overwrite=*/0);
+    at::globalContext().setDeterministicAlgorithms(true, /*warn_only=*/false);
+    at::globalContext().setDeterministicCuDNN(true);
+    at::globalContext().setBenchmarkCuDNN(false);
+  } else {
+    // cuDNN times its algorithms on the first batch of each shape and keeps the fastest.
+    at::globalContext().setBenchmarkCuDNN(x.device.is_cuda());
+  }
 }
 
 // Every algorithm is built once from its options before any data is read, so that a bad option
@@ -108,7 +129,7 @@ std::unique_ptr<DataParallel> join_world(Experiment& x, const RunRequest& reques
                                   x.settings.batch_size, ranks));
   }
   check_exchange_settings(x.settings.simulated_workers, /*data_parallel=*/true);
-  auto world = std::make_unique<DataParallel>(*request.world);
+  auto world = std::make_unique<DataParallel>(*request.world, x.device);
   x.world = world.get();
   x.root = world->is_root();
   if (!x.root) x.console.quiet(fmt::format("rank {}: ", world->rank()));
@@ -119,14 +140,15 @@ void announce(const Experiment& x, const RunRequest& request, const Splits& data
   const ExperimentConfig& config = x.config;
   x.console.info(fmt::format("experiment {} -> {}{}", request.experiment.string(), x.unit.string(),
                              x.resuming ? " (resumed)" : ""));
-  x.console.info(fmt::format("problem {} ({} train / {} valid / {} test), topology {}, device {}, {} threads{}",
+  x.console.info(fmt::format("problem {} ({} train / {} valid / {} test), topology {}, device {}{}, {} threads{}",
                              config.problem().name, data.train->size(), data.valid ? data.valid->size() : 0,
                              data.test ? data.test->size() : 0, config.topology().name, x.device.str(),
-                             at::get_num_threads(),
+                             x.precision == Precision::bf16 ? " (bf16 autocast)" : "", at::get_num_threads(),
                              x.settings.folds > 1 ? fmt::format(", {} folds", x.settings.folds) : ""));
   if (x.world != nullptr) {
-    x.console.info(fmt::format("data-parallel: {} ranks (rendezvous {}:{}), {} samples per rank and step",
-                               x.world->size(), request.world->master_addr, request.world->master_port,
+    x.console.info(fmt::format("data-parallel: {} ranks over {} (rendezvous {}:{}), {} samples per rank and step",
+                               x.world->size(), to_string(x.world->backend()), request.world->master_addr,
+                               request.world->master_port,
                                x.settings.batch_size / x.world->size()));
   }
 }

@@ -206,8 +206,8 @@ std::string read_checkpoint(const fs::path& path) {
   return bytes;
 }
 
-void load_archive(torch::serialize::InputArchive& archive, const std::string& bytes) {
-  archive.load_from(bytes.data(), bytes.size());
+void load_archive(torch::serialize::InputArchive& archive, const std::string& bytes, c10::Device device) {
+  archive.load_from(bytes.data(), bytes.size(), device);
 }
 
 }  // namespace ql::core

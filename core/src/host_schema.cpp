@@ -55,7 +55,8 @@ histogram_every = 1       # weight histograms of the quantisable layers every N 
 [run]
 device = "auto"           # auto (the first GPU if LibTorch sees one, else the CPU) | cpu | cuda (= cuda:0) | cuda:N
 threads = 0               # intra-op CPU threads; 0: all cores
-deterministic = false     # ask LibTorch for deterministic kernels
+precision = "fp32"        # fp32 | bf16: autocast to bfloat16 for forward passes (on CUDA, or the CPU's autocast)
+deterministic = false     # deterministic kernels (on CUDA also cuDNN's and cuBLAS's; otherwise cuDNN picks the fastest)
 prefetch = 4              # batches the loader thread prepares ahead (it starts only when batches are costly to make)
 )toml";
 

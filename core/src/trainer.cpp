@@ -4,6 +4,7 @@
 
 #include "quantlab/sdk/error.hpp"
 
+#include <ATen/autocast_mode.h>
 #include <torch/nn/functional/loss.h>
 #include <torch/optim/adam.h>
 #include <torch/optim/adamw.h>
@@ -142,18 +143,56 @@ std::vector<Batch> next_batches(BatchLoader& loader, std::int64_t count) {
   return batches;
 }
 
+// bf16 autocast for the forward passes in its scope (restoring what was set before), on the
+// device's own kind: CUDA, or the CPU's autocast where the run is on the CPU.
+class AutocastScope {
+ public:
+  AutocastScope(c10::Device device, Precision precision) : type_(device.type()) {
+    if (precision == Precision::fp32) return;
+    active_ = true;
+    was_enabled_ = at::autocast::is_autocast_enabled(type_);
+    was_dtype_ = at::autocast::get_autocast_dtype(type_);
+    at::autocast::set_autocast_enabled(type_, true);
+    at::autocast::set_autocast_dtype(type_, at::kBFloat16);
+    at::autocast::increment_nesting();
+  }
+  ~AutocastScope() {
+    if (!active_) return;
+    // The casts of weights are cached within the outermost scope only.
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    at::autocast::set_autocast_enabled(type_, was_enabled_);
+    at::autocast::set_autocast_dtype(type_, was_dtype_);
+  }
+  AutocastScope(const AutocastScope&) = delete;
+  AutocastScope& operator=(const AutocastScope&) = delete;
+
+ private:
+  c10::DeviceType type_;
+  bool active_ = false;
+  bool was_enabled_ = false;
+  at::ScalarType was_dtype_ = at::kFloat;
+};
+
 // Forward, loss and backward of one minibatch; its totals.
-StepTotals forward_backward(Network& network, const Batch& batch, c10::Device device, LossKind kind) {
+StepTotals forward_backward(Network& network, const Batch& batch, c10::Device device, const StepOptions& options) {
+  // Pinned batches (BatchLoader::pin_memory) copy while the device still computes.
   const at::Tensor inputs = batch.inputs.to(device, /*non_blocking=*/true);
   const at::Tensor targets = batch.targets.to(device, /*non_blocking=*/true);
-  const at::Tensor logits = network.apply(inputs);
-  const at::Tensor loss = classification_loss(logits, targets, kind);
+  at::Tensor logits, loss;
+  {
+    AutocastScope autocast(device, options.precision);
+    logits = network.apply(inputs);
+    loss = classification_loss(logits.to(at::kFloat), targets, options.loss);
+  }
   loss.backward();
   torch::NoGradGuard no_grad;
+  // One copy to the host a step: on a GPU the host then waits for the device once.
+  const at::Tensor both =
+      at::stack({logits.argmax(1).eq(targets).sum().to(at::kDouble), loss.detach().to(at::kDouble)}).cpu();
   const auto count = static_cast<double>(targets.size(0));
   StepTotals totals;
-  totals.correct = static_cast<double>(logits.argmax(1).eq(targets).sum().item<std::int64_t>());
-  totals.loss_sum = loss.item<double>() * count;
+  totals.correct = both[0].item<double>();
+  totals.loss_sum = both[1].item<double>() * count;
   totals.samples = count;
   return totals;
 }
@@ -175,7 +214,7 @@ EpochStats train_epoch(Network& network, torch::optim::Optimizer& optimizer, Bat
     for (const Batch& batch : batches) {
       if (batch.targets.size(0) == 0) continue;
       exchange.begin_minibatch(optimizer);
-      const StepTotals one = forward_backward(network, batch, device, options.loss);
+      const StepTotals one = forward_backward(network, batch, device, options);
       // Alone, a loss is judged at once (before a codec sees its gradient); across ranks, once
       // all ranks have the step's total (below), so that they stop together.
       if (!exchange.collective()) check_finite(one.loss_sum / one.samples, progress.batches + 1);
@@ -201,32 +240,40 @@ EpochStats train_epoch(Network& network, torch::optim::Optimizer& optimizer, Bat
   return progress;
 }
 
-Evaluation evaluate(Network& network, BatchLoader& loader, c10::Device device, bool top5, LossKind kind) {
+Evaluation evaluate(Network& network, BatchLoader& loader, c10::Device device, bool top5, LossKind kind,
+                    Precision precision) {
   const bool was_training = network.is_training();
   network.eval();
   torch::NoGradGuard no_grad;
   Evaluation result;
-  double loss_sum = 0.0;
-  std::int64_t correct1 = 0, correct5 = 0;
+  // Totals stay on the device until the end: no wait for the device between batches.
+  const auto on_device = at::TensorOptions().device(device);
+  at::Tensor loss_sum = at::zeros({}, on_device.dtype(at::kDouble));
+  at::Tensor correct1 = at::zeros({}, on_device.dtype(at::kLong));
+  at::Tensor correct5 = at::zeros({}, on_device.dtype(at::kLong));
   while (auto batch = loader.next()) {
-    const at::Tensor inputs = batch->inputs.to(device);
-    const at::Tensor targets = batch->targets.to(device);
-    const at::Tensor logits = network.apply(inputs);
-    loss_sum += classification_loss(logits, targets, kind, /*sum=*/true).item<double>();
-    correct1 += logits.argmax(1).eq(targets).sum().item<std::int64_t>();
+    const at::Tensor inputs = batch->inputs.to(device, /*non_blocking=*/true);
+    const at::Tensor targets = batch->targets.to(device, /*non_blocking=*/true);
+    at::Tensor logits;
+    {
+      AutocastScope autocast(device, precision);
+      logits = network.apply(inputs).to(at::kFloat);
+    }
+    loss_sum += classification_loss(logits, targets, kind, /*sum=*/true).to(at::kDouble);
+    correct1 += logits.argmax(1).eq(targets).sum();
     if (top5) {
       const auto k = std::min<std::int64_t>(5, logits.size(1));
       const at::Tensor best = std::get<1>(logits.topk(k, 1));
-      correct5 += best.eq(targets.unsqueeze(1)).any(1).sum().item<std::int64_t>();
+      correct5 += best.eq(targets.unsqueeze(1)).any(1).sum();
     }
     result.samples += targets.size(0);
   }
   network.train(was_training);
   if (result.samples > 0) {
     const auto n = static_cast<double>(result.samples);
-    result.loss = loss_sum / n;
-    result.top1 = static_cast<double>(correct1) / n;
-    result.top5 = top5 ? static_cast<double>(correct5) / n : -1.0;
+    result.loss = loss_sum.item<double>() / n;
+    result.top1 = static_cast<double>(correct1.item<std::int64_t>()) / n;
+    result.top5 = top5 ? static_cast<double>(correct5.item<std::int64_t>()) / n : -1.0;
   }
   return result;
 }

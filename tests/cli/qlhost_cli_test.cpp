@@ -153,18 +153,25 @@ TEST_F(QlhostCliTest, OutOfRangePluginOptionGivesExitTwo) {
   EXPECT_FALSE(fs::exists(dir_ / "logs/mnist")) << "a unit was made for a run that could not start";
 }
 
-// bad-input: a device that is malformed (`gpu`, `cuda:x`) or not there (`cuda:0` without a GPU) | `run.device: expected "auto", "cpu", "cuda" or "cuda:N", got "gpu"`; `[run] device = "cuda:0" but LibTorch sees no CUDA device (this build: cpu)` | 2; 1
+// bad-input: a device that is malformed (`gpu`, `cuda:x`), CUDA without a GPU, or a GPU that is not there (`cuda:3` on one GPU); a precision that is not fp32 or bf16 | `run.device: expected "auto", "cpu", "cuda" or "cuda:N", got "gpu"`; `run.device: "cuda" asks for CUDA, but none is available (…)`; `run.device: "cuda:3" is not here: LibTorch sees 1 CUDA device (cuda:0 to cuda:0)` | 2
 TEST_F(QlhostCliTest, DeviceChoicesAreCheckedBeforeAnyWork) {
   for (const char* bad : {"gpu", "cuda:x", "cuda:", "cuda:12345"}) {
     const auto result = run_qlhost(run_args(fmt::format("--set run.device={}", bad)), dir_.path());
     EXPECT_EQ(result.exit_code, 2) << bad << ": " << result.err;
     EXPECT_NE(result.err.find("expected \"auto\", \"cpu\", \"cuda\" or \"cuda:N\""), std::string::npos) << result.err;
   }
-  if (torch::cuda::is_available()) GTEST_SKIP() << "a GPU is present: cuda:0 would run";
-  const auto missing = run_qlhost(run_args("--set run.device=cuda:0"), dir_.path());
-  EXPECT_EQ(missing.exit_code, 1) << missing.err;
+  const auto precision = run_qlhost(run_args("--set run.precision=fp16"), dir_.path());
+  EXPECT_EQ(precision.exit_code, 2) << precision.err;
+  EXPECT_NE(precision.err.find("run.precision"), std::string::npos) << precision.err;
+  // One past the devices there are: none here, or the count on a GPU machine.
+  const auto count = torch::cuda::device_count();
+  const std::string absent = count == 0 ? "cuda" : fmt::format("cuda:{}", count);
+  const auto missing = run_qlhost(run_args("--set run.device=" + absent), dir_.path());
+  EXPECT_EQ(missing.exit_code, 2) << missing.err;
   EXPECT_EQ(lines(missing.err), 1u) << missing.err;
-  EXPECT_NE(missing.err.find("LibTorch sees no CUDA device"), std::string::npos) << missing.err;
+  const std::string expected = count == 0 ? "asks for CUDA, but none is available"
+                                          : fmt::format("LibTorch sees {} CUDA device", count);
+  EXPECT_NE(missing.err.find(expected), std::string::npos) << missing.err;
   EXPECT_FALSE(fs::exists(dir_ / "logs/mnist")) << "a unit was made for a run that could not start";
 }
 

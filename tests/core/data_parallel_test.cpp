@@ -28,7 +28,31 @@ TEST(WorldSettings, ReadsTorchrunVariables) {
   EXPECT_EQ(world->master_addr, "node7");
   EXPECT_EQ(world->master_port, 1234);
   EXPECT_EQ(world->local_ranks, 2);
+  EXPECT_EQ(world->local_rank, 1);  // rank mod local ranks, without LOCAL_RANK
   EXPECT_EQ(world->timeout, std::chrono::seconds(9));
+  EXPECT_EQ(WorldSettings::from_environment({{"RANK", "2"}, {"WORLD_SIZE", "4"}, {"LOCAL_WORLD_SIZE", "4"},
+                                             {"LOCAL_RANK", "3"}})->local_rank, 3);
+}
+
+// bad-input: data-parallel ranks on GPUs that do not fit the host (3 ranks on 2 GPUs, every rank on an explicit `cuda:1`) | `3 data-parallel ranks on this host but 2 GPUs: one GPU a rank …`; `run.device = "cuda:1" would put all 2 ranks of this host on one GPU, which NCCL refuses …` | 2
+TEST(WorldSettings, EachRankTakesItsOwnGpuAndCudaTensorsTravelOverNccl) {
+  using ql::core::CollectiveBackend;
+  using ql::core::rank_device;
+  EXPECT_EQ(ql::core::collective_backend(c10::kCPU), CollectiveBackend::gloo);
+  EXPECT_EQ(ql::core::collective_backend(c10::Device(c10::kCUDA, 1)), CollectiveBackend::nccl);
+  EXPECT_STREQ(ql::core::to_string(CollectiveBackend::nccl), "nccl");
+  WorldSettings world;
+  world.size = 4;
+  world.local_ranks = 2;
+  world.rank = 3;
+  world.local_rank = 1;
+  const c10::Device cuda(c10::kCUDA, 0);
+  EXPECT_EQ(rank_device(cuda, false, world, 2), c10::Device(c10::kCUDA, 1));
+  EXPECT_EQ(rank_device(c10::kCPU, false, world, 0), c10::Device(c10::kCPU));
+  EXPECT_THROW(rank_device(cuda, false, world, 1), ql::ConfigError);
+  EXPECT_THROW(rank_device(c10::Device(c10::kCUDA, 1), true, world, 2), ql::ConfigError);
+  world.local_ranks = 1;  // one rank a host: the device as chosen
+  EXPECT_EQ(rank_device(c10::Device(c10::kCUDA, 1), true, world, 2), c10::Device(c10::kCUDA, 1));
 }
 
 TEST(WorldSettings, ReadsSlurmVariablesWithTheFirstHostAsMaster) {
@@ -101,6 +125,12 @@ auto on_two_ranks(Body body) {
   auto other = std::async(std::launch::async, rank, 1);
   auto mine = rank(0);
   return std::make_pair(mine, other.get());
+}
+
+TEST(DataParallel, CpuRanksUseGlooForEverything) {
+  const auto [a, b] = on_two_ranks([](DataParallel& group) { return group.backend(); });
+  EXPECT_EQ(a, ql::core::CollectiveBackend::gloo);
+  EXPECT_EQ(b, ql::core::CollectiveBackend::gloo);
 }
 
 TEST(DataParallel, BucketedAllReduceSumsEveryTensorAcrossBuckets) {

@@ -6,6 +6,7 @@
 #include "support/test_support.hpp"
 
 #include <gtest/gtest.h>
+#include <ATen/autocast_mode.h>
 #include <torch/optim/optimizer.h>
 #include <torch/types.h>
 
@@ -68,15 +69,16 @@ TEST(BatchLoaderTest, EpochOrderIsASeededPermutation) {
 }
 
 TEST(BatchLoaderTest, CheapBatchesAreMadeWithoutAThread) {
-  auto data = std::make_shared<CountingDataset>(1000);
-  ql::core::BatchLoader loader(data, ql::core::epoch_order(1000, 1, 0), 10, 5, true, 4);
+  // A step of 20 ms: a batch (~0.1 ms) stays far below a twentieth of it even on a loaded machine.
+  auto data = std::make_shared<CountingDataset>(500);
+  ql::core::BatchLoader loader(data, ql::core::epoch_order(500, 1, 0), 10, 5, true, 4);
   std::vector<std::int64_t> seen;
   while (auto batch = loader.next()) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));  // the training step
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // the training step
     seen.push_back(batch->targets.size(0));
   }
   EXPECT_FALSE(loader.prefetching());
-  EXPECT_EQ(seen.size(), 100u);
+  EXPECT_EQ(seen.size(), 50u);
 }
 
 TEST(BatchLoaderTest, ExpensiveBatchesArePrefetchedAndIdenticalToInline) {
@@ -165,6 +167,29 @@ TEST(TrainerTest, EvaluationCountsTopOneAndTopFive) {
   const double expected_loss =
       -(torch::log_softmax(torch::tensor({3.0, 2.0, 1.0}), 0).sum() / 3.0).item<double>();
   EXPECT_NEAR(e.loss, expected_loss, 1e-5);
+}
+
+// [run] precision = "bf16": the forward pass computes in bfloat16 (here the CPU's autocast,
+// the same code path as CUDA's), the loss in fp32, and the autocast state is restored after.
+TEST(TrainerTest, Bf16AutocastComputesTheForwardPassInBfloat16) {
+  Affine net;
+  {
+    torch::NoGradGuard no_grad;
+    net.fc_->weight.copy_(torch::tensor({0.1234567, -0.0456789, 0.0333333}).unsqueeze(1));
+    net.fc_->bias.copy_(torch::tensor({0.3, 0.2, 0.1}));
+  }
+  auto data = std::make_shared<CountingDataset>(30);
+  auto evaluate = [&](ql::core::Precision precision) {
+    ql::core::BatchLoader loader(data, ql::core::sequential_order(30), 7, 0, false, 0);
+    return ql::core::evaluate(net, loader, c10::kCPU, false, ql::core::LossKind::cross_entropy, precision);
+  };
+  const ql::Evaluation fp32 = evaluate(ql::core::Precision::fp32);
+  const ql::Evaluation bf16 = evaluate(ql::core::Precision::bf16);
+  EXPECT_FALSE(at::autocast::is_autocast_enabled(c10::kCPU));
+  // bfloat16 keeps 8 bits of mantissa: close to fp32, never equal on these weights.
+  EXPECT_NE(bf16.loss, fp32.loss);
+  EXPECT_NEAR(bf16.loss, fp32.loss, 0.02 * fp32.loss);
+  EXPECT_EQ(fp32.loss, evaluate(ql::core::Precision::fp32).loss) << "autocast leaked into a later fp32 pass";
 }
 
 TEST(TrainerTest, TrainingLowersTheLoss) {

@@ -51,21 +51,28 @@ TrainingPosition FoldCheckpoints::load(const std::string& name, DataParallel* wo
 
 TrainingPosition FoldCheckpoints::load_bytes(const fs::path& file, const std::string& bytes) {
   try {
+    // Position, generators and the algorithms' states on the CPU; the network's and the
+    // optimiser's tensors where the network computes now, whichever device wrote them.
     torch::serialize::InputArchive archive;
     load_archive(archive, bytes);
+    const std::vector<at::Tensor> parameters = network_.parameters();
+    const c10::Device device = parameters.empty() ? c10::Device(c10::kCPU) : parameters.front().device();
+    torch::serialize::InputArchive on_device;
+    if (!device.is_cpu()) load_archive(on_device, bytes, device);
+    torch::serialize::InputArchive& network_archive = device.is_cpu() ? archive : on_device;
     torch::NoGradGuard no_grad;
     for (auto& p : network_.named_parameters()) {
       at::Tensor value;
-      archive.read("model/" + p.key(), value);
+      network_archive.read("model/" + p.key(), value);
       p.value().copy_(value);
     }
     for (auto& b : network_.named_buffers()) {
       at::Tensor value;
-      archive.read("model/" + b.key(), value, true);
+      network_archive.read("model/" + b.key(), value, true);
       b.value().copy_(value);
     }
     torch::serialize::InputArchive optimizer_archive;
-    archive.read("optimizer", optimizer_archive);
+    network_archive.read("optimizer", optimizer_archive);
     optimizer_.load(optimizer_archive);
     at::Tensor position, totals, rng;
     archive.read("position", position);

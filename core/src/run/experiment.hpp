@@ -40,6 +40,7 @@ struct Experiment {
   TrainingSettings settings;
   std::uint64_t seed = 0;
   c10::Device device{c10::kCPU};
+  Precision precision = Precision::fp32;
   std::size_t prefetch = 0;
   bool top5 = false;
   bool step_scalars = true;

@@ -64,6 +64,7 @@ FitLoop::EpochData FitLoop::epoch_data(std::int64_t epoch) const {
   }
   data.loader = std::make_unique<BatchLoader>(env_.data->train, std::move(order), batch_size, augment_seed,
                                               /*augment=*/true, x_.prefetch, settings.drop_last && x_.world == nullptr);
+  data.loader->pin_memory(env_.device.is_cuda());
   data.progress_total = data.steps >= 0 ? data.steps : data.loader->batches();
   return data;
 }
@@ -73,6 +74,7 @@ FitLoop::EpochData FitLoop::epoch_data(std::int64_t epoch) const {
 EpochStats FitLoop::train(std::int64_t epoch, EpochData& data, const EpochProgress& start, TrainingPosition& at) {
   StepOptions options;
   options.loss = x_.settings.loss;
+  options.precision = env_.precision;
   options.steps = data.steps;
   options.stop_requested = [] { return StopOnSignals::requested() != 0; };
   auto on_step = [&](const EpochProgress& progress, double loss) {

@@ -30,6 +30,7 @@ FoldEnvironment fold_environment(const Experiment& x, std::size_t k, const Split
   env.data = &data;
   env.spec = x.problem.spec();
   env.device = x.device;
+  env.precision = x.precision;
   env.eval_batch_size = x.settings.eval_batch_size;
   env.prefetch = x.prefetch;
   env.top5 = x.top5;

@@ -29,7 +29,8 @@ Evaluation evaluate_split(const FoldEnvironment& env, Network& network, Split sp
     order = std::move(mine);
   }
   BatchLoader loader(dataset, std::move(order), env.eval_batch_size, 0, /*augment=*/false, env.prefetch);
-  Evaluation e = evaluate(network, loader, env.device, env.top5, env.loss);
+  loader.pin_memory(env.device.is_cuda());
+  Evaluation e = evaluate(network, loader, env.device, env.top5, env.loss, env.precision);
   if (env.world == nullptr) return e;
   const auto n = static_cast<double>(e.samples);
   std::vector<double> sums{e.loss * n, static_cast<double>(std::llround(e.top1 * n)),
@@ -104,6 +105,7 @@ void HostCalibration::for_each_batch(std::int64_t max_samples, const std::functi
   std::vector<std::int64_t> order = epoch_order(size(), seed_, 0);
   order.resize(static_cast<std::size_t>(std::clamp<std::int64_t>(max_samples, 0, size())));
   BatchLoader loader(env_.data->train, std::move(order), env_.eval_batch_size, 0, /*augment=*/false, env_.prefetch);
+  loader.pin_memory(env_.device.is_cuda());
   while (auto batch = loader.next()) visit(*batch);
 }
 

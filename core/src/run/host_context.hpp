@@ -25,6 +25,7 @@ struct FoldEnvironment {
   const Splits* data = nullptr;
   DatasetSpec spec;
   c10::Device device{c10::kCPU};
+  Precision precision = Precision::fp32;
   std::int64_t eval_batch_size = 256;
   std::size_t prefetch = 0;
   bool top5 = false;

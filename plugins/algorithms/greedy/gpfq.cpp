@@ -22,18 +22,19 @@ at::Tensor alphabet(double bits, double radius) {
 at::Tensor nearest_atom_index(const at::Tensor& values, const at::Tensor& atoms) {
   // Midpoints between neighbouring atoms; a value on a midpoint belongs to the lower atom,
   // which is what bucketize with right = false counts: the midpoints strictly below it.
-  const at::Tensor midpoints = (atoms.slice(0, 1) + atoms.slice(0, 0, -1)) / 2;
+  const at::Tensor here = atoms.to(values.device());
+  const at::Tensor midpoints = (here.slice(0, 1) + here.slice(0, 0, -1)) / 2;
   return torch::bucketize(values.to(torch::kFloat64).contiguous(), midpoints, /*out_int32=*/false, /*right=*/false);
 }
 
 at::Tensor round_to_alphabet(const at::Tensor& values, const at::Tensor& atoms) {
-  return atoms.index_select(0, nearest_atom_index(values, atoms).flatten()).view(values.sizes());
+  return atoms.to(values.device()).index_select(0, nearest_atom_index(values, atoms).flatten()).view(values.sizes());
 }
 
-Grams::Grams(std::int64_t groups, std::int64_t features)
-    : qx(torch::zeros({groups, features, features}, torch::kFloat64)),
-      qq(torch::zeros({groups, features, features}, torch::kFloat64)),
-      xx(torch::zeros({groups, features, features}, torch::kFloat64)) {}
+Grams::Grams(std::int64_t groups, std::int64_t features, c10::Device device)
+    : qx(torch::zeros({groups, features, features}, torch::dtype(torch::kFloat64).device(device))),
+      qq(torch::zeros_like(qx)),
+      xx(torch::zeros_like(qx)) {}
 
 void Grams::add(const at::Tensor& x, const at::Tensor& x_tilde) {
   QL_CHECK(x.sizes() == x_tilde.sizes() && x.dim() == 3 && x.size(0) == qx.size(0) && x.size(2) == qx.size(1),
@@ -81,7 +82,7 @@ at::Tensor gpfq_from_grams(const at::Tensor& w_in, const Grams& grams, const at:
   for (std::int64_t t = 0; t < n; ++t) {
     at::Tensor inner;
     if (t == 0) {
-      inner = torch::zeros({w.size(0), w.size(2)}, torch::kFloat64);
+      inner = torch::zeros({w.size(0), w.size(2)}, w.options());
     } else {
       // [G, 1, t] x [G, t, F] -> [G, F]
       inner = (torch::bmm(grams.qx.select(1, t).slice(1, 0, t).unsqueeze(1), w.slice(1, 0, t)) -
@@ -98,7 +99,7 @@ at::Tensor gpfq_on_data(const at::Tensor& w_in, const at::Tensor& x_in, const at
   const at::Tensor w = w_in.to(torch::kFloat64), x = x_in.to(torch::kFloat64), xq = xq_in.to(torch::kFloat64);
   const std::int64_t n = w.size(1);
   at::Tensor q = torch::zeros_like(w);
-  at::Tensor u = torch::zeros({w.size(0), x.size(1), w.size(2)}, torch::kFloat64);  // [G, R, F]
+  at::Tensor u = torch::zeros({w.size(0), x.size(1), w.size(2)}, w.options());  // [G, R, F]
   for (std::int64_t t = 0; t < n; ++t) {
     const at::Tensor x_t = x.select(2, t), xq_t = xq.select(2, t);  // [G, R]
     const at::Tensor inner = torch::bmm(xq_t.unsqueeze(1), u).squeeze(1);
@@ -135,7 +136,7 @@ at::Tensor conv_rows(const at::Tensor& input, const nn::Conv2dOptions& o, ConvSc
     std::iota(positions.begin(), positions.end(), 0);
     std::shuffle(positions.begin(), positions.end(), engine);
     positions.resize(static_cast<std::size_t>(max_positions));
-    patches = patches.index_select(2, torch::tensor(positions, torch::kInt64));
+    patches = patches.index_select(2, torch::tensor(positions, torch::kInt64).to(patches.device()));
   }
   const std::int64_t batch = patches.size(0), positions = patches.size(2);
   const std::int64_t kernel = o.kernel_size[0] * o.kernel_size[1];

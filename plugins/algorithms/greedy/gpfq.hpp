@@ -22,16 +22,18 @@ namespace ql::greedy {
 /// round(2^bits) atoms equispaced on [-radius, radius], ascending, float64.
 at::Tensor alphabet(double bits, double radius);
 
-/// For each value, the index of the nearest of the ascending `atoms` (ties: the lower atom).
+/// For each value, the index of the nearest of the ascending `atoms` (ties: the lower atom), on
+/// the values' device.
 at::Tensor nearest_atom_index(const at::Tensor& values, const at::Tensor& atoms);
 
 /// Each value replaced by its nearest atom (MSQ: memoryless scalar quantisation).
 at::Tensor round_to_alphabet(const at::Tensor& values, const at::Tensor& atoms);
 
 /// The Gram matrices the dynamical system needs, summed over the rows seen so far in float64:
-/// qx = X̃ᵀX, qq = X̃ᵀX̃ and xx = XᵀX, each [G, N, N]. Their size never depends on the rows.
+/// qx = X̃ᵀX, qq = X̃ᵀX̃ and xx = XᵀX, each [G, N, N], on the device the rows arrive on. Their
+/// size never depends on the rows.
 struct Grams {
-  Grams(std::int64_t groups, std::int64_t features);
+  Grams(std::int64_t groups, std::int64_t features, c10::Device device = c10::kCPU);
   /// Adds rows: x and x_tilde are [G, R, N] (any floating type).
   void add(const at::Tensor& x, const at::Tensor& x_tilde);
 

@@ -215,7 +215,7 @@ class Greedy : public ql::Algorithm {
       std::optional<Grams> grams;
       std::vector<at::Tensor> dumped_x, dumped_x_tilde;
       if (needs_data) {
-        grams.emplace(w.size(0), w.size(1));
+        grams.emplace(w.size(0), w.size(1), w.device());
         auto forward = [&](const ql::Batch& batch) { return network.layer_input(*layer, batch.inputs.to(ctx.device())); };
         std::int64_t batch_number = 0;
         std::vector<std::shared_ptr<ql::Quantizer>> fixed;
@@ -249,7 +249,8 @@ class Greedy : public ql::Algorithm {
       result.name = name;
       result.atoms = atoms;
       result.codes = weight_of(*layer, ql::greedy::nearest_atom_index(q, atoms));
-      result.values = atoms.index_select(0, result.codes.flatten())
+      result.values = atoms.to(result.codes.device())
+                          .index_select(0, result.codes.flatten())
                           .view(result.codes.sizes())
                           .to(layer->weight.dtype())
                           .to(layer->weight.device());

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <fmt/format.h>
+#include <torch/cuda.h>
 #include <torch/nn/functional/conv.h>
 #include <torch/types.h>
 
@@ -78,6 +79,29 @@ TEST(GpfqTest, GramPathEqualsTheDynamicalSystemOnData) {
     // Greedy path following beats plain rounding on the data (greedy.md, check 2).
     EXPECT_LT(residual(w, from_grams, grams).error, residual(w, round_to_alphabet(w, atoms), grams).error);
   }
+}
+
+// On a GPU the Gram matrices accumulate on the device, in float64 as on the CPU, and GPFQ picks
+// the same atoms (a code may differ only where a value lies on a midpoint within rounding).
+TEST(GpfqTest, OnTheGpuTheGramMatricesAndCodesAreTheCpus) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "LibTorch sees no CUDA device here; bench/gpu/check.sh runs this";
+  torch::manual_seed(11);
+  const at::Tensor x = torch::randn({3, 700, 32}, torch::kFloat32);
+  const at::Tensor x_tilde = x + 0.05 * torch::randn_like(x);
+  const at::Tensor w = 0.3 * torch::randn({3, 32, 16}, torch::kFloat64);
+  const at::Tensor atoms = alphabet(3.0, 3 * w.abs().median().item<double>());
+  Grams on_cpu(3, 32);
+  Grams on_gpu(3, 32, c10::Device(c10::kCUDA, 0));
+  on_cpu.add(x, x_tilde);
+  on_gpu.add(x.cuda(), x_tilde.cuda());
+  ASSERT_TRUE(on_gpu.qx.is_cuda());
+  EXPECT_EQ(on_gpu.qx.scalar_type(), torch::kFloat64);
+  EXPECT_LE((on_gpu.qx.cpu() - on_cpu.qx).abs().max().item<double>(), 1e-9 * on_cpu.qx.abs().max().item<double>());
+  const at::Tensor q_cpu = gpfq_from_grams(w, on_cpu, atoms);
+  const at::Tensor q_gpu = gpfq_from_grams(w.cuda(), on_gpu, atoms);
+  ASSERT_TRUE(q_gpu.is_cuda());
+  const double same = q_gpu.cpu().eq(q_cpu).to(torch::kFloat64).mean().item<double>();
+  EXPECT_GE(same, 0.999);
 }
 
 TEST(GpfqTest, ConvRowsTimesNeuronsIsTheConvolution) {

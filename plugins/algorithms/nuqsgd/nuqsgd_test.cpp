@@ -9,6 +9,7 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <fmt/format.h>
+#include <torch/cuda.h>
 #include <torch/types.h>
 
 #include <cmath>
@@ -59,6 +60,21 @@ TEST(NuqsgdTest, OutputsLieOnNormTimesLevelsAndThePartialBucketIsExact) {
   GradientQuantizer q(level_set(Scheme::nuq, 3), true, 8);
   at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(1);
   EXPECT_THROW(q.decode(std::vector<std::uint8_t>(5), 16), ql::Error);
+}
+
+// A gradient on the GPU encodes to the very stream its CPU copy does, so that ranks on either
+// device decode each other's gradients to the same values.
+TEST(NuqsgdTest, AGpuGradientEncodesToTheCpuStream) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "LibTorch sees no CUDA device here; bench/gpu/check.sh runs this";
+  for (const auto& [scheme, bits] : std::vector<std::pair<Scheme, int>>{{Scheme::nuq, 3}, {Scheme::qsgdinf, 4}}) {
+    GradientQuantizer q(level_set(scheme, bits), uses_l2_norm(scheme), 512);
+    const at::Tensor g = torch::randn({100'003});
+    at::Generator a = at::make_generator<at::CPUGeneratorImpl>(3), b = at::make_generator<at::CPUGeneratorImpl>(3);
+    const std::vector<std::uint8_t> from_cpu = q.encode(g, a);
+    const std::vector<std::uint8_t> from_gpu = q.encode(g.cuda(), b);
+    EXPECT_EQ(from_gpu, from_cpu) << to_string(scheme);
+    EXPECT_TRUE(torch::equal(q.decode(from_gpu, g.numel()), q.decode(from_cpu, g.numel())));
+  }
 }
 
 TEST(NuqsgdTest, StochasticRoundingIsUnbiased) {

@@ -52,6 +52,9 @@ class BatchLoader {
   BatchLoader(const BatchLoader&) = delete;
   BatchLoader& operator=(const BatchLoader&) = delete;
 
+  /// Makes batches in page-locked memory, so that copies to a GPU overlap its compute
+  /// (needs a CUDA build with a device present).
+  void pin_memory(bool pin) { pin_ = pin; }
   /// Starts at batch `first` instead of 0 (a resumed epoch); call before the first next().
   void start_at(std::int64_t first);
   /// The next batch, or nothing after the last. Rethrows a failure of the loader thread.
@@ -71,6 +74,7 @@ class BatchLoader {
   std::uint64_t seed_;
   bool augment_;
   std::size_t prefetch_;
+  bool pin_ = false;
   std::int64_t batches_;
   std::int64_t consumed_ = 0;
   std::chrono::steady_clock::time_point returned_;  // when next() last returned

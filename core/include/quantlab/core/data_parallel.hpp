@@ -1,6 +1,7 @@
 // Data-parallel training across processes on LibTorch's own distributed engine (c10d): a
-// TCPStore for the rendezvous and ProcessGroupGloo for the collectives. The c10d headers stay
-// in data_parallel.cpp; this header only needs ATen.
+// TCPStore for the rendezvous, ProcessGroupGloo for CPU tensors and, when the ranks train on
+// GPUs, ProcessGroupNCCL for CUDA tensors (one GPU a rank). The c10d headers stay in
+// data_parallel.cpp; this header only needs ATen.
 //
 //   std::optional<WorldSettings> world = WorldSettings::from_environment();  // RANK, WORLD_SIZE, ...
 //   DataParallel group(*world);
@@ -9,6 +10,7 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
 
 #include <chrono>
 #include <cstdint>
@@ -28,6 +30,9 @@ struct WorldSettings {
   int master_port = 29500;
   /// Ranks on this host (LOCAL_WORLD_SIZE or SLURM_NTASKS_PER_NODE): they share its cores.
   int local_ranks = 1;
+  /// This rank's number on its host (LOCAL_RANK or SLURM_LOCALID; else rank mod local_ranks):
+  /// which of the host's GPUs it takes.
+  int local_rank = 0;
   /// How long a collective may wait for the other ranks before failing (a dead rank).
   std::chrono::milliseconds timeout{60'000};
 
@@ -40,6 +45,17 @@ struct WorldSettings {
   static std::optional<WorldSettings> from_environment(const std::map<std::string, std::string>& environment);
 };
 
+/// The library that carries collectives on tensors of a device: NCCL for CUDA, Gloo otherwise.
+enum class CollectiveBackend { gloo, nccl };
+CollectiveBackend collective_backend(c10::Device device);
+const char* to_string(CollectiveBackend backend);
+
+/// The device one rank trains on when [run] device chose `chosen` ("cuda"/"auto" resolve to
+/// cuda:0): with several ranks on a host, "cuda" means one GPU a rank, cuda:local_rank. Throws
+/// ql::ConfigError when the host has fewer GPUs than ranks, or when an explicit cuda:N would
+/// put several ranks on one GPU (NCCL refuses that). `explicit_index`: the device was cuda:N.
+c10::Device rank_device(c10::Device chosen, bool explicit_index, const WorldSettings& world, int gpus);
+
 /// The first host of a Slurm node list ("node[03-05,7],gpu1" -> "node03").
 std::string first_slurm_host(const std::string& node_list);
 
@@ -48,7 +64,8 @@ std::string first_slurm_host(const std::string& node_list);
 /// (naming the operation) within the timeout instead of hanging.
 class DataParallel {
  public:
-  explicit DataParallel(const WorldSettings& world);
+  /// Joins the group; `device` is where this rank trains (a CUDA device adds an NCCL group).
+  explicit DataParallel(const WorldSettings& world, c10::Device device = c10::kCPU);
   ~DataParallel();
   DataParallel(const DataParallel&) = delete;
   DataParallel& operator=(const DataParallel&) = delete;
@@ -57,6 +74,8 @@ class DataParallel {
   int size() const { return world_.size; }
   bool is_root() const { return world_.rank == 0; }
 
+  /// The backend that carries tensors of this rank's training device.
+  CollectiveBackend backend() const;
   /// Rank 0's values into every rank's tensors (in place; CPU or the group's device).
   void broadcast(const std::vector<at::Tensor>& tensors);
   /// Rank 0's bytes on every rank.
@@ -74,6 +93,7 @@ class DataParallel {
 
  private:
   struct Group;
+  void join_nccl(c10::Device device);
   WorldSettings world_;
   std::unique_ptr<Group> group_;
 };

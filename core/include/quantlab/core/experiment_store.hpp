@@ -7,6 +7,8 @@
 //   save_checkpoint(unit / "fold0/checkpoints/last.pt", [&](auto& archive) { ... });
 #pragma once
 
+#include <c10/core/Device.h>
+
 #include <filesystem>
 #include <functional>
 #include <string>
@@ -61,7 +63,9 @@ void save_checkpoint(const std::filesystem::path& path,
 /// file when it is truncated, changed or not a QuantLab checkpoint.
 std::string read_checkpoint(const std::filesystem::path& path);
 
-/// Opens archive bytes (from read_checkpoint) for reading.
-void load_archive(torch::serialize::InputArchive& archive, const std::string& bytes);
+/// Opens archive bytes (from read_checkpoint) for reading, its tensors on `device` whatever
+/// device they were saved from (a unit trained on a GPU reads on the CPU, and back).
+void load_archive(torch::serialize::InputArchive& archive, const std::string& bytes,
+                  c10::Device device = c10::kCPU);
 
 }  // namespace ql::core

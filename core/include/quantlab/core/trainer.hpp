@@ -108,9 +108,14 @@ using EpochStats = EpochProgress;
 /// number of the batch just done) and the step's mean loss.
 using StepCallback = std::function<void(const EpochProgress& progress, double loss)>;
 
+/// The arithmetic of forward passes ([run] precision): fp32, or bf16 autocast (matrix products
+/// and convolutions in bfloat16, reductions, losses and the weights' updates in fp32).
+enum class Precision { fp32, bf16 };
+
 /// How a step is made besides its gradient exchange.
 struct StepOptions {
   LossKind loss = LossKind::cross_entropy;
+  Precision precision = Precision::fp32;
   /// Optimiser steps in the epoch, when the loader may run dry before (data-parallel: a rank
   /// whose shard of the last batch is empty still takes part in that step); -1: until the
   /// loader has no batch left.
@@ -128,6 +133,6 @@ EpochStats train_epoch(Network& network, torch::optim::Optimizer& optimizer, Bat
 
 /// Mean loss and accuracy of `network` on all of `loader`, in inference mode.
 Evaluation evaluate(Network& network, BatchLoader& loader, c10::Device device, bool top5,
-                    LossKind loss = LossKind::cross_entropy);
+                    LossKind loss = LossKind::cross_entropy, Precision precision = Precision::fp32);
 
 }  // namespace ql::core
