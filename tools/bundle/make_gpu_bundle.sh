@@ -11,6 +11,8 @@ build=$1
 out=$2
 here=$(cd "$(dirname "$0")" && pwd)
 limit_mib=${QL_BUNDLE_LIMIT_MIB:-48}
+# Plugins left out: language_names needs ICU, whose data alone is 31 MiB (a CPU-sized problem).
+leave_out=${QL_BUNDLE_LEAVE_OUT-language_names}
 
 torch_lib=$(ldd "$build/bin/qlhost" | awk '$1 == "libtorch.so" {print $3}' | xargs dirname)
 [ -d "$torch_lib" ] || { echo "make_gpu_bundle: $build/bin/qlhost does not resolve libtorch.so" >&2; exit 1; }
@@ -19,6 +21,10 @@ site=$(cd "$torch_lib/../.." && pwd)  # site-packages: torch/ and nvidia/
 rm -rf "$out"
 cmake --install "$build" --prefix "$out" >/dev/null
 mkdir -p "$out/libexec"
+for plugin in $leave_out; do
+  rm -f "$out/lib/quantlab/plugins/$plugin.so"
+  echo "gpu-bundle: left out plugin $plugin"
+done
 for program in qlhost qlsdk; do
   mv "$out/bin/$program" "$out/libexec/$program"
   cp "$here/launcher.sh" "$out/bin/$program"
