@@ -39,7 +39,7 @@ FUZZ_BUILD_DIR ?= build-fuzz
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := experiment_toml plugin_file idx jpeg checkpoint metrics_h5 problem_files
 
-.PHONY: deps build demo test test-asan fuzz bench install clean gpu-bundle
+.PHONY: deps build demo test test-asan fuzz bench install clean gpu-bundle gpu-check
 
 # Installs the packages of $(1) that are missing; quick when all are there.
 define install_missing
@@ -128,6 +128,12 @@ GPU_BUNDLE_DIR ?= $(BUILD_DIR)/gpu-bundle
 gpu-bundle: deps
 	$(MAKE) build
 	tools/bundle/make_gpu_bundle.sh $(BUILD_DIR) $(GPU_BUNDLE_DIR)
+
+# What bench/gpu/check.sh runs on a lent GPU machine: the bundle, the CUDA test programs and the
+# benchmark programs (carry build/gpu-check there).
+gpu-check: deps
+	$(MAKE) build
+	tools/bundle/make_gpu_check.sh $(BUILD_DIR) $(BUILD_DIR)/gpu-check
 
 install: build
 	cmake --install $(BUILD_DIR) --prefix $(PREFIX)

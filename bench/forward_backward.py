@@ -1,7 +1,9 @@
 """Forward+backward throughput of CIFAR ResNet-20 (option A) and the ANA CIFAR VGG, written in
 plain PyTorch: the Python baseline of bench/forward_backward.cpp (same layers, same batch).
 
-usage: /usr/bin/python3 bench/forward_backward.py NETWORK BATCH ITERATIONS THREADS
+usage: .venv/bin/python bench/forward_backward.py NETWORK BATCH ITERATIONS THREADS [DEVICE [PRECISION]]
+  NETWORK: resnet20 | vgg_ana (3x32x32, 10 classes) | vgg16 (torchvision's, 3x224x224, 1000 classes)
+  DEVICE: cpu (default) | cuda;  PRECISION: fp32 (default) | bf16 (autocast)
 prints: NETWORK images_per_second
 """
 import sys
@@ -66,21 +68,37 @@ def vgg_ana(classes=10):
 
 def main():
     name, batch, iterations, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    device = sys.argv[5] if len(sys.argv) > 5 else "cpu"
+    bf16 = len(sys.argv) > 6 and sys.argv[6] == "bf16"
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    network = ResNet20() if name == "resnet20" else vgg_ana()
-    network.train()
-    inputs = torch.randn(batch, 3, 32, 32)
-    targets = torch.randint(0, 10, (batch,))
+    if name == "vgg16":
+        import torchvision
+        network, side, classes = torchvision.models.vgg16(), 224, 1000
+    else:
+        network, side, classes = (ResNet20() if name == "resnet20" else vgg_ana()), 32, 10
+    network.to(device).train()
+    torch.backends.cudnn.benchmark = device != "cpu"  # as qlhost does when not deterministic
+    inputs = torch.randn(batch, 3, side, side, device=device)
+    targets = torch.randint(0, classes, (batch,), device=device)
 
     def step():
         network.zero_grad(set_to_none=True)
-        F.cross_entropy(network(inputs), targets).backward()
+        with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(network(inputs).float(), targets)
+        loss.backward()
+
+    def synchronize():
+        if device != "cpu":
+            torch.cuda.synchronize()
 
     step()  # warm-up
+    step()
+    synchronize()
     start = time.perf_counter()
     for _ in range(iterations):
         step()
+    synchronize()
     print(f"{name} {batch * iterations / (time.perf_counter() - start):.1f}")
 
 

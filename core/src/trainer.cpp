@@ -143,36 +143,6 @@ std::vector<Batch> next_batches(BatchLoader& loader, std::int64_t count) {
   return batches;
 }
 
-// bf16 autocast for the forward passes in its scope (restoring what was set before), on the
-// device's own kind: CUDA, or the CPU's autocast where the run is on the CPU.
-class AutocastScope {
- public:
-  AutocastScope(c10::Device device, Precision precision) : type_(device.type()) {
-    if (precision == Precision::fp32) return;
-    active_ = true;
-    was_enabled_ = at::autocast::is_autocast_enabled(type_);
-    was_dtype_ = at::autocast::get_autocast_dtype(type_);
-    at::autocast::set_autocast_enabled(type_, true);
-    at::autocast::set_autocast_dtype(type_, at::kBFloat16);
-    at::autocast::increment_nesting();
-  }
-  ~AutocastScope() {
-    if (!active_) return;
-    // The casts of weights are cached within the outermost scope only.
-    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-    at::autocast::set_autocast_enabled(type_, was_enabled_);
-    at::autocast::set_autocast_dtype(type_, was_dtype_);
-  }
-  AutocastScope(const AutocastScope&) = delete;
-  AutocastScope& operator=(const AutocastScope&) = delete;
-
- private:
-  c10::DeviceType type_;
-  bool active_ = false;
-  bool was_enabled_ = false;
-  at::ScalarType was_dtype_ = at::kFloat;
-};
-
 // Forward, loss and backward of one minibatch; its totals.
 StepTotals forward_backward(Network& network, const Batch& batch, c10::Device device, const StepOptions& options) {
   // Pinned batches (BatchLoader::pin_memory) copy while the device still computes.
@@ -276,6 +246,24 @@ Evaluation evaluate(Network& network, BatchLoader& loader, c10::Device device, b
     result.top5 = top5 ? static_cast<double>(correct5.item<std::int64_t>()) / n : -1.0;
   }
   return result;
+}
+
+AutocastScope::AutocastScope(c10::Device device, Precision precision) : type_(device.type()) {
+  if (precision == Precision::fp32) return;
+  active_ = true;
+  was_enabled_ = at::autocast::is_autocast_enabled(type_);
+  was_dtype_ = at::autocast::get_autocast_dtype(type_);
+  at::autocast::set_autocast_enabled(type_, true);
+  at::autocast::set_autocast_dtype(type_, at::kBFloat16);
+  at::autocast::increment_nesting();
+}
+
+AutocastScope::~AutocastScope() {
+  if (!active_) return;
+  // The casts of weights are cached within the outermost scope only.
+  if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+  at::autocast::set_autocast_enabled(type_, was_enabled_);
+  at::autocast::set_autocast_dtype(type_, was_dtype_);
 }
 
 }  // namespace ql::core

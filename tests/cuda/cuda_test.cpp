@@ -37,7 +37,7 @@ class CudaTest : public ::testing::Test {
   ql::test::CommandResult qlhost(const std::string& extra) const {
     return ql::test::run_command(fmt::format("cd {} && HOME={} QL_PLUGIN_PATH= {} run exp.toml {}",
                                              quoted(dir_.path().string()), quoted(dir_.path().string()),
-                                             quoted(QL_TEST_QLHOST), extra));
+                                             quoted(ql::test::qlhost_program()), extra));
   }
 
   fs::path unit(int number) const { return dir_ / fmt::format("logs/mnist/mlp/exp{:04d}", number); }
@@ -48,7 +48,7 @@ class CudaTest : public ::testing::Test {
     ::setenv("QL_PLUGIN_PATH", "", 1);
     const fs::path here = fs::current_path();
     fs::current_path(dir_.path());
-    const pid_t child = ql::core::spawn({QL_TEST_QLHOST, "run", "exp.toml"}, dir_ / "stopped.log");
+    const pid_t child = ql::core::spawn({ql::test::qlhost_program(), "run", "exp.toml"}, dir_ / "stopped.log");
     const bool reached = ql::test::wait_for_checkpointed_steps(unit(number), 20);
     ::kill(child, SIGINT);
     fs::current_path(here);

@@ -94,8 +94,13 @@ CommandResult run_command(const std::string& command_line) {
   return result;
 }
 
+std::string qlhost_program() {
+  const char* chosen = std::getenv("QL_TEST_QLHOST");
+  return chosen != nullptr && *chosen != '\0' ? chosen : QL_TEST_QLHOST;
+}
+
 CommandResult run_qlhost(const std::string& args, const fs::path& home) {
-  return run_command("HOME=" + quoted(home.string()) + " QL_PLUGIN_PATH= " + quoted(QL_TEST_QLHOST) + " " + args);
+  return run_command("HOME=" + quoted(home.string()) + " QL_PLUGIN_PATH= " + quoted(qlhost_program()) + " " + args);
 }
 
 void write_idx_dataset(const fs::path& dir, std::int64_t train, std::int64_t test, std::int64_t size,

@@ -42,6 +42,9 @@ struct CommandResult {
 };
 /// Runs a shell command line, capturing its output.
 CommandResult run_command(const std::string& command_line);
+/// The qlhost under test: $QL_TEST_QLHOST (a GPU bundle's launcher, bench/gpu/check.sh) or the
+/// build's own.
+std::string qlhost_program();
 /// Runs qlhost with `args` (already shell-quoted), HOME set to `home` so no user plugin leaks in.
 CommandResult run_qlhost(const std::string& args, const std::filesystem::path& home);
 /// `text` quoted for the shell.

@@ -13,6 +13,7 @@
 #include "quantlab/sdk/topology.hpp"
 
 #include <c10/core/Device.h>
+#include <c10/core/ScalarType.h>
 
 #include <cstdint>
 #include <functional>
@@ -111,6 +112,22 @@ using StepCallback = std::function<void(const EpochProgress& progress, double lo
 /// The arithmetic of forward passes ([run] precision): fp32, or bf16 autocast (matrix products
 /// and convolutions in bfloat16, reductions, losses and the weights' updates in fp32).
 enum class Precision { fp32, bf16 };
+
+/// bf16 autocast for the forward passes in its scope on the device's kind (CUDA, or the CPU's
+/// autocast for a run on the CPU); restores what was set before. fp32: does nothing.
+class AutocastScope {
+ public:
+  AutocastScope(c10::Device device, Precision precision);
+  ~AutocastScope();
+  AutocastScope(const AutocastScope&) = delete;
+  AutocastScope& operator=(const AutocastScope&) = delete;
+
+ private:
+  c10::DeviceType type_;
+  bool active_ = false;
+  bool was_enabled_ = false;
+  c10::ScalarType was_dtype_ = c10::ScalarType::Float;
+};
 
 /// How a step is made besides its gradient exchange.
 struct StepOptions {
