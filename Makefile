@@ -86,7 +86,7 @@ test: deps
 # ASAN_TESTS=. runs every test).
 ASAN_TARGETS ?= qlhost ql_plugin_mnist ql_plugin_mlp ql_plugin_uniform ql_plugin_nuqsgd \
                 ql_plugin_fixture_good ql_plugin_fixture_abi_major ql_plugin_fixture_abi_minor \
-                ql_plugin_fixture_fingerprint ql_plugin_fixture_static_abort ql_plugin_fixture_throwing \
+                ql_plugin_fixture_fingerprint ql_plugin_fixture_old_torch ql_plugin_fixture_static_abort ql_plugin_fixture_throwing \
                 fixture_no_entry results_test data_parallel_test experiment_config_test plugin_loader_test \
                 trainer_test mnist_test qlhost_cli_test qlhost_faults_test qlhost_distributed_test docs_test
 # EveryExampleLoads needs every plugin, which the sanitized subset does not build.

@@ -93,6 +93,17 @@ TEST(PluginLoaderTest, WrongFingerprintNamesTheDifferingFieldsFirst) {
   EXPECT_EQ(found.reason.find("torch:"), std::string::npos) << "torch matched: " << found.reason;
 }
 
+// bad-input: a plugin built against another LibTorch version or device flavour (Debian's 1.13, CPU) | refused before loading: `torch: expected 2.11.0, found 1.13.1; device: expected cuda, found cpu` | 2
+TEST(PluginLoaderTest, APluginOfAnotherLibTorchOrDeviceFlavourIsRefusedNamingTheFields) {
+  const PluginInspection found = ql::core::inspect_plugin_file(fixture("old_torch"));
+  EXPECT_EQ(found.status, Status::refused);
+  EXPECT_NE(found.reason.find("torch: expected " QL_TORCH_VERSION ", found 1.13.1"), std::string::npos) << found.reason;
+  if (std::string(QL_DEVICE_KIND) != "cpu") {
+    EXPECT_NE(found.reason.find("device: expected " QL_DEVICE_KIND ", found cpu"), std::string::npos) << found.reason;
+  }
+  EXPECT_EQ(found.reason.find("compiler:"), std::string::npos) << "the compiler matched: " << found.reason;
+}
+
 // bad-input: a shared object that is not a plugin | `… no 'ql_plugin_v1' symbol` (its code never runs) | 2
 TEST(PluginLoaderTest, SharedObjectWithoutEntrySymbolIsNotAPlugin) {
   const PluginInspection found = ql::core::inspect_plugin_file(fixture("no_entry"));
