@@ -24,30 +24,14 @@ TEST(GpuBundleTest, TheBundleResolvesEveryLibraryAndRunsWithOnlyTorchBesideIt) {
   EXPECT_TRUE(fs::exists(bundle / "lib/quantlab/plugins/mnist.so"));
   EXPECT_TRUE(fs::exists(bundle / "lib/libfmt.so.9")) << "a library beyond LibTorch must travel with the bundle";
 
-  ql::test::write_idx_dataset(dir / "data", 300, 60, 8, 4, /*gzip=*/true);
-  ql::test::write_text(dir / "exp.toml", fmt::format(R"([storage]
-logs = "{}"
-[problem]
-plugin = "mnist"
-data_dir = "{}"
-image_size = [8, 8]
-classes = 4
-[topology]
-plugin = "mlp"
-hidden = [16]
-[training]
-epochs = 1
-[[algorithm]]
-plugin = "uniform"
-bits = 4
-)",
-                                                     (dir / "logs").string(), (dir / "data").string()));
+  ql::test::write_idx_dataset(dir / "data", 300, 60, 28, 4, /*gzip=*/false);
+  ql::test::write_text(dir / "exp.toml", ql::test::small_mlp_experiment(3));
   const std::string python = QL_TEST_SOURCE_DIR "/.venv/bin/python";
-  const auto run = run_command(fmt::format("env -i PATH=/usr/bin:/bin HOME={} QL_PYTHON={} {} run {}", quoted(dir.path().string()),
-                                           quoted(python), quoted((bundle / "bin/qlhost").string()),
-                                           quoted((dir / "exp.toml").string())));
+  const auto run = run_command(fmt::format("cd {0} && env -i PATH=/usr/bin:/bin HOME={0} QL_PYTHON={1} {2} run exp.toml",
+                                           quoted(dir.path().string()), quoted(python),
+                                           quoted((bundle / "bin/qlhost").string())));
   EXPECT_EQ(run.exit_code, 0) << run.out << run.err;
-  EXPECT_NE(run.out.find("result after post-training"), std::string::npos) << run.out;
+  EXPECT_NE(run.out.find("trained network on test"), std::string::npos) << run.out;
 
   const auto no_torch = run_command(fmt::format("env -i PATH=/usr/bin:/bin QL_PYTHON=/bin/false {} --version",
                                                 quoted((bundle / "bin/qlhost").string())));
