@@ -5,6 +5,7 @@
 #include "run/algorithm_set.hpp"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Context.h>
 #include <torch/optim/optimizer.h>
 #include <torch/serialize/input-archive.h>
 #include <torch/serialize/output-archive.h>
@@ -19,6 +20,15 @@ namespace fs = std::filesystem;
 FoldCheckpoints::FoldCheckpoints(fs::path fold_dir, Network& network, torch::optim::Optimizer& optimizer,
                                  AlgorithmSet& algorithms)
     : dir_(std::move(fold_dir)), network_(network), optimizer_(optimizer), algorithms_(algorithms) {}
+
+namespace {
+
+c10::Device device_of(Network& network) {
+  const std::vector<at::Tensor> parameters = network.parameters();
+  return parameters.empty() ? c10::Device(c10::kCPU) : parameters.front().device();
+}
+
+}  // namespace
 
 fs::path FoldCheckpoints::path(const std::string& name) const { return dir_ / "checkpoints" / (name + ".pt"); }
 
@@ -36,6 +46,9 @@ void FoldCheckpoints::save(const std::string& name, const TrainingPosition& at,
     archive.write("totals", torch::tensor({at.progress.loss_sum, at.progress.seconds, at.best_score},
                                           torch::kFloat64));
     archive.write("rng/cpu", at::detail::getDefaultCPUGenerator().get_state());
+    // The GPU's own stream (dropout, ANA's noise on the device), so that a GPU unit resumes exactly.
+    const c10::Device device = device_of(network_);
+    if (device.is_cuda()) archive.write("rng/cuda", at::globalContext().defaultGenerator(device).get_state());
     algorithms_.save_states(archive);
     for (const auto& [tensor, description] : quantizers) archive.write("quantizer/" + tensor, c10::IValue(description));
   });
@@ -55,8 +68,7 @@ TrainingPosition FoldCheckpoints::load_bytes(const fs::path& file, const std::st
     // optimiser's tensors where the network computes now, whichever device wrote them.
     torch::serialize::InputArchive archive;
     load_archive(archive, bytes);
-    const std::vector<at::Tensor> parameters = network_.parameters();
-    const c10::Device device = parameters.empty() ? c10::Device(c10::kCPU) : parameters.front().device();
+    const c10::Device device = device_of(network_);
     torch::serialize::InputArchive on_device;
     if (!device.is_cpu()) load_archive(on_device, bytes, device);
     torch::serialize::InputArchive& network_archive = device.is_cpu() ? archive : on_device;
@@ -80,6 +92,12 @@ TrainingPosition FoldCheckpoints::load_bytes(const fs::path& file, const std::st
     archive.read("rng/cpu", rng);
     auto generator = at::detail::getDefaultCPUGenerator();
     generator.set_state(rng);
+    at::Tensor cuda_rng;
+    // A unit written on the CPU has no GPU stream: the GPU's generator keeps its seed.
+    if (device.is_cuda() && archive.try_read("rng/cuda", cuda_rng)) {
+      at::Generator cuda_generator = at::globalContext().defaultGenerator(device);
+      cuda_generator.set_state(cuda_rng);
+    }
     algorithms_.load_states(archive);
     const auto p = position.accessor<std::int64_t, 1>();
     const auto t = totals.accessor<double, 1>();
