@@ -4,6 +4,7 @@
 # the nvidia/ CUDA wheels beside it) or the C library; and the launcher starts qlhost.
 #   tools/bundle/check_gpu_bundle.sh BUNDLE SITE_PACKAGES
 set -eu
+. "$(cd "$(dirname "$0")" && pwd)/system_libraries.sh"
 bundle=$1
 site=$2
 torch=$site/torch
@@ -19,7 +20,7 @@ for elf in $(find "$bundle/libexec" "$bundle/lib" -type f \( -name '*.so*' -o -p
   fi
   outside=$(echo "$resolved" | awk '$2 == "=>" && $3 ~ /^\// {print $1, $3}' | while read -r name path; do
     case "$path" in "$bundle"/*|"$site"/*) continue ;; esac
-    case "$name" in libc.so.*|libm.so.*|libdl.so.*|librt.so.*|libpthread.so.*|libresolv.so.*|libutil.so.*|ld-linux*) continue ;; esac
+    is_system "$name" && continue
     echo "$name => $path"
   done)
   if [ -n "$outside" ]; then

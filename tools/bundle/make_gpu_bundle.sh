@@ -32,12 +32,7 @@ for program in qlhost qlsdk; do
 done
 
 # The C library and the loader come from the machine; LibTorch and CUDA from its torch.
-is_system() {
-  case "$1" in
-    libc.so.*|libm.so.*|libdl.so.*|librt.so.*|libpthread.so.*|libresolv.so.*|libutil.so.*|ld-linux*) return 0 ;;
-  esac
-  return 1
-}
+. "$here/system_libraries.sh"
 elves=$(find "$out/libexec" "$out/lib" -type f \( -name '*.so*' -o -perm -u+x \) -exec sh -c 'head -c 4 "$1" | grep -q ELF' _ {} \; -print)
 for elf in $elves; do
   LD_LIBRARY_PATH="$out/lib:$torch_lib" ldd "$elf" | awk '$2 == "=>" && $3 ~ /^\// {print $1, $3}' |
