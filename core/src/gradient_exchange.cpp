@@ -57,12 +57,14 @@ class SimulatedWorkers : public GradientExchange {
 
   void end_minibatch(const std::vector<at::Tensor>& parameters) override {
     torch::NoGradGuard no_grad;
-    at::Tensor gradient = flat_gradient(parameters).cpu();
+    // Coded where it was computed: a codec with device kernels sends only the stream across.
+    at::Tensor gradient = flat_gradient(parameters);
     at::Tensor received = gradient;
     if (codec_) {
       if (codec_->wants_gradients()) codec_->observe(gradient);
       const std::vector<std::uint8_t> wire = codec_->encode(gradient);
-      received = codec_->decode(wire, gradient.numel());
+      received = torch::zeros_like(gradient);
+      codec_->decode_add(wire, 1.0, received);
       stats_.wire_bytes += static_cast<double>(wire.size());
       stats_.coordinates += static_cast<double>(gradient.numel());
       stats_.quantization_error2 += (received - gradient).square().sum().item<double>();
@@ -153,7 +155,7 @@ class CollectiveExchange : public GradientExchange {
   }
 
   void gather_encoded(const std::vector<at::Tensor>& parameters, std::vector<double>& totals, c10::Device device) {
-    const at::Tensor gradient = flat_gradient(parameters).cpu();
+    const at::Tensor gradient = flat_gradient(parameters);
     const std::vector<at::Tensor> counts = world_.all_gather(torch::tensor(totals, torch::kFloat64));
     totals.assign(totals.size(), 0.0);
     for (const at::Tensor& c : counts) {
@@ -175,7 +177,8 @@ class CollectiveExchange : public GradientExchange {
         continue;
       }
       // This rank's own stream is decoded once, for the sum and for its quantisation error.
-      const at::Tensor mine = codec_->decode(wire, gradient.numel());
+      at::Tensor mine = torch::zeros_like(gradient);
+      codec_->decode_add(wire, 1.0, mine);
       average.add_(mine, weight);
       stats_.quantization_error2 += (mine - gradient).square().sum().item<double>();
     }

@@ -22,7 +22,7 @@ function(ql_add_plugin name)
     target_link_libraries(${target} PRIVATE QuantLab::qlsdk ${ARG_LINK_LIBRARIES})
   endif()
   target_compile_features(${target} PRIVATE cxx_std_17)
-  target_compile_options(${target} PRIVATE -Wall -Wextra)
+  target_compile_options(${target} PRIVATE "$<$<COMPILE_LANGUAGE:CXX>:-Wall;-Wextra>")
   target_link_options(${target} PRIVATE
     -Wl,-z,nodelete -Wl,--version-script=${_QL_PLUGIN_VERSION_SCRIPT})
   # Every symbol resolved at link time, except in fuzzing builds, whose coverage hooks live in

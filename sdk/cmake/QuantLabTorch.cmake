@@ -32,6 +32,12 @@ foreach(_ql_library TORCH c10 kineto C10_CUDA)
     set(${_ql_library}_LIBRARY "${QL_TORCH_PREFIX}/lib/lib${_ql_file}.so" CACHE FILEPATH "" FORCE)
   endif()
 endforeach()
+# The GPUs that CUDA sources are built for (torch's CMake turns the list into nvcc flags):
+# Ampere (sm_80 code runs on every 8.x), Hopper, and Hopper's PTX, which the driver compiles for
+# newer GPUs. Torch's own default would name architectures that CUDA 13 no longer supports.
+if(NOT DEFINED TORCH_CUDA_ARCH_LIST AND NOT DEFINED ENV{TORCH_CUDA_ARCH_LIST})
+  set(TORCH_CUDA_ARCH_LIST "8.0;9.0+PTX")
+endif()
 find_package(Torch REQUIRED)
 if(QL_TORCH_VERSION AND NOT Torch_VERSION VERSION_EQUAL QL_TORCH_VERSION)
   message(FATAL_ERROR "LibTorch ${Torch_VERSION} in ${Torch_DIR}: this build needs ${QL_TORCH_VERSION}")

@@ -38,7 +38,7 @@ Calibration::~Calibration() = default;
 GradientCodec::~GradientCodec() = default;
 
 void GradientCodec::decode_add(const std::vector<std::uint8_t>& encoded, double weight, at::Tensor& sum) {
-  sum.add_(decode(encoded, sum.numel()), weight);
+  sum.add_(decode(encoded, sum.numel()).to(sum.device()), weight);
 }
 Context::~Context() = default;
 Log::~Log() = default;

@@ -33,9 +33,12 @@ done
 
 # The C library and the loader come from the machine; LibTorch and CUDA from its torch.
 . "$here/system_libraries.sh"
+# The CUDA runtime our kernels link is the one of torch's nvidia-* wheels, not the toolkit's.
+torch_libraries="$torch_lib"
+for cuda in "$site"/nvidia/*/lib; do torch_libraries="$torch_libraries:$cuda"; done
 elves=$(find "$out/libexec" "$out/lib" -type f \( -name '*.so*' -o -perm -u+x \) -exec sh -c 'head -c 4 "$1" | grep -q ELF' _ {} \; -print)
 for elf in $elves; do
-  LD_LIBRARY_PATH="$out/lib:$torch_lib" ldd "$elf" | awk '$2 == "=>" && $3 ~ /^\// {print $1, $3}' |
+  LD_LIBRARY_PATH="$out/lib:$torch_libraries" ldd "$elf" | awk '$2 == "=>" && $3 ~ /^\// {print $1, $3}' |
     while read -r name path; do
       case "$path" in "$site"/*|"$out"/*) continue ;; esac
       is_system "$name" && continue

@@ -1,5 +1,13 @@
 #include "gradient_quantizer.hpp"
 
+#include "bucket_coding.hpp"
+#ifdef QL_NUQSGD_CUDA_KERNELS
+#include "cuda_codec.hpp"
+
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
+
 #include "quantlab/sdk/error.hpp"
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -65,33 +73,11 @@ int code_bits(std::size_t levels) {
 
 namespace {
 
-// SplitMix64: seeds a bucket's random stream from the step's draw.
-struct SplitMix {
-  std::uint64_t state;
-  std::uint64_t next() {
-    std::uint64_t z = (state += 0x9E3779B97F4A7C15ULL);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-  }
-};
-
 // Cells of the level-search table over [-1, 1]: enough for every cell to hold at most one
 // level, up to this many.
 constexpr int kMaxSearchCells = 1 << 16;
 // Values coded per pass over a block (the scratch arrays live on the stack).
 constexpr std::int64_t kBlock = 512;
-
-// Murmur3's 32-bit finaliser of a counter: a counter-based random stream whose lanes are
-// independent, so the compiler can draw many at once (vector multiplies).
-inline std::uint32_t mix32(std::uint32_t h) {
-  h ^= h >> 16;
-  h *= 0x85EBCA6BU;
-  h ^= h >> 13;
-  h *= 0xC2B2AE35U;
-  h ^= h >> 16;
-  return h;
-}
 
 struct EncodeTables {
   const float* levels;          // count levels, then +inf
@@ -139,7 +125,7 @@ inline void halving_levels(const float* v, std::int64_t begin, std::int64_t end,
     float fraction = x >= 0.0f ? mantissa - 1.0f : 2.0f - mantissa;
     if (a < smallest) {  // between -2^-(h-1) and 2^-(h-1)
       j = h - 1;
-      fraction = (x + smallest) / (2.0f * smallest);
+      fraction = (x + smallest) * (0.5f / smallest);  // as the AVX2 version and the CUDA kernel round it
     }
     if (j < 0) fraction = 0.0f;
     if (j > top) fraction = 1.0f;
@@ -237,9 +223,7 @@ void encode_bucket(const float* v, std::int64_t size, float scale, std::uint32_t
     }
     const auto offset = static_cast<std::uint32_t>(start);
     for (std::int64_t i = 0; i < n; ++i) {
-      const std::uint32_t h = mix32(seed + (offset + static_cast<std::uint32_t>(i)) * 0x9E3779B9U);
-      const float u = static_cast<float>(h >> 8) * (1.0f / 16777216.0f);
-      code[i] += u < up[i] ? 1 : 0;
+      code[i] += coding::rounding_draw(seed, offset + static_cast<std::uint32_t>(i)) < up[i] ? 1 : 0;
     }
     std::uint8_t* at = out + start / 8 * group_bytes;
     switch (t.bits) {
@@ -356,6 +340,11 @@ GradientQuantizer::GradientQuantizer(std::vector<double> levels, bool l2_norm, s
   }
 }
 
+coding::LevelTables GradientQuantizer::host_tables() const {
+  return {padded_levels_.data(), inverse_widths_.data(), search_.data(), search_cells_, uniform_inverse_width_,
+          halving_, static_cast<int>(float_levels_.size()), bits_};
+}
+
 std::int64_t GradientQuantizer::bucket_bytes() const { return (bucket_size_ + 7) / 8 * bits_; }
 
 std::int64_t GradientQuantizer::encoded_size(std::int64_t numel) const {
@@ -365,16 +354,19 @@ std::int64_t GradientQuantizer::encoded_size(std::int64_t numel) const {
 
 std::vector<std::uint8_t> GradientQuantizer::encode(const at::Tensor& gradient_in, at::Generator& generator,
                                                     std::uint64_t worker) const {
-  const at::Tensor gradient = gradient_in.to(torch::kCPU, torch::kFloat32).contiguous().flatten();
-  const std::int64_t numel = gradient.numel();
-  const std::int64_t buckets = numel / bucket_size_;
-  std::vector<std::uint8_t> out(static_cast<std::size_t>(encoded_size(numel)));
   std::uint64_t base = 0;
   {
     std::lock_guard<std::mutex> lock(generator.mutex());
     base = generator.get<at::CPUGeneratorImpl>()->random64();
   }
-  if (worker != 0) base = SplitMix{base ^ (0x9E3779B97F4A7C15ULL * worker)}.next();
+  if (worker != 0) base = coding::splitmix(base ^ (0x9E3779B97F4A7C15ULL * worker));
+#ifdef QL_NUQSGD_CUDA_KERNELS
+  if (gradient_in.is_cuda()) return encode_on_device(gradient_in, base);
+#endif
+  const at::Tensor gradient = gradient_in.to(torch::kCPU, torch::kFloat32).contiguous().flatten();
+  const std::int64_t numel = gradient.numel();
+  const std::int64_t buckets = numel / bucket_size_;
+  std::vector<std::uint8_t> out(static_cast<std::size_t>(encoded_size(numel)));
   const float* values = gradient.data_ptr<float>();
   const EncodeTables tables{padded_levels_.data(), inverse_widths_.data(), search_.data(), search_cells_,
                             uniform_inverse_width_, halving_, __builtin_cpu_supports("avx2") != 0,
@@ -387,9 +379,8 @@ std::vector<std::uint8_t> GradientQuantizer::encode(const at::Tensor& gradient_i
       const float* v = values + b * bucket_size_;
       const float norm = bucket_norm(v, bucket_size_, l2_norm_);
       std::memcpy(norms_at + b * 4, &norm, 4);
-      const auto seed = static_cast<std::uint32_t>(
-          SplitMix{base ^ (0xD1B54A32D192ED03ULL * static_cast<std::uint64_t>(b + 1))}.next());
-      encode_bucket(v, bucket_size_, 1.0f / (norm + 1e-7f), seed, tables, codes_at + b * stride);
+      encode_bucket(v, bucket_size_, 1.0f / (norm + 1e-7f), coding::bucket_seed(base, b), tables,
+                    codes_at + b * stride);
     }
   });
   const std::int64_t coded = buckets * bucket_size_;
@@ -431,10 +422,18 @@ at::Tensor GradientQuantizer::decode(const std::vector<std::uint8_t>& encoded, s
 
 void GradientQuantizer::decode_add(const std::vector<std::uint8_t>& encoded, at::Tensor& sum, float weight) const {
   const std::int64_t numel = sum.numel();
-  QL_CHECK(sum.is_contiguous() && sum.scalar_type() == torch::kFloat32 && sum.device().is_cpu(),
-           "decode_add needs a contiguous CPU fp32 sum");
+  QL_CHECK(sum.is_contiguous() && sum.scalar_type() == torch::kFloat32, "decode_add needs a contiguous fp32 sum");
   QL_CHECK(static_cast<std::int64_t>(encoded.size()) == encoded_size(numel),
            "encoded gradient of {} bytes, expected {} for {} values", encoded.size(), encoded_size(numel), numel);
+  if (!sum.device().is_cpu()) {
+#ifdef QL_NUQSGD_CUDA_KERNELS
+    if (sum.is_cuda()) return decode_add_on_device(encoded, sum, weight);
+#endif
+    at::Tensor on_cpu = sum.cpu();
+    decode_add(encoded, on_cpu, weight);
+    sum.copy_(on_cpu);
+    return;
+  }
   float* values = sum.data_ptr<float>();
   decode_into(encoded, numel, values, /*accumulate=*/true, weight);
   const std::int64_t buckets = numel / bucket_size_;
@@ -446,6 +445,65 @@ void GradientQuantizer::decode_add(const std::vector<std::uint8_t>& encoded, at:
     values[coded + i] += weight * x;
   }
 }
+
+#ifdef QL_NUQSGD_CUDA_KERNELS
+namespace {
+
+void check_launch(const char* error, std::string_view what) {
+  if (error != nullptr) throw Error(fmt::format("nuqsgd: CUDA {} failed: {}", what, error));
+}
+
+}  // namespace
+
+void GradientQuantizer::upload_tables(const at::Tensor& like) const {
+  if (device_levels_.defined() && device_levels_.device() == like.device()) return;
+  const auto on_device = [&](auto& values, at::ScalarType type) {
+    return torch::tensor(values, torch::TensorOptions(type)).to(like.device());
+  };
+  device_levels_ = on_device(padded_levels_, torch::kFloat32);
+  device_inverse_widths_ = on_device(inverse_widths_, torch::kFloat32);
+  device_search_ = search_.empty() ? torch::zeros({1}, like.options().dtype(torch::kInt32))
+                                   : on_device(search_, torch::kInt32);
+}
+
+std::vector<std::uint8_t> GradientQuantizer::encode_on_device(const at::Tensor& gradient_in, std::uint64_t base) const {
+  const c10::cuda::CUDAGuard on_its_device(gradient_in.device());
+  const at::Tensor gradient = gradient_in.to(torch::kFloat32).contiguous().flatten();
+  const std::int64_t numel = gradient.numel();
+  upload_tables(gradient);
+  coding::LevelTables tables = host_tables();
+  tables.levels = device_levels_.data_ptr<float>();
+  tables.inverse_widths = device_inverse_widths_.data_ptr<float>();
+  tables.search = device_search_.data_ptr<std::int32_t>();
+  const cuda::StreamLayout layout{numel, bucket_size_, numel / bucket_size_, bucket_bytes()};
+  at::Tensor wire = torch::empty({encoded_size(numel)}, gradient.options().dtype(torch::kUInt8));
+  if (numel > 0) {
+    check_launch(cuda::encode(gradient.data_ptr<float>(), layout, l2_norm_, base, tables, wire.data_ptr<std::uint8_t>(),
+                              c10::cuda::getCurrentCUDAStream().stream()),
+                 "encode");
+  }
+  std::vector<std::uint8_t> out(static_cast<std::size_t>(wire.numel()));
+  torch::from_blob(out.data(), {wire.numel()}, torch::kUInt8).copy_(wire);
+  return out;
+}
+
+void GradientQuantizer::decode_add_on_device(const std::vector<std::uint8_t>& encoded, at::Tensor& sum,
+                                             float weight) const {
+  const c10::cuda::CUDAGuard on_its_device(sum.device());
+  const std::int64_t numel = sum.numel();
+  if (numel == 0) return;
+  upload_tables(sum);
+  const at::Tensor wire =
+      torch::from_blob(const_cast<std::uint8_t*>(encoded.data()), {static_cast<std::int64_t>(encoded.size())},
+                       torch::kUInt8)
+          .to(sum.device());
+  const cuda::StreamLayout layout{numel, bucket_size_, numel / bucket_size_, bucket_bytes()};
+  check_launch(cuda::decode_add(wire.data_ptr<std::uint8_t>(), layout, device_levels_.data_ptr<float>(),
+                                static_cast<int>(float_levels_.size()), bits_, weight, sum.data_ptr<float>(),
+                                c10::cuda::getCurrentCUDAStream().stream()),
+               "decode");
+}
+#endif
 
 at::Tensor GradientQuantizer::quantize(const at::Tensor& gradient, at::Generator& generator) const {
   return decode(encode(gradient, generator), gradient.numel());

@@ -5,12 +5,16 @@
 // group of ceil(log2 K) bytes (a bucket's codes padded to whole groups); the last, partial bucket
 // travels unquantised (the papers' ig_sm_bkts). Buckets are coded in parallel, each with its own
 // counter-based random stream seeded from one draw of the caller's generator, so the result does
-// not depend on the thread count.
+// not depend on the thread count. A gradient on a CUDA device is coded there by kernels that
+// write the same bytes (cuda_codec.hpp), when the plugin was built with them; otherwise it is
+// copied to the CPU first.
 //
 //   GradientQuantizer q(level_set(Scheme::nuq, 3), /*l2=*/true, 8192);
 //   std::vector<uint8_t> wire = q.encode(gradient, generator);
 //   at::Tensor back = q.decode(wire, gradient.numel());
 #pragma once
+
+#include "bucket_coding.hpp"
 
 #include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
@@ -43,21 +47,29 @@ class GradientQuantizer {
  public:
   GradientQuantizer(std::vector<double> levels, bool l2_norm, std::int64_t bucket_size);
 
-  /// The wire encoding of a flat fp32 gradient. Workers that draw from generators in the same
-  /// state (data-parallel ranks) pass their number as `worker` to round independently.
+  /// The wire encoding of a flat fp32 gradient (on the CPU or a CUDA device). Workers that
+  /// draw from generators in the same state (data-parallel ranks) pass their number as
+  /// `worker` to round independently.
   std::vector<std::uint8_t> encode(const at::Tensor& gradient, at::Generator& generator,
                                    std::uint64_t worker = 0) const;
   /// The gradient an encoding stands for (`numel` values).
   at::Tensor decode(const std::vector<std::uint8_t>& encoded, std::int64_t numel) const;
-  /// sum += weight x the gradient an encoding stands for (sum: contiguous CPU fp32 of the
-  /// gradient's size); what a receiver averaging several workers does, without a temporary.
+  /// sum += weight x the gradient an encoding stands for (sum: contiguous fp32 of the
+  /// gradient's size, on the CPU or a CUDA device); what a receiver averaging several workers
+  /// does, without a temporary.
   void decode_add(const std::vector<std::uint8_t>& encoded, at::Tensor& sum, float weight = 1.0f) const;
   /// encode then decode: Q(g), what a receiver reconstructs.
   at::Tensor quantize(const at::Tensor& gradient, at::Generator& generator) const;
   /// Bytes of the encoding of `numel` values.
   std::int64_t encoded_size(std::int64_t numel) const;
 
+  /// The level tables an encoder reads, in host memory: what the CUDA kernels read from
+  /// device memory (the tests run the kernels' arithmetic on these).
+  coding::LevelTables host_tables() const;
+
   const std::vector<double>& levels() const { return levels_; }
+  bool l2_norm() const { return l2_norm_; }
+  std::int64_t bucket_size() const { return bucket_size_; }
   int bits() const { return bits_; }
 
  private:
@@ -65,6 +77,11 @@ class GradientQuantizer {
   // The full buckets of an encoding of `numel` values into (or added to) out[0 .. buckets·d).
   void decode_into(const std::vector<std::uint8_t>& encoded, std::int64_t numel, float* out, bool accumulate,
                    float weight) const;
+  std::vector<std::uint8_t> encode_on_device(const at::Tensor& gradient, std::uint64_t base) const;
+  void decode_add_on_device(const std::vector<std::uint8_t>& encoded, at::Tensor& sum, float weight) const;
+  // The level tables in the memory of `like`'s device, uploaded on first use there. One
+  // quantizer codes on one thread at a time (the host's gradient exchange does).
+  void upload_tables(const at::Tensor& like) const;
 
   std::vector<double> levels_;
   std::vector<float> float_levels_;
@@ -74,6 +91,7 @@ class GradientQuantizer {
   int search_cells_ = 0;
   float uniform_inverse_width_ = 0.0f; // equispaced levels: 1 / spacing
   bool halving_ = false;               // levels ±2^-j (NUQSGD with p = 1/2)
+  mutable at::Tensor device_levels_, device_inverse_widths_, device_search_;
   bool l2_norm_;
   std::int64_t bucket_size_;
   int bits_;

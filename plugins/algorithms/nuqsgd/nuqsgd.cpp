@@ -65,7 +65,7 @@ class QuantizingCodec : public ql::GradientCodec {
 class FullPrecisionCodec : public ql::GradientCodec {
  public:
   std::vector<std::uint8_t> encode(const at::Tensor& bucket) override {
-    const at::Tensor values = bucket.to(torch::kFloat32).contiguous();
+    const at::Tensor values = bucket.to(torch::kCPU, torch::kFloat32).contiguous();
     const auto* bytes = reinterpret_cast<const std::uint8_t*>(values.data_ptr<float>());
     return std::vector<std::uint8_t>(bytes, bytes + values.numel() * 4);
   }

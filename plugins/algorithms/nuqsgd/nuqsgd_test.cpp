@@ -13,6 +13,7 @@
 #include <torch/types.h>
 
 #include <cmath>
+#include <cstring>
 #include <numeric>
 
 namespace fs = std::filesystem;
@@ -62,18 +63,106 @@ TEST(NuqsgdTest, OutputsLieOnNormTimesLevelsAndThePartialBucketIsExact) {
   EXPECT_THROW(q.decode(std::vector<std::uint8_t>(5), 16), ql::Error);
 }
 
-// A gradient on the GPU encodes to the very stream its CPU copy does, so that ranks on either
-// device decode each other's gradients to the same values.
+// Quantizers that take each of the encoder's level paths (NUQSGD's ±2^-j, equispaced, the
+// search table, level by level), both norms, and buckets that end in a partial group of codes.
+std::vector<GradientQuantizer> quantizers_of_every_path() {
+  std::vector<GradientQuantizer> quantizers;
+  for (int bits : {2, 3, 4, 6}) quantizers.emplace_back(level_set(Scheme::nuq, bits), true, 100);
+  quantizers.emplace_back(level_set(Scheme::qsgd, 1), true, 64);
+  quantizers.emplace_back(level_set(Scheme::qsgdinf, 4), false, 100);
+  quantizers.emplace_back(level_set(Scheme::trn, 2), false, 7);
+  quantizers.emplace_back(level_set(Scheme::nuq, 3, 0.3), true, 100);              // table
+  quantizers.emplace_back(std::vector<double>{-1, -1e-6, 0, 1e-6, 1}, true, 100);  // level by level
+  return quantizers;
+}
+
+// A gradient with many tiny values and exact zeros, 37 of them past the last full bucket.
+at::Tensor awkward_gradient(std::int64_t bucket_size) {
+  torch::manual_seed(17);
+  const std::int64_t numel = 10 * bucket_size + 37;
+  at::Tensor g = torch::randn({numel}) * torch::rand({numel}).pow(4);
+  g.slice(0, 0, 9).fill_(0.0f);
+  return g;
+}
+
+// What the CUDA kernels compute (cuda_codec.cu), thread by thread, on the host: the norms
+// from eight lanes, each group of eight codes, the tail as it is.
+std::vector<std::uint8_t> encode_as_the_kernels_do(const GradientQuantizer& q, const at::Tensor& g,
+                                                   std::uint64_t base) {
+  const coding::LevelTables tables = q.host_tables();
+  const std::int64_t d = q.bucket_size(), buckets = g.numel() / d, groups = (d + 7) / 8;
+  const float* values = g.data_ptr<float>();
+  std::vector<std::uint8_t> out(static_cast<std::size_t>(q.encoded_size(g.numel())));
+  std::uint8_t* codes = out.data() + buckets * 4;
+  for (std::int64_t b = 0; b < buckets; ++b) {
+    float lanes[8];
+    for (int lane = 0; lane < 8; ++lane) lanes[lane] = coding::lane_total(values + b * d, d, lane, q.l2_norm());
+    const float norm = coding::combine_lanes(lanes, q.l2_norm());
+    std::memcpy(out.data() + b * 4, &norm, 4);
+    for (std::int64_t group = 0; group < groups; ++group) {
+      coding::encode_group(values + b * d, d, group, 1.0f / (norm + 1e-7f), coding::bucket_seed(base, b), tables,
+                           codes + b * groups * q.bits() + group * q.bits());
+    }
+  }
+  const std::int64_t coded = buckets * d;
+  std::memcpy(codes + buckets * groups * q.bits(), values + coded, static_cast<std::size_t>(g.numel() - coded) * 4);
+  return out;
+}
+
+void decode_add_as_the_kernels_do(const GradientQuantizer& q, const std::vector<std::uint8_t>& wire, float weight,
+                                  at::Tensor& sum) {
+  const std::int64_t d = q.bucket_size(), buckets = sum.numel() / d, groups = (d + 7) / 8;
+  float* out = sum.data_ptr<float>();
+  const std::uint8_t* codes = wire.data() + buckets * 4;
+  for (std::int64_t b = 0; b < buckets; ++b) {
+    float norm;
+    std::memcpy(&norm, wire.data() + b * 4, 4);
+    for (std::int64_t group = 0; group < groups; ++group) {
+      coding::decode_add_group(codes + b * groups * q.bits(), d, group, norm * weight, q.host_tables().levels,
+                               q.host_tables().count, q.bits(), out + b * d + group * 8);
+    }
+  }
+  for (std::int64_t i = buckets * d; i < sum.numel(); ++i) {
+    float value;
+    std::memcpy(&value, codes + buckets * groups * q.bits() + (i - buckets * d) * 4, 4);
+    out[i] += weight * value;
+  }
+}
+
+// The kernels' arithmetic, run on the host, writes the CPU encoder's stream byte for byte and
+// decodes it to the CPU decoder's values: the GPU test below then only has the launches left.
+TEST(NuqsgdTest, TheCudaKernelsArithmeticWritesTheCpuStream) {
+  for (const GradientQuantizer& q : quantizers_of_every_path()) {
+    const std::string name = fmt::format("{} levels, buckets of {}", q.levels().size(), q.bucket_size());
+    const at::Tensor g = awkward_gradient(q.bucket_size());
+    at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(5);
+    const std::vector<std::uint8_t> from_cpu = q.encode(g, generator);
+    at::Generator same = at::make_generator<at::CPUGeneratorImpl>(5);
+    const std::uint64_t base = same.get<at::CPUGeneratorImpl>()->random64();
+    EXPECT_EQ(encode_as_the_kernels_do(q, g, base), from_cpu) << name;
+    at::Tensor by_cpu = torch::randn({g.numel()}), by_kernels = by_cpu.clone();
+    q.decode_add(from_cpu, by_cpu, 0.37f);
+    decode_add_as_the_kernels_do(q, from_cpu, 0.37f, by_kernels);
+    EXPECT_TRUE(torch::equal(by_kernels, by_cpu)) << name;
+  }
+}
+
+// On a GPU the kernels themselves: the stream of a GPU gradient is its CPU copy's, and a GPU
+// sum decodes to what the CPU decodes, so ranks on either device decode each other alike.
 TEST(NuqsgdTest, AGpuGradientEncodesToTheCpuStream) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "LibTorch sees no CUDA device here; bench/gpu/check.sh runs this";
-  for (const auto& [scheme, bits] : std::vector<std::pair<Scheme, int>>{{Scheme::nuq, 3}, {Scheme::qsgdinf, 4}}) {
-    GradientQuantizer q(level_set(scheme, bits), uses_l2_norm(scheme), 512);
-    const at::Tensor g = torch::randn({100'003});
+  for (const GradientQuantizer& q : quantizers_of_every_path()) {
+    const std::string name = fmt::format("{} levels, buckets of {}", q.levels().size(), q.bucket_size());
+    const at::Tensor g = awkward_gradient(q.bucket_size());
     at::Generator a = at::make_generator<at::CPUGeneratorImpl>(3), b = at::make_generator<at::CPUGeneratorImpl>(3);
-    const std::vector<std::uint8_t> from_cpu = q.encode(g, a);
-    const std::vector<std::uint8_t> from_gpu = q.encode(g.cuda(), b);
-    EXPECT_EQ(from_gpu, from_cpu) << to_string(scheme);
-    EXPECT_TRUE(torch::equal(q.decode(from_gpu, g.numel()), q.decode(from_cpu, g.numel())));
+    const std::vector<std::uint8_t> from_cpu = q.encode(g, a, /*worker=*/2);
+    const std::vector<std::uint8_t> from_gpu = q.encode(g.cuda(), b, /*worker=*/2);
+    EXPECT_EQ(from_gpu, from_cpu) << name;
+    at::Tensor on_cpu = torch::randn({g.numel()});
+    at::Tensor on_gpu = on_cpu.cuda();
+    q.decode_add(from_gpu, on_cpu, 0.37f);
+    q.decode_add(from_gpu, on_gpu, 0.37f);
+    EXPECT_TRUE(torch::equal(on_gpu.cpu(), on_cpu)) << name;
   }
 }
 

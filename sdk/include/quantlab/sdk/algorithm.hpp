@@ -44,12 +44,14 @@ class Calibration {
 class GradientCodec {
  public:
   virtual ~GradientCodec();
-  /// A packed bit stream for one flat fp32 bucket.
+  /// A packed bit stream for one flat fp32 bucket, on the device the network trains on (a
+  /// codec without device code copies it to the CPU first).
   virtual std::vector<std::uint8_t> encode(const at::Tensor& bucket) = 0;
-  /// The bucket of `numel` values an encoding stands for.
+  /// The bucket of `numel` values an encoding stands for, on the CPU.
   virtual at::Tensor decode(const std::vector<std::uint8_t>& encoded, std::int64_t numel) = 0;
   /// sum += weight x decode(encoded): how the host averages the workers' gradients (`sum` is a
-  /// contiguous CPU fp32 tensor). Override to decode without a temporary.
+  /// contiguous fp32 tensor on the training device). Override to decode without a temporary
+  /// or on the device.
   virtual void decode_add(const std::vector<std::uint8_t>& encoded, double weight, at::Tensor& sum);
   /// (optional) Adaptive codecs: true when the coming step's gradients should be shown to
   /// observe() before they are encoded. The host then passes every worker's exact gradient of
