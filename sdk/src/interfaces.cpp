@@ -101,6 +101,10 @@ std::vector<std::string> Problem::metrics() const {
 
 Network::~Network() = default;
 
+std::string Network::export_onnx(onnx::Graph& /*graph*/, const std::string& /*input*/) {
+  throw Error("this topology's network has no ONNX export (it does not override ql::Network::export_onnx)");
+}
+
 at::Tensor Network::apply(const at::Tensor& input) {
   if (input_quantizer_) return forward(input_quantizer_->forward(input));
   return forward(input);

@@ -16,7 +16,7 @@ LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 # next to the checkout and its design notes (spelled in pieces so this file does not cite them).
 OUTSIDE_PLACES = ["../" + "shared/", "shared" + "/design/", "ALGORITHMS" + ".md"]
 OUTSIDE = re.compile("|".join(re.escape(place) for place in OUTSIDE_PLACES))
-SKIP_DIRS = {".git", "node_modules"}
+SKIP_DIRS = {".git", "node_modules", ".venv"}  # .venv: third-party packages (onnxruntime ships Markdown)
 TEXT_SUFFIXES = {".md", ".cpp", ".hpp", ".h", ".in", ".toml", ".py", ".sh", ".txt", ".cmake"}
 
 

@@ -33,6 +33,13 @@ class WeightQuantizer : public ql::Quantizer {
  public:
   WeightQuantizer(UniformOptions options, std::string scheme) : options_(options), scheme_(std::move(scheme)) {}
   at::Tensor forward(const at::Tensor& w) override { return ql::uniform::quantize_uniform(w.detach(), options_); }
+  // The codes with their scales; none when a slice has zero range (forward keeps it as it is).
+  std::optional<ql::IntegerForm> integer_form(const at::Tensor& w) override {
+    const ql::uniform::UniformCodes c = ql::uniform::encode_uniform(w, options_);
+    if (!(c.scale > 0).all().item<bool>()) return std::nullopt;
+    const bool per_channel = options_.per_channel && w.dim() >= 2;
+    return ql::IntegerForm{c.codes, c.scale.to(torch::kFloat32).flatten(), c.zero_point.flatten(), per_channel ? 0 : -1};
+  }
   std::string describe() const override {
     return fmt::format("uniform {} {} bits {}", scheme_, options_.bits, options_.per_channel ? "per channel" : "per tensor");
   }

@@ -69,6 +69,12 @@ class ConvNetwork : public ql::Network {
     return classifier_->forward(features_->forward(input).flatten(1));
   }
 
+  std::string export_onnx(ql::onnx::Graph& graph, const std::string& input) override {
+    const std::string features = ql::onnx::module(graph, *features_, input, "features");
+    const std::string flat = graph.add("Flatten", {features}, "flatten", {{"axis", std::int64_t{1}}});
+    return ql::onnx::module(graph, *classifier_, flat, "classifier");
+  }
+
  private:
   torch::nn::Sequential features_;
   torch::nn::Sequential classifier_;

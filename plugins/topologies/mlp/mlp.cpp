@@ -67,6 +67,18 @@ class MlpNetwork : public ql::Network {
     return output_norm_ ? output_norm_->forward(x) : x;
   }
 
+  std::string export_onnx(ql::onnx::Graph& graph, const std::string& input) override {
+    std::string x = graph.add("Flatten", {input}, "flatten", {{"axis", std::int64_t{1}}});
+    for (std::size_t i = 0; i < blocks_.size(); ++i) {
+      const std::string n = std::to_string(i + 1);
+      x = ql::onnx::linear(graph, *blocks_[i].linear, x, "fc" + n);
+      if (blocks_[i].norm) x = ql::onnx::module(graph, *blocks_[i].norm, x, "bn" + n);
+      x = ql::onnx::activation(graph, *blocks_[i].activation, x, "act" + n);
+    }
+    x = ql::onnx::linear(graph, *classifier_, x, "classifier");
+    return output_norm_ ? ql::onnx::module(graph, *output_norm_, x, "bn_out") : x;
+  }
+
  private:
   struct Block {
     std::shared_ptr<ql::nn::Linear> linear;

@@ -35,7 +35,8 @@ std::string_view to_string(PluginKind kind);
 /// metadata blob as text at compile time; the constants below are the same numbers.
 /// 2.0 (SDK 0.4.0): problems get a Log, Batch lost its mask, Context writes artefacts, layer
 /// kinds are an enum.
-#define QL_ABI_MAJOR 2
+/// 3.0 (SDK 0.6.0): Network::export_onnx (a new virtual function).
+#define QL_ABI_MAJOR 3
 #define QL_ABI_MINOR 0
 /// The exported descriptor's symbol, the metadata section and the blob's first bytes.
 #define QL_ENTRY_SYMBOL ql_plugin_v1

@@ -8,6 +8,7 @@
 #pragma once
 
 #include "quantlab/sdk/nn.hpp"
+#include "quantlab/sdk/onnx_graph.hpp"
 #include "quantlab/sdk/plugin.hpp"
 #include "quantlab/sdk/problem.hpp"
 
@@ -26,6 +27,10 @@ class Network : public torch::nn::Module {
   virtual at::Tensor forward(const at::Tensor& input) = 0;
   /// What the host calls: `forward` after the input quantiser slot, if one is set.
   at::Tensor apply(const at::Tensor& input);
+  /// The network in inference mode as ONNX nodes (docs/export.md): from `input`, what
+  /// forward() receives, to the logits, whose name it returns. A topology opts in by
+  /// overriding it; the default throws ql::Error.
+  virtual std::string export_onnx(onnx::Graph& graph, const std::string& input);
 
   void set_input_quantizer(std::shared_ptr<Quantizer> quantizer);
   const std::shared_ptr<Quantizer>& input_quantizer() const { return input_quantizer_; }

@@ -1,0 +1,158 @@
+#include "quantlab/core/onnx_export.hpp"
+
+#include "quantlab/core/experiment_store.hpp"
+#include "quantlab/sdk/build_info.hpp"
+#include "quantlab/sdk/error.hpp"
+
+#include "proto/onnx_model.pb.h"
+
+#include <torch/types.h>
+
+#include <fmt/format.h>
+
+#include <fstream>
+
+namespace ql::core {
+
+namespace {
+
+// The IR version that goes with each operator set we write (ONNX's versioning table).
+std::int64_t ir_version_for(int opset) { return opset >= 21 ? 10 : 7; }
+
+::onnx::TensorProto::DataType data_type_of(const at::Tensor& tensor) {
+  switch (tensor.scalar_type()) {
+    case torch::kFloat32: return ::onnx::TensorProto::FLOAT;
+    case torch::kUInt8: return ::onnx::TensorProto::UINT8;
+    case torch::kInt8: return ::onnx::TensorProto::INT8;
+    case torch::kInt32: return ::onnx::TensorProto::INT32;
+    case torch::kInt64: return ::onnx::TensorProto::INT64;
+    default: throw Error(fmt::format("ONNX export: no data type for a {} tensor", c10::toString(tensor.scalar_type())));
+  }
+}
+
+// Two 4-bit integers to a byte, the first in the low nibble.
+std::string packed_nibbles(const at::Tensor& value) {
+  const at::Tensor bytes = value.to(torch::kInt64).flatten();
+  const auto* v = bytes.data_ptr<std::int64_t>();
+  std::string packed(static_cast<std::size_t>((bytes.numel() + 1) / 2), '\0');
+  for (std::int64_t i = 0; i < bytes.numel(); ++i) {
+    packed[static_cast<std::size_t>(i / 2)] |= static_cast<char>((v[i] & 0xF) << (i % 2 == 0 ? 0 : 4));
+  }
+  return packed;
+}
+
+void fill_tensor(::onnx::TensorProto& proto, const onnx::Constant& constant) {
+  const at::Tensor& value = constant.value;
+  proto.set_name(constant.name);
+  for (std::int64_t size : value.sizes()) proto.add_dims(size);
+  switch (constant.storage) {
+    case onnx::Storage::int4:
+      proto.set_data_type(::onnx::TensorProto::INT4);
+      proto.set_raw_data(packed_nibbles(value));
+      return;
+    case onnx::Storage::uint4:
+      proto.set_data_type(::onnx::TensorProto::UINT4);
+      proto.set_raw_data(packed_nibbles(value));
+      return;
+    case onnx::Storage::natural:
+      proto.set_data_type(data_type_of(value));
+      // raw_data is little-endian, as this machine's memory is.
+      proto.set_raw_data(std::string(static_cast<const char*>(value.data_ptr()), value.nbytes()));
+      return;
+  }
+}
+
+void fill_attribute(::onnx::AttributeProto& proto, const onnx::Attribute& attribute) {
+  proto.set_name(attribute.name);
+  std::visit(
+      [&](const auto& v) {
+        using T = std::decay_t<decltype(v)>;
+        if constexpr (std::is_same_v<T, std::int64_t>) {
+          proto.set_type(::onnx::AttributeProto::INT);
+          proto.set_i(v);
+        } else if constexpr (std::is_same_v<T, float>) {
+          proto.set_type(::onnx::AttributeProto::FLOAT);
+          proto.set_f(v);
+        } else if constexpr (std::is_same_v<T, std::string>) {
+          proto.set_type(::onnx::AttributeProto::STRING);
+          proto.set_s(v);
+        } else if constexpr (std::is_same_v<T, std::vector<std::int64_t>>) {
+          proto.set_type(::onnx::AttributeProto::INTS);
+          for (std::int64_t x : v) proto.add_ints(x);
+        } else {
+          proto.set_type(::onnx::AttributeProto::FLOATS);
+          for (float x : v) proto.add_floats(x);
+        }
+      },
+      attribute.value);
+}
+
+void describe_value(::onnx::ValueInfoProto& proto, const std::string& name, int elem_type,
+                    const std::vector<std::int64_t>& sample_shape) {
+  proto.set_name(name);
+  auto* tensor = proto.mutable_type()->mutable_tensor_type();
+  tensor->set_elem_type(elem_type);
+  auto* shape = tensor->mutable_shape();
+  shape->add_dim()->set_dim_param("batch");
+  for (std::int64_t size : sample_shape) shape->add_dim()->set_dim_value(size);
+}
+
+}  // namespace
+
+std::string onnx_model(Network& network, const DatasetSpec& spec, const OnnxModelOptions& options) {
+  if (network.input_quantizer()) {
+    throw Error(fmt::format("the network's input quantiser ({}) has no ONNX export yet",
+                            network.input_quantizer()->describe()));
+  }
+  onnx::Graph graph(options.opset);
+  const std::string input = graph.unique_name("input");
+  std::string output;
+  {
+    torch::NoGradGuard no_grad;
+    output = network.export_onnx(graph, input);
+  }
+  QL_CHECK(!graph.nodes().empty(), "ONNX export: the network's export added no nodes");
+  graph.add("Identity", {output}, "logits");
+
+  ::onnx::ModelProto model;
+  model.set_ir_version(ir_version_for(options.opset));
+  auto* opset = model.add_opset_import();
+  opset->set_domain("");
+  opset->set_version(options.opset);
+  model.set_producer_name("QuantLab");
+  model.set_producer_version(QL_SDK_VERSION);
+  ::onnx::GraphProto* g = model.mutable_graph();
+  g->set_name("quantlab");
+  for (const onnx::Node& node : graph.nodes()) {
+    ::onnx::NodeProto* n = g->add_node();
+    n->set_op_type(node.op_type);
+    n->set_name(node.outputs.front());
+    for (const std::string& name : node.inputs) n->add_input(name);
+    for (const std::string& name : node.outputs) n->add_output(name);
+    for (const onnx::Attribute& attribute : node.attributes) fill_attribute(*n->add_attribute(), attribute);
+  }
+  for (const onnx::Constant& constant : graph.constants()) fill_tensor(*g->add_initializer(), constant);
+  const bool tokens = spec.input_kind == InputKind::tokens;
+  describe_value(*g->add_input(), input, tokens ? ::onnx::TensorProto::INT64 : ::onnx::TensorProto::FLOAT,
+                 spec.input_shape);
+  describe_value(*g->add_output(), graph.nodes().back().outputs.front(), ::onnx::TensorProto::FLOAT,
+                 {spec.num_classes});
+  auto* classes = model.add_metadata_props();
+  classes->set_key("class_names");
+  classes->set_value(fmt::format("{}", fmt::join(spec.class_names, "\n")));
+  for (const auto& [key, value] : options.metadata) {
+    auto* entry = model.add_metadata_props();
+    entry->set_key(key);
+    entry->set_value(value);
+  }
+  std::string bytes;
+  QL_CHECK(model.SerializeToString(&bytes), "ONNX export: the model could not be serialised");
+  return bytes;
+}
+
+void write_onnx_model(Network& network, const DatasetSpec& spec, const std::filesystem::path& file,
+                      const OnnxModelOptions& options) {
+  write_file_atomically(file, onnx_model(network, spec, options));
+}
+
+}  // namespace ql::core
