@@ -16,7 +16,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr std::string_view kHostSections[] = {"experiment", "storage", "training", "metrics", "run"};
+constexpr std::string_view kHostSections[] = {"experiment", "storage", "training", "metrics", "run", "export"};
 constexpr std::string_view kPluginSections[] = {"problem", "topology", "algorithm"};
 
 std::string dotted(const std::string& path, std::string_view key) {

@@ -219,6 +219,13 @@ RunSummary run_experiment(const RunRequest& request, PluginRegistry& registry, C
   x.step_scalars = metrics_options.get_bool("step_scalars");
   x.histogram_every = metrics_options.get_int("histogram_every", 0, 1'000'000);
   apply_run_options(x, config.section("run"), request);
+  const Config export_options = config.section("export");
+  x.exporting.format = export_options.get_enum<run::ExportFormat>(
+      "format", {{"none", run::ExportFormat::none}, {"onnx", run::ExportFormat::onnx}});
+  x.exporting.opset = static_cast<int>(export_options.get_int("opset", 13, 21));
+  if (x.exporting.opset != 13 && x.exporting.opset != 21) {
+    throw ConfigError(export_options.error_message("opset", "ONNX opset 13 or 21"));
+  }
   const auto metric_names = problem->metrics();
   x.top5 = std::find(metric_names.begin(), metric_names.end(), "top5") != metric_names.end();
   check_algorithm_options(x);

@@ -20,6 +20,7 @@ class SubsetDataset : public Dataset {
   Batch get_batch(const at::Tensor& indices, std::uint64_t seed, bool augment) const override {
     return dataset_->get_batch(indices_.index_select(0, indices), seed, augment);
   }
+  std::optional<InputEncoding> input_encoding() const override { return dataset_->input_encoding(); }
 
  private:
   std::shared_ptr<const Dataset> dataset_;

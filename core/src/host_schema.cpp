@@ -58,6 +58,10 @@ threads = 0               # intra-op CPU threads; 0: all cores
 precision = "fp32"        # fp32 | bf16: autocast to bfloat16 for forward passes (on CUDA, or the CPU's autocast)
 deterministic = false     # deterministic kernels (on CUDA also cuDNN's and cuBLAS's; otherwise cuDNN picks the fastest)
 prefetch = 4              # batches the loader thread prepares ahead (it starts only when batches are costly to make)
+
+[export]
+format = "none"           # none | onnx: each fold's kept result as fold<k>/result.onnx, quantised weights as integer codes (docs/export.md)
+opset = 13                # 13: codes in int8/uint8 containers | 21: int4/uint4 where the codes fit
 )toml";
 
 }  // namespace

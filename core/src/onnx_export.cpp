@@ -97,6 +97,22 @@ void describe_value(::onnx::ValueInfoProto& proto, const std::string& name, int 
   for (std::int64_t size : sample_shape) shape->add_dim()->set_dim_value(size);
 }
 
+// Cast to float, then the encoding's steps, one constant per step ([C, 1, 1] per channel).
+std::string encode_input(onnx::Graph& graph, const std::string& pixels, const InputEncoding& encoding) {
+  std::string x = graph.add("Cast", {pixels}, "preprocess.cast", {{"to", std::int64_t{::onnx::TensorProto::FLOAT}}});
+  for (std::size_t k = 0; k < encoding.steps.size(); ++k) {
+    const InputStep& step = encoding.steps[k];
+    at::Tensor values = torch::tensor(step.values, torch::kFloat32);
+    values = values.numel() == 1 ? values.squeeze() : values.view({-1, 1, 1});
+    const char* op = step.operation == InputStep::Operation::subtract   ? "Sub"
+                     : step.operation == InputStep::Operation::multiply ? "Mul"
+                                                                        : "Div";
+    const std::string name = fmt::format("preprocess.{}", k);
+    x = graph.add(op, {x, graph.constant(name + ".values", values)}, name);
+  }
+  return x;
+}
+
 }  // namespace
 
 std::string onnx_model(Network& network, const DatasetSpec& spec, const OnnxModelOptions& options) {
@@ -104,12 +120,24 @@ std::string onnx_model(Network& network, const DatasetSpec& spec, const OnnxMode
     throw Error(fmt::format("the network's input quantiser ({}) has no ONNX export yet",
                             network.input_quantizer()->describe()));
   }
-  onnx::Graph graph(options.opset);
+  onnx::Graph graph(options.opset, spec.input_shape);
   const std::string input = graph.unique_name("input");
+  const bool raw = options.input_encoding.has_value() && spec.input_kind == InputKind::image;
+  const std::string network_input = raw ? encode_input(graph, input, *options.input_encoding) : input;
   std::string output;
   {
+    // Inference mode: a topology may run its layers to learn feature-map sizes, which must not
+    // move batch norm's running statistics.
     torch::NoGradGuard no_grad;
-    output = network.export_onnx(graph, input);
+    const bool training = network.is_training();
+    network.eval();
+    try {
+      output = network.export_onnx(graph, network_input);
+    } catch (...) {
+      network.train(training);
+      throw;
+    }
+    network.train(training);
   }
   QL_CHECK(!graph.nodes().empty(), "ONNX export: the network's export added no nodes");
   graph.add("Identity", {output}, "logits");
@@ -133,10 +161,17 @@ std::string onnx_model(Network& network, const DatasetSpec& spec, const OnnxMode
   }
   for (const onnx::Constant& constant : graph.constants()) fill_tensor(*g->add_initializer(), constant);
   const bool tokens = spec.input_kind == InputKind::tokens;
-  describe_value(*g->add_input(), input, tokens ? ::onnx::TensorProto::INT64 : ::onnx::TensorProto::FLOAT,
+  describe_value(*g->add_input(), input,
+                 tokens ? ::onnx::TensorProto::INT64 : (raw ? ::onnx::TensorProto::UINT8 : ::onnx::TensorProto::FLOAT),
                  spec.input_shape);
   describe_value(*g->add_output(), graph.nodes().back().outputs.front(), ::onnx::TensorProto::FLOAT,
                  {spec.num_classes});
+  auto* layout = model.add_metadata_props();
+  layout->set_key("input");
+  layout->set_value(tokens ? "int64 token ids [batch, length], 0 = padding"
+                           : (raw ? "uint8 pixels [batch, channels, height, width] as the problem stores them; the "
+                                    "graph normalises them"
+                                  : "float [batch, channels, height, width] as the network takes it (normalised)"));
   auto* classes = model.add_metadata_props();
   classes->set_key("class_names");
   classes->set_value(fmt::format("{}", fmt::join(spec.class_names, "\n")));

@@ -15,8 +15,14 @@
 
 namespace ql::onnx {
 
-Graph::Graph(int opset) : opset_(opset) {
+Graph::Graph(int opset, std::vector<std::int64_t> input_shape) : opset_(opset), input_shape_(std::move(input_shape)) {
   QL_CHECK(opset == 13 || opset == 21, "ONNX opset {} is not supported (13 or 21)", opset);
+}
+
+at::Tensor Graph::example_input() const {
+  std::vector<std::int64_t> shape{1};
+  shape.insert(shape.end(), input_shape_.begin(), input_shape_.end());
+  return torch::zeros(shape);
 }
 
 std::string Graph::unique_name(std::string_view hint) {
@@ -201,7 +207,8 @@ std::string module(Graph& graph, torch::nn::Module& m, const std::string& input,
   if (auto* pool = dynamic_cast<torch::nn::AdaptiveAvgPool2dImpl*>(&m)) {
     const auto& size = pool->options.output_size();
     QL_CHECK(size->at(0) == 1 && size->at(1) == 1,
-             "module '{}': only AdaptiveAvgPool2d to 1x1 has an ONNX form (GlobalAveragePool)", name);
+             "module '{}': AdaptiveAvgPool2d to {}x{} needs the size of its input (use adaptive_average_pool)",
+             name, size->at(0).value_or(0), size->at(1).value_or(0));
     return graph.add("GlobalAveragePool", {input}, name);
   }
   if (auto* flatten = dynamic_cast<torch::nn::FlattenImpl*>(&m)) {
@@ -214,6 +221,27 @@ std::string module(Graph& graph, torch::nn::Module& m, const std::string& input,
     return input;  // inference: the identity
   }
   throw Error(fmt::format("module '{}' ({}) has no ONNX export", name, m.name()));
+}
+
+std::string adaptive_average_pool(Graph& graph, torch::nn::AdaptiveAvgPool2dImpl& pool, std::int64_t height,
+                                  std::int64_t width, const std::string& input, std::string_view name) {
+  const auto& size = pool.options.output_size();
+  const std::int64_t out_height = size->at(0).value_or(height), out_width = size->at(1).value_or(width);
+  if (out_height == height && out_width == width) return graph.add("Identity", {input}, name);
+  if (out_height == 1 && out_width == 1) return graph.add("GlobalAveragePool", {input}, name);
+  if (height == 1 && width == 1) {
+    return graph.add("Expand", {input, graph.constant(fmt::format("{}.shape", name),
+                                                      torch::tensor({std::int64_t{1}, std::int64_t{1}, out_height,
+                                                                     out_width}))},
+                     name);
+  }
+  QL_CHECK(height % out_height == 0 && width % out_width == 0,
+           "module '{}': adaptive pooling of {}x{} maps to {}x{} has no ONNX form (the sizes must be multiples; "
+           "choose an input size that gives them)",
+           name, height, width, out_height, out_width);
+  const std::vector<std::int64_t> kernel{height / out_height, width / out_width};
+  return graph.add("AveragePool", {input}, name,
+                   {{"kernel_shape", kernel}, {"strides", kernel}, {"pads", std::vector<std::int64_t>{0, 0, 0, 0}}});
 }
 
 }  // namespace ql::onnx

@@ -128,6 +128,7 @@ TEST_F(OnnxExportTest, ConvNetsAndQuantisedWeightsRunInOnnxruntimeToTheSameLogit
   expect_onnxruntime_agrees(*quantifind, mnist);
 }
 
+// bad-input: exporting a layer with an output quantiser, or a network of a topology without export support | `layer 'act1' has an output quantiser (…), which ONNX export does not support yet`; `this topology's network has no ONNX export …`; nothing written | 1
 TEST_F(OnnxExportTest, WhatCannotBeExportedIsRefusedByNameAndNoFileIsLeft) {
   const ql::DatasetSpec spec = images({1, 8, 8}, 10);
   auto network = build("mlp", {"hidden=[16]"}, spec);
@@ -155,6 +156,7 @@ TEST_F(OnnxExportTest, WhatCannotBeExportedIsRefusedByNameAndNoFileIsLeft) {
   EXPECT_FALSE(fs::exists(file));
 }
 
+// bad-input: opset 13 asked to hold codes wider than 8 bits | `layer 'features.0': codes in [-511, 511] do not fit the 8-bit containers of opset 13`; nothing written | 1
 TEST_F(OnnxExportTest, QuantisedWeightsBecomeIntegerCodesAndDequantizeLinear) {
   const ql::DatasetSpec mnist = images({1, 28, 28}, 10);
   auto network = build("convnet", {"config=\"quantifind_mnist\""}, mnist);
@@ -181,4 +183,120 @@ TEST_F(OnnxExportTest, QuantisedWeightsBecomeIntegerCodesAndDequantizeLinear) {
     EXPECT_NE(std::string(e.what()).find("opset 13"), std::string::npos) << e.what();
   }
   EXPECT_FALSE(fs::exists(dir_ / "wide.onnx"));
+}
+
+TEST_F(OnnxExportTest, ResNetsWithEveryShortcutRunInOnnxruntimeToTheSameLogits) {
+  const ql::DatasetSpec cifar = images({3, 16, 16}, 10);
+  for (const char* shortcut : {"A", "B"}) {
+    auto network = build("resnet", {"depth=8", fmt::format("shortcut=\"{}\"", shortcut)}, cifar);
+    expect_onnxruntime_agrees(*network, cifar);
+  }
+  const ql::DatasetSpec small_imagenet = images({3, 32, 32}, 10);
+  for (const char* depth : {"18", "50"}) {
+    auto network = build("resnet", {"family=\"imagenet\"", fmt::format("depth={}", depth)}, small_imagenet);
+    expect_onnxruntime_agrees(*network, small_imagenet);
+  }
+}
+
+TEST_F(OnnxExportTest, VggAndAlexNetWithAdaptivePoolingRunInOnnxruntimeToTheSameLogits) {
+  const ql::DatasetSpec cifar = images({3, 32, 32}, 10);
+  for (const char* config : {"vgg_ana", "vgg8"}) {
+    auto network = build("vgg", {fmt::format("config=\"{}\"", config), "capacity=0.25"}, cifar);
+    expect_onnxruntime_agrees(*network, cifar);
+  }
+  // 63x63: AlexNet's features end at 1x1, which the 6x6 adaptive pool repeats (Expand).
+  const ql::DatasetSpec small = images({3, 63, 63}, 10);
+  auto alexnet = build("alexnet", {"batch_norm=true"}, small);
+  expect_onnxruntime_agrees(*alexnet, small);
+  // Maps that are no multiple of the pool's output are refused, naming the module.
+  const ql::DatasetSpec odd = images({3, 127, 127}, 10);
+  auto refused = build("alexnet", {}, odd);
+  try {
+    ql::core::write_onnx_model(*refused, odd, dir_ / "odd.onnx", {});
+    ADD_FAILURE() << "3x3 maps pooled to 6x6 were exported";
+  } catch (const ql::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("module 'avgpool'"), std::string::npos) << e.what();
+  }
+}
+
+// The whole path a user takes, on Fashion-MNIST (make deps installs it): a run with [export]
+// writes the kept, quantised result (integer codes, raw uint8 pixels in, the problem's
+// normalisation as the first nodes), and tools/verify_onnx.py scores it on the test split
+// exactly as QuantLab did (tolerance 0, at accuracies well below 100 %). Returns its report.
+static std::string run_and_verify(const fs::path& dir, const std::string& algorithm, int opset) {
+  EXPECT_TRUE(fs::exists("/usr/share/datasets/fashion-mnist")) << "make deps installs dataset-fashion-mnist";
+  ql::test::write_text(dir / "exp.toml", fmt::format(R"([experiment]
+seed = 5
+[storage]
+logs = "logs"
+[problem]
+plugin = "mnist"
+max_train_samples = 3000
+max_test_samples = 1000
+[topology]
+plugin = "mlp"
+hidden = [64]
+[training]
+epochs = 1
+batch_size = 64
+[[algorithm]]
+{}
+[export]
+format = "onnx"
+opset = {}
+)",
+                                                     algorithm, opset));
+  const auto run = ql::test::run_qlhost("run " + ql::test::quoted((dir / "exp.toml").string()), dir);
+  EXPECT_EQ(run.exit_code, 0) << run.out << run.err;
+  EXPECT_NE((run.out + run.err).find(fmt::format("fold0/result.onnx (ONNX opset {}", opset)), std::string::npos)
+      << run.out << run.err;
+  const fs::path unit = dir / "logs" / "mnist" / "mlp" / "exp0001";
+  const auto verified = ql::test::run_command(fmt::format("{} {}/tools/verify_onnx.py {} --tolerance 0 2>&1",
+                                                          QL_TEST_PYTHON, QL_TEST_SOURCE_DIR,
+                                                          ql::test::quoted(unit.string())));
+  std::cout << verified.out;
+  EXPECT_EQ(verified.exit_code, 0) << verified.out;
+  EXPECT_NE(verified.out.find("on 1000 test samples"), std::string::npos) << verified.out;
+  const auto integers = ql::test::run_command(fmt::format(
+      "{} -c \"import onnx, sys; m = onnx.load(sys.argv[1]); "
+      "print(sorted(set(onnx.TensorProto.DataType.Name(t.data_type) for t in m.graph.initializer)))\" {}",
+      QL_TEST_PYTHON, ql::test::quoted((unit / "fold0" / "result.onnx").string())));
+  return integers.out;
+}
+
+TEST_F(OnnxExportTest, UniformGpfqAndAnaResultsScoreInOnnxruntimeAsInQuantLab) {
+  // 4-bit per-channel codes in int4 (opset 21).
+  EXPECT_NE(run_and_verify(dir_ / "uniform", "plugin = \"uniform\"\nbits = 4\nscheme = \"symmetric\"\n"
+                                              "granularity = \"per_channel\"\nsweep = false",
+                           21)
+                .find("'INT4'"),
+            std::string::npos);
+  // GPFQ's ternary alphabet: codes -1, 0, 1 in int8 (opset 13).
+  EXPECT_NE(run_and_verify(dir_ / "gpfq", "plugin = \"greedy\"\ncalibration_samples = 1000\nsweep = false\nexport = false", 13)
+                .find("'INT8'"),
+            std::string::npos);
+  // ANA's ternary weights (activations left in float).
+  EXPECT_NE(run_and_verify(dir_ / "ana", "plugin = \"ana\"\neps = 0.05\nactivations = []", 21).find("'INT4'"),
+            std::string::npos);
+}
+
+// An export the network cannot give fails the run with the reason, after the result is kept.
+// bad-input: `[export] format = "onnx"` for a network ONNX export cannot express (an input or output quantiser, codes too wide for the opset, a topology without export) | `export to ONNX: the network's input quantiser (…) has no ONNX export yet (the fold is done and its result kept)`; `result.pt` written, no `result.onnx` | 1
+TEST_F(OnnxExportTest, ARunWhoseResultCannotBeExportedKeepsTheResultAndSaysWhy) {
+  ql::test::write_idx_dataset(dir_ / "data", 200, 50, 28, 4, /*gzip=*/false);
+  ql::test::write_text(dir_ / "exp.toml", ql::test::small_mlp_experiment(5) + R"(
+[[algorithm]]
+plugin = "uniform"
+bits = 4
+quantize_inputs = true
+sweep = false
+[export]
+format = "onnx"
+)");
+  const auto run = ql::test::run_qlhost("run " + ql::test::quoted((dir_ / "exp.toml").string()), dir_.path());
+  EXPECT_EQ(run.exit_code, 1);
+  EXPECT_NE(run.err.find("export to ONNX: the network's input quantiser"), std::string::npos) << run.err;
+  const fs::path unit = dir_ / "logs" / "mnist" / "mlp" / "exp0001";
+  EXPECT_TRUE(fs::exists(unit / "fold0" / "checkpoints" / "result.pt"));
+  EXPECT_FALSE(fs::exists(unit / "fold0" / "result.onnx"));
 }

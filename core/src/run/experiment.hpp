@@ -30,6 +30,13 @@ enum SeedStream : std::uint64_t {
   kPluginStreams = 100,  ///< algorithm i: kPluginStreams + i
 };
 
+/// What the [export] section asks for at the end of each fold.
+enum class ExportFormat { none, onnx };
+struct ExportSettings {
+  ExportFormat format = ExportFormat::none;
+  int opset = 13;
+};
+
 struct Experiment {
   const ExperimentConfig& config;
   PluginRegistry& registry;
@@ -45,6 +52,7 @@ struct Experiment {
   bool top5 = false;
   bool step_scalars = true;
   std::int64_t histogram_every = 0;
+  ExportSettings exporting = {};
   bool resuming = false;
   std::filesystem::path unit = {};
   UnitRecord record = {};

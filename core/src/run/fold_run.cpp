@@ -4,6 +4,7 @@
 #include "quantlab/core/experiment_store.hpp"
 #include "quantlab/core/gradient_exchange.hpp"
 #include "quantlab/core/metrics_log.hpp"
+#include "quantlab/core/onnx_export.hpp"
 #include "quantlab/core/report.hpp"
 #include "run/algorithm_set.hpp"
 #include "run/checkpoints.hpp"
@@ -114,6 +115,25 @@ std::map<std::string, std::string> keep_effective_weights(Network& network) {
   return described;
 }
 
+struct ExportedModel {
+  std::string bytes;  ///< the serialised model, when one was asked for and made
+  std::string error;  ///< why the network could not be exported
+};
+
+ExportedModel export_model(const Experiment& x, const Splits& data, Network& network) {
+  if (x.exporting.format == ExportFormat::none) return {};
+  OnnxModelOptions options{x.exporting.opset,
+                           {{"problem", x.config.problem().name},
+                            {"topology", x.config.topology().name},
+                            {"unit", x.unit.filename().string()}},
+                           data.train->input_encoding()};
+  try {
+    return {onnx_model(network, x.problem.spec(), options), {}};
+  } catch (const Error& e) {
+    return {{}, e.what()};
+  }
+}
+
 }  // namespace
 
 FoldResult run_fold(Experiment& x, std::size_t k, const Splits& data) {
@@ -150,6 +170,9 @@ FoldResult run_fold(Experiment& x, std::size_t k, const Splits& data) {
   HostCalibration calibration(env, derive_seed(x.seed, kCalibrationStream));
   sweep_all_variants(x, env, fold_dir, algorithms, *network, calibration, result.trained);
   algorithms.post_training(*network, calibration);
+  // The export is made while the quantisers are in their slots (their integer forms) and
+  // written after the result is kept, so that a network it refuses loses nothing.
+  const ExportedModel exported = x.root ? export_model(x, data, *network) : ExportedModel{};
   result.result = result.trained;
   if (!algorithms.empty()) {
     const std::map<std::string, std::string> quantizers = keep_effective_weights(*network);
@@ -162,6 +185,16 @@ FoldResult run_fold(Experiment& x, std::size_t k, const Splits& data) {
   record.status = "done";
   metrics.flush();
   update_record(x);
+  if (!exported.error.empty()) {
+    throw Error(fmt::format("{}export to ONNX: {} (the fold is done and its result kept)", env.fold_label,
+                            exported.error));
+  }
+  if (!exported.bytes.empty()) {
+    write_file_atomically(fold_dir / "result.onnx", exported.bytes);
+    x.console.info(fmt::format("{}exported {} (ONNX opset {}, {:.1f} MB)", env.fold_label,
+                               (fold_dir / "result.onnx").string(), x.exporting.opset,
+                               static_cast<double>(exported.bytes.size()) / 1e6));
+  }
   return result;
 }
 

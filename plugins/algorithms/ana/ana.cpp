@@ -19,6 +19,7 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <optional>
 #include <sstream>
 
 namespace {
@@ -90,6 +91,21 @@ class AnaQuantizer : public ql::Quantizer {
     return ana_quantize(x, staircase_, *parameters_, torch::GradMode::is_enabled());
   }
   std::string describe() const override { return fmt::format("ana {} levels", staircase_.levels.size()); }
+  // The hard staircase's levels as integers times their common step, when they have one (the
+  // levels of a spec do; explicit lists may not).
+  std::optional<ql::IntegerForm> integer_form(const at::Tensor& x) override {
+    const std::vector<double>& levels = staircase_.levels;
+    double step = INFINITY;
+    for (std::size_t i = 1; i < levels.size(); ++i) step = std::min(step, levels[i] - levels[i - 1]);
+    if (!(step > 0) || !std::isfinite(step)) return std::nullopt;
+    for (double level : levels) {
+      if (std::fabs(level / step - std::round(level / step)) > 1e-6) return std::nullopt;
+    }
+    torch::NoGradGuard no_grad;  // forward() is then the hard staircase, as evaluation sees it
+    const at::Tensor values = forward(x.detach()).to(torch::kFloat64);
+    return ql::IntegerForm{torch::round(values / step).to(torch::kInt64), torch::tensor({static_cast<float>(step)}),
+                           torch::zeros({1}, torch::kInt64), -1};
+  }
 
  private:
   Staircase staircase_;

@@ -19,6 +19,15 @@ at::Tensor alphabet(double bits, double radius) {
   return torch::linspace(-1.0, 1.0, atoms, torch::kFloat64) * radius;
 }
 
+IntegerForm alphabet_integers(const at::Tensor& indices, const at::Tensor& atoms) {
+  const std::int64_t count = atoms.size(0);
+  QL_CHECK(count >= 2, "an alphabet of {} atoms has no step", count);
+  const double step = (atoms[1] - atoms[0]).item<double>();
+  const bool odd = count % 2 == 1;
+  const at::Tensor codes = odd ? indices.to(torch::kInt64) - (count - 1) / 2 : 2 * indices.to(torch::kInt64) - (count - 1);
+  return {codes, torch::tensor({static_cast<float>(odd ? step : step / 2)}), torch::zeros({1}, torch::kInt64), -1};
+}
+
 at::Tensor nearest_atom_index(const at::Tensor& values, const at::Tensor& atoms) {
   // Midpoints between neighbouring atoms; a value on a midpoint belongs to the lower atom,
   // which is what bucketize with right = false counts: the midpoints strictly below it.

@@ -12,6 +12,7 @@
 #pragma once
 
 #include "quantlab/sdk/nn.hpp"
+#include "quantlab/sdk/quantizer.hpp"
 
 #include <ATen/core/Tensor.h>
 
@@ -21,6 +22,11 @@ namespace ql::greedy {
 
 /// round(2^bits) atoms equispaced on [-radius, radius], ascending, float64.
 at::Tensor alphabet(double bits, double radius);
+
+/// Indices into an `alphabet`'s atoms as integers with one scale, for export: with an odd
+/// number K of atoms the integers -(K-1)/2 .. (K-1)/2 times the step (ternary: -1, 0, 1);
+/// with an even number the odd integers -(K-1), ..., -1, 1, ..., K-1 times half the step.
+IntegerForm alphabet_integers(const at::Tensor& indices, const at::Tensor& atoms);
 
 /// For each value, the index of the nearest of the ascending `atoms` (ties: the lower atom), on
 /// the values' device.

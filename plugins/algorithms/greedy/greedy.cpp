@@ -55,17 +55,24 @@ struct Setting {
   std::string label() const { return fmt::format("{} {:.3g} bits C={:g}", to_string(method), bits, scalar); }
 };
 
-// Makes a layer compute with fixed weights (the quantised ones) without touching its own.
+// Makes a layer compute with fixed weights (the quantised ones) without touching its own;
+// with the atom indices and the alphabet, also their integer form (for export).
 class FixedWeights : public ql::Quantizer {
  public:
-  FixedWeights(at::Tensor weights, std::string description)
-      : weights_(std::move(weights)), description_(std::move(description)) {}
+  FixedWeights(at::Tensor weights, std::string description, at::Tensor indices = {}, at::Tensor atoms = {})
+      : weights_(std::move(weights)), description_(std::move(description)), indices_(std::move(indices)),
+        atoms_(std::move(atoms)) {}
   at::Tensor forward(const at::Tensor&) override { return weights_; }
   std::string describe() const override { return description_; }
+  std::optional<ql::IntegerForm> integer_form(const at::Tensor&) override {
+    if (!indices_.defined()) return std::nullopt;
+    return ql::greedy::alphabet_integers(indices_.cpu(), atoms_);
+  }
 
  private:
   at::Tensor weights_;
   std::string description_;
+  at::Tensor indices_, atoms_;
 };
 
 struct LayerResult {
@@ -269,7 +276,8 @@ class Greedy : public ql::Algorithm {
       const std::string description =
           fmt::format("greedy {}, {} atoms of step {:.6g}", setting.label(), results[j].atoms.size(0),
                       results[j].atoms.size(0) > 1 ? (results[j].atoms[1] - results[j].atoms[0]).item<double>() : 0.0);
-      chosen[j].second->set_weight_quantizer(std::make_shared<FixedWeights>(results[j].values, description));
+      chosen[j].second->set_weight_quantizer(
+          std::make_shared<FixedWeights>(results[j].values, description, results[j].codes, results[j].atoms));
     }
     network.train(was_training);
     return results;

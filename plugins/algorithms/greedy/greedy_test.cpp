@@ -32,6 +32,21 @@ TEST(GpfqTest, AlphabetsFollowTheBitCount) {
   EXPECT_DOUBLE_EQ(alphabet(4.0, 5.0)[15].item<double>(), 5.0);
 }
 
+// The integer form an export writes: integers times one scale give back every atom; ternary is
+// -1, 0, 1 and an even alphabet the odd integers.
+TEST(GpfqTest, AlphabetIndicesBecomeIntegersTimesOneScale) {
+  for (const double bits : {std::log2(3.0), 2.0, 3.0, 4.0}) {
+    const at::Tensor atoms = ql::greedy::alphabet(bits, 0.37);
+    const at::Tensor indices = torch::arange(atoms.size(0));
+    const ql::IntegerForm form = ql::greedy::alphabet_integers(indices, atoms);
+    const at::Tensor values = form.codes.to(torch::kFloat64) * form.scale.to(torch::kFloat64);
+    EXPECT_TRUE(torch::allclose(values, atoms, 1e-6, 1e-7)) << bits << " bits";
+    const std::int64_t count = atoms.size(0);
+    EXPECT_EQ(form.codes[0].item<std::int64_t>(), count % 2 == 1 ? -(count - 1) / 2 : -(count - 1)) << bits;
+    EXPECT_EQ(form.zero_point.item<std::int64_t>(), 0);
+  }
+}
+
 TEST(GpfqTest, RoundingPicksTheNearestAtomAndTheLowerOneOnTies) {
   const at::Tensor atoms = double_tensor({-1, 0, 1});
   const at::Tensor values = double_tensor({-3, -0.5, -0.49, 0.2, 0.5, 0.51, 7});

@@ -77,6 +77,17 @@ class CifarSet : public ql::Dataset {
     return batch;
   }
 
+  std::optional<ql::InputEncoding> input_encoding() const override {
+    using Operation = ql::InputStep::Operation;
+    const auto values = [](const at::Tensor& t) {
+      const at::Tensor flat = t.to(torch::kFloat32).flatten().contiguous();
+      return std::vector<float>(flat.data_ptr<float>(), flat.data_ptr<float>() + flat.numel());
+    };
+    return ql::InputEncoding{{{Operation::divide, {255.0f}},
+                              {Operation::subtract, values(mean_)},
+                              {Operation::divide, values(std_)}}};
+  }
+
  private:
   // Each image: zero-pad by 4, take the 32x32 window at a random offset in [0, 8]^2, flip it
   // left-right with probability 1/2. Offsets and flips come from the batch's seed.

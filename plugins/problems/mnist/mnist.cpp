@@ -42,6 +42,11 @@ class ImageSet : public ql::Dataset {
     batch.targets = labels_.index_select(0, indices);
     return batch;
   }
+  std::optional<ql::InputEncoding> input_encoding() const override {
+    using Operation = ql::InputStep::Operation;
+    return ql::InputEncoding{{{Operation::subtract, {static_cast<float>(offset_)}},
+                              {Operation::multiply, {static_cast<float>(scale_)}}}};
+  }
 
  private:
   at::Tensor images_;

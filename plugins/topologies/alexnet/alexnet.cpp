@@ -99,6 +99,14 @@ class AlexNetNetwork : public ql::Network {
     return classifier_->forward(pool_->forward(features_->forward(input)).flatten(1));
   }
 
+  std::string export_onnx(ql::onnx::Graph& graph, const std::string& input) override {
+    std::string x = ql::onnx::module(graph, *features_, input, "features");
+    const at::Tensor maps = features_->forward(graph.example_input());
+    x = ql::onnx::adaptive_average_pool(graph, *pool_, maps.size(2), maps.size(3), x, "avgpool");
+    x = graph.add("Flatten", {x}, "flatten", {{"axis", std::int64_t{1}}});
+    return ql::onnx::module(graph, *classifier_, x, "classifier");
+  }
+
  private:
   torch::nn::Sequential features_;
   torch::nn::AdaptiveAvgPool2d pool_{nullptr};

@@ -9,6 +9,8 @@
 #include "quantlab/sdk/plugin.hpp"
 #include "quantlab/sdk/topology.hpp"
 
+#include <limits>
+
 #include <torch/nn/functional/padding.h>
 #include <torch/nn/functional/pooling.h>
 #include <torch/nn/init.h>
@@ -47,6 +49,8 @@ class Block : public torch::nn::Module {
  public:
   virtual at::Tensor forward(const at::Tensor& x) = 0;
   virtual torch::nn::BatchNorm2d& last_norm() = 0;
+  /// The block's nodes from `x`, names under `name` ("layer1.0"); returns the output's name.
+  virtual std::string export_onnx(ql::onnx::Graph& graph, const std::string& x, const std::string& name) = 0;
 };
 
 class BasicBlock : public Block {
@@ -75,7 +79,32 @@ class BasicBlock : public Block {
   }
   torch::nn::BatchNorm2d& last_norm() override { return bn2_; }
 
+  std::string export_onnx(ql::onnx::Graph& graph, const std::string& x, const std::string& name) override {
+    std::string out = ql::onnx::conv2d(graph, *conv1_, x, name + ".conv1");
+    out = ql::onnx::module(graph, *bn1_, out, name + ".bn1");
+    out = ql::onnx::activation(graph, *relu1_, out, name + ".relu1");
+    out = ql::onnx::conv2d(graph, *conv2_, out, name + ".conv2");
+    out = ql::onnx::module(graph, *bn2_, out, name + ".bn2");
+    const std::string sum = graph.add("Add", {out, export_shortcut(graph, x, name)}, name + ".add");
+    return ql::onnx::activation(graph, *relu2_, sum, name + ".relu2");
+  }
+
  private:
+  // Option A: every subsample_-th row and column (Slice), channels zero-padded on both sides (Pad).
+  std::string export_shortcut(ql::onnx::Graph& graph, const std::string& x, const std::string& name) {
+    if (downsample_) return ql::onnx::module(graph, *downsample_, x, name + ".downsample");
+    if (subsample_ == 1 && pad_channels_ == 0) return x;
+    const auto constant = [&](const char* what, std::vector<std::int64_t> values) {
+      return graph.constant(name + ".shortcut." + what, torch::tensor(values));
+    };
+    const std::int64_t end = std::numeric_limits<std::int64_t>::max();
+    const std::string sub = graph.add("Slice", {x, constant("starts", {0, 0}), constant("ends", {end, end}),
+                                                constant("axes", {2, 3}), constant("steps", {subsample_, subsample_})},
+                                      name + ".shortcut.subsample");
+    const std::int64_t before = pad_channels_ / 2, after = pad_channels_ - before;
+    return graph.add("Pad", {sub, constant("pads", {0, before, 0, 0, 0, after, 0, 0})}, name + ".shortcut");
+  }
+
   at::Tensor shortcut(const at::Tensor& x) {
     if (downsample_) return downsample_->forward(x);
     if (subsample_ == 1 && pad_channels_ == 0) return x;
@@ -118,6 +147,21 @@ class Bottleneck : public Block {
     return relu3_->forward(out + (downsample_ ? downsample_->forward(x) : x));
   }
   torch::nn::BatchNorm2d& last_norm() override { return bn3_; }
+
+  std::string export_onnx(ql::onnx::Graph& graph, const std::string& x, const std::string& name) override {
+    std::string out = x;
+    const std::pair<Conv2d*, torch::nn::BatchNorm2dImpl*> stages[] = {
+        {conv1_.get(), bn1_.get()}, {conv2_.get(), bn2_.get()}, {conv3_.get(), bn3_.get()}};
+    Activation* relus[] = {relu1_.get(), relu2_.get()};
+    for (int k = 0; k < 3; ++k) {
+      const std::string n = std::to_string(k + 1);
+      out = ql::onnx::conv2d(graph, *stages[k].first, out, name + ".conv" + n);
+      out = ql::onnx::module(graph, *stages[k].second, out, name + ".bn" + n);
+      if (k < 2) out = ql::onnx::activation(graph, *relus[k], out, name + ".relu" + n);
+    }
+    const std::string shortcut = downsample_ ? ql::onnx::module(graph, *downsample_, x, name + ".downsample") : x;
+    return ql::onnx::activation(graph, *relu3_, graph.add("Add", {out, shortcut}, name + ".add"), name + ".relu3");
+  }
 
  private:
   std::shared_ptr<Conv2d> conv1_, conv2_, conv3_;
@@ -198,6 +242,26 @@ class ResNetNetwork : public ql::Network {
     if (max_pool_) x = F::max_pool2d(x, F::MaxPool2dFuncOptions(3).stride(2).padding(1));
     for (auto& block : blocks_) x = block->forward(x);
     return fc_->forward(F::adaptive_avg_pool2d(x, F::AdaptiveAvgPool2dFuncOptions(1)).flatten(1));
+  }
+
+  std::string export_onnx(ql::onnx::Graph& graph, const std::string& input) override {
+    std::string x = ql::onnx::conv2d(graph, *conv1_, input, "conv1");
+    x = ql::onnx::activation(graph, *relu_, ql::onnx::module(graph, *bn1_, x, "bn1"), "relu");
+    if (max_pool_) {
+      x = graph.add("MaxPool", {x}, "maxpool",
+                    {{"kernel_shape", std::vector<std::int64_t>{3, 3}}, {"strides", std::vector<std::int64_t>{2, 2}},
+                     {"pads", std::vector<std::int64_t>{1, 1, 1, 1}}});
+    }
+    // The blocks under torchvision's names: layerN.K.
+    for (const auto& layer : named_children()) {
+      auto* sequence = dynamic_cast<torch::nn::SequentialImpl*>(layer.value().get());
+      if (sequence == nullptr) continue;
+      for (const auto& block : sequence->named_children()) {
+        x = dynamic_cast<Block&>(*block.value()).export_onnx(graph, x, layer.key() + "." + block.key());
+      }
+    }
+    x = graph.add("Flatten", {graph.add("GlobalAveragePool", {x}, "avgpool")}, "flatten", {{"axis", std::int64_t{1}}});
+    return ql::onnx::linear(graph, *fc_, x, "fc");
   }
 
  private:

@@ -86,6 +86,16 @@ class VggNetwork : public ql::Network {
     return classifier_->forward(x.flatten(1));
   }
 
+  std::string export_onnx(ql::onnx::Graph& graph, const std::string& input) override {
+    std::string x = ql::onnx::module(graph, *features_, input, "features");
+    if (pool_) {
+      const at::Tensor maps = features_->forward(graph.example_input());
+      x = ql::onnx::adaptive_average_pool(graph, *pool_, maps.size(2), maps.size(3), x, "avgpool");
+    }
+    x = graph.add("Flatten", {x}, "flatten", {{"axis", std::int64_t{1}}});
+    return ql::onnx::module(graph, *classifier_, x, "classifier");
+  }
+
  private:
   void build_imagenet(const Settings& s, std::int64_t channels, std::int64_t classes) {
     for (std::int64_t width : imagenet_layers(s.config)) {

@@ -45,7 +45,7 @@ class ExperimentConfig {
                                const PluginRegistry& registry);
 
   const std::filesystem::path& file() const { return file_; }
-  /// One of the host's sections: "experiment", "storage", "training", "metrics", "run".
+  /// One of the host's sections: "experiment", "storage", "training", "metrics", "run", "export".
   Config section(std::string_view name) const;
   const PluginChoice& problem() const { return plugins_.at(0); }
   const PluginChoice& topology() const { return plugins_.at(1); }

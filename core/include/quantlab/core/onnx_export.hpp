@@ -9,6 +9,7 @@
 #include "quantlab/sdk/topology.hpp"
 
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -19,11 +20,15 @@ struct OnnxModelOptions {
   int opset = 13;  ///< the default domain's operator set: 13 or 21
   /// Extra key-value metadata (where the weights came from, ...).
   std::vector<std::pair<std::string, std::string>> metadata = {};
+  /// The problem's encoding of raw samples: the graph then takes uint8 pixels and starts with
+  /// the encoding's steps.
+  std::optional<InputEncoding> input_encoding = std::nullopt;
 };
 
 /// The serialised model of `network` in inference mode for inputs of `spec`: input "input"
-/// ([batch, spec.input_shape...], float images or int64 tokens), output "logits"
-/// ([batch, classes]); the class names in the metadata ("class_names", one a line).
+/// ([batch, spec.input_shape...]: uint8 pixels with an input encoding, else float images or
+/// int64 tokens as the network takes them), output "logits" ([batch, classes]); the class
+/// names in the metadata ("class_names", one a line).
 /// Throws ql::Error when the topology or one of its layers cannot be exported.
 std::string onnx_model(Network& network, const DatasetSpec& spec, const OnnxModelOptions& options);
 

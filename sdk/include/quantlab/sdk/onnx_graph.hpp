@@ -22,6 +22,7 @@
 
 namespace torch::nn {
 class Module;
+class AdaptiveAvgPool2dImpl;
 }  // namespace torch::nn
 
 namespace ql::nn {
@@ -56,10 +57,14 @@ struct Node {
 
 class Graph {
  public:
-  /// A graph for the default ONNX operator set `opset` (13 or 21).
-  explicit Graph(int opset);
+  /// A graph for the default ONNX operator set `opset` (13 or 21) whose input samples have
+  /// the shape `input_shape` (the problem's, without the batch dimension).
+  Graph(int opset, std::vector<std::int64_t> input_shape);
 
   int opset() const { return opset_; }
+  const std::vector<std::int64_t>& input_shape() const { return input_shape_; }
+  /// One sample of zeros of the input shape (float), to learn feature-map sizes by running layers.
+  at::Tensor example_input() const;
   /// A tensor name not used yet: `hint`, else `hint_1`, `hint_2`, ...
   std::string unique_name(std::string_view hint);
   /// Adds a constant (a contiguous CPU copy of `value`); returns its name.
@@ -73,6 +78,7 @@ class Graph {
 
  private:
   int opset_;
+  std::vector<std::int64_t> input_shape_;
   std::set<std::string, std::less<>> names_;
   std::vector<Node> nodes_;
   std::vector<Constant> constants_;
@@ -96,5 +102,11 @@ std::string batch_norm(Graph& graph, const at::Tensor& weight, const at::Tensor&
 /// Sequential (its children in order, named `name.0`, `name.1`, ...). Other modules are refused
 /// with a ql::Error naming the module and its type.
 std::string module(Graph& graph, torch::nn::Module& module, const std::string& input, std::string_view name);
+
+/// LibTorch's AdaptiveAvgPool2d for feature maps of `height` x `width`, which a topology knows
+/// from the input shape: Identity when the sizes agree, AveragePool when they are multiples of
+/// the output size, Expand from 1x1; other sizes are refused (ONNX has no adaptive pooling).
+std::string adaptive_average_pool(Graph& graph, torch::nn::AdaptiveAvgPool2dImpl& pool, std::int64_t height,
+                                  std::int64_t width, const std::string& input, std::string_view name);
 
 }  // namespace ql::onnx

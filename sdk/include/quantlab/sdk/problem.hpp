@@ -17,6 +17,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -46,9 +47,28 @@ struct Batch {
   at::Tensor targets;
 };
 
+/// One step of the arithmetic that turns a raw sample into the network's input, per channel
+/// (one value: every channel), in float: input = input − v, input · v or input / v.
+struct InputStep {
+  enum class Operation { subtract, multiply, divide };
+  Operation operation;
+  std::vector<float> values;
+};
+
+/// How a dataset makes the network's input from a sample as the problem stores it: uint8
+/// pixels in the network's layout ([channels, height, width]), cast to float, then `steps` in
+/// order. An exported model starts with these steps, so that users feed raw pixels.
+struct InputEncoding {
+  std::vector<InputStep> steps;
+};
+
 class Dataset {
  public:
   virtual ~Dataset();
+  /// (optional) The input encoding of the samples outside augmentation, when they are uint8
+  /// pixels; nothing when the inputs are no such thing (the export then takes the network's
+  /// input as it is).
+  virtual std::optional<InputEncoding> input_encoding() const { return std::nullopt; }
   virtual std::int64_t size() const = 0;
   /// The samples at `indices` (int64, 1-D) as one batch. Called from a loader thread, so it
   /// must not change the dataset. When `augment` is true (training batches), `seed` drives
