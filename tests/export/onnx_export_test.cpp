@@ -223,6 +223,8 @@ TEST_F(OnnxExportTest, VggAndAlexNetWithAdaptivePoolingRunInOnnxruntimeToTheSame
 // writes the kept, quantised result (integer codes, raw uint8 pixels in, the problem's
 // normalisation as the first nodes), and tools/verify_onnx.py scores it on the test split
 // exactly as QuantLab did (tolerance 0, at accuracies well below 100 %). Returns its report.
+static std::string verify_unit(const fs::path& unit);
+
 static std::string run_and_verify(const fs::path& dir, const std::string& algorithm, int opset) {
   EXPECT_TRUE(fs::exists("/usr/share/datasets/fashion-mnist")) << "make deps installs dataset-fashion-mnist";
   ql::test::write_text(dir / "exp.toml", fmt::format(R"([experiment]
@@ -250,7 +252,11 @@ opset = {}
   EXPECT_EQ(run.exit_code, 0) << run.out << run.err;
   EXPECT_NE((run.out + run.err).find(fmt::format("fold0/result.onnx (ONNX opset {}", opset)), std::string::npos)
       << run.out << run.err;
-  const fs::path unit = dir / "logs" / "mnist" / "mlp" / "exp0001";
+  return verify_unit(dir / "logs" / "mnist" / "mlp" / "exp0001");
+}
+
+// tools/verify_onnx.py on the unit with tolerance 0; returns the model's initialiser types.
+static std::string verify_unit(const fs::path& unit) {
   const auto verified = ql::test::run_command(fmt::format("{} {}/tools/verify_onnx.py {} --tolerance 0 2>&1",
                                                           QL_TEST_PYTHON, QL_TEST_SOURCE_DIR,
                                                           ql::test::quoted(unit.string())));
@@ -299,4 +305,34 @@ format = "onnx"
   const fs::path unit = dir_ / "logs" / "mnist" / "mlp" / "exp0001";
   EXPECT_TRUE(fs::exists(unit / "fold0" / "checkpoints" / "result.pt"));
   EXPECT_FALSE(fs::exists(unit / "fold0" / "result.onnx"));
+}
+
+// bad-input: `qlhost export` of a folder that is no unit, a unit without a result yet, an output that cannot be written, an opset other than 13 or 21 | `… is not a results unit …`; `… has no result yet: fold 0 is … and …/result.pt does not exist`; `cannot create …/.model.onnx.tmpN: No such file or directory`; `export: --opset 17 (13 or 21)`; nothing written | 1 or 2
+TEST_F(OnnxExportTest, QlhostExportRemakesAUnitsModelFromWhatTheUnitKeeps) {
+  run_and_verify(dir_ / "uniform",
+                 "plugin = \"uniform\"\nbits = 4\nscheme = \"symmetric\"\ngranularity = \"per_channel\"\nsweep = false", 21);
+  const fs::path unit = dir_ / "uniform" / "logs" / "mnist" / "mlp" / "exp0001";
+  // The same result in opset 13, from result.pt's weights, integer forms and input encoding.
+  const auto again = ql::test::run_qlhost("export " + ql::test::quoted(unit.string()) + " --opset 13", dir_.path());
+  ASSERT_EQ(again.exit_code, 0) << again.out << again.err;
+  EXPECT_NE(again.out.find("result.onnx (ONNX opset 13"), std::string::npos) << again.out;
+  const std::string types = verify_unit(unit);
+  EXPECT_NE(types.find("'INT8'"), std::string::npos) << types;
+  EXPECT_EQ(types.find("'INT4'"), std::string::npos) << types;
+
+  const auto not_a_unit = ql::test::run_qlhost("export " + ql::test::quoted(dir_.path().string()), dir_.path());
+  EXPECT_EQ(not_a_unit.exit_code, 1);
+  EXPECT_NE(not_a_unit.err.find("is not a results unit"), std::string::npos) << not_a_unit.err;
+  const fs::path unwritable = dir_ / "no" / "such" / "folder" / "model.onnx";
+  const auto cannot_write = ql::test::run_qlhost(
+      "export " + ql::test::quoted(unit.string()) + " --output " + ql::test::quoted(unwritable.string()), dir_.path());
+  EXPECT_EQ(cannot_write.exit_code, 1);
+  EXPECT_NE(cannot_write.err.find(unwritable.parent_path().string()), std::string::npos) << cannot_write.err;
+  EXPECT_FALSE(fs::exists(unwritable));
+  const auto wrong_opset = ql::test::run_qlhost("export " + ql::test::quoted(unit.string()) + " --opset 17", dir_.path());
+  EXPECT_EQ(wrong_opset.exit_code, 2);
+  fs::remove(unit / "fold0" / "checkpoints" / "result.pt");
+  const auto no_result = ql::test::run_qlhost("export " + ql::test::quoted(unit.string()), dir_.path());
+  EXPECT_EQ(no_result.exit_code, 1);
+  EXPECT_NE(no_result.err.find("has no result yet"), std::string::npos) << no_result.err;
 }

@@ -4,6 +4,7 @@
 #include "quantlab/core/experiment_config.hpp"
 #include "quantlab/core/experiment_runner.hpp"
 #include "quantlab/core/network_summary.hpp"
+#include "quantlab/core/unit_export.hpp"
 #include "quantlab/core/experiment_store.hpp"
 #include "quantlab/core/local_launcher.hpp"
 #include "quantlab/core/plugin_registry.hpp"
@@ -42,6 +43,9 @@ commands:
                                        one unit per combination of the grids' values
   report DIR                           write DIR/report.md and plots for a unit or a sweep
   experiments [PROBLEM[/TOPOLOGY]]     list the results units with status and results
+  export UNIT [--format onnx] [--opset 13|21] [--fold K] [--output FILE]
+                                       write a unit's kept result as an ONNX model (default:
+                                       UNIT/foldK/result.onnx)
   summary EXP.toml [--set KEY=VALUE ...]
                                        print the experiment's network layer by layer (no data needed)
   plugins [--show NAME]                list the plugins found, or show one plugin's options
@@ -255,6 +259,37 @@ int command_report(const std::vector<std::string>& args) {
   return kExitOk;
 }
 
+int command_export(const std::vector<std::string>& args) {
+  po::options_description options = common_options();
+  options.add_options()("format", po::value<std::string>()->default_value("onnx"), "onnx")(
+      "opset", po::value<int>()->default_value(13), "ONNX opset: 13 (int8 codes) or 21 (int4 where they fit)")(
+      "fold", po::value<std::size_t>()->default_value(0), "the fold whose result to export")(
+      "output", po::value<std::string>(), "the model file (default: UNIT/foldK/result.onnx)");
+  po::options_description hidden;
+  hidden.add_options()("unit", po::value<std::string>());
+  po::positional_options_description positional;
+  positional.add("unit", 1);
+  const po::variables_map vm = parse(args, options, hidden, positional);
+  if (vm.count("help")) {
+    std::cout << "usage: qlhost export UNIT [--opset 13|21] [--fold K] [--output FILE]\n\n" << options;
+    return kExitOk;
+  }
+  if (!vm.count("unit")) throw ql::ConfigError("export: missing the unit folder (qlhost export UNIT)");
+  if (vm["format"].as<std::string>() != "onnx") {
+    throw ql::ConfigError(fmt::format("export: unknown format '{}' (onnx)", vm["format"].as<std::string>()));
+  }
+  const int opset = vm["opset"].as<int>();
+  if (opset != 13 && opset != 21) throw ql::ConfigError(fmt::format("export: --opset {} (13 or 21)", opset));
+  ql::core::PluginRegistry registry(ql::core::default_search_path(as_paths(plugin_dirs(vm))));
+  report_refusals(registry, vm.count("verbose") > 0);
+  const ql::core::UnitExportRequest request{vm["unit"].as<std::string>(), vm["fold"].as<std::size_t>(), opset,
+                                            vm.count("output") ? fs::path(vm["output"].as<std::string>()) : fs::path()};
+  const fs::path written = ql::core::export_unit(request, registry);
+  fmt::print("wrote {} (ONNX opset {}, {:.1f} MB)\n", written.string(), opset,
+             static_cast<double>(fs::file_size(written)) / 1e6);
+  return kExitOk;
+}
+
 int command_experiments(const std::vector<std::string>& args) {
   po::options_description options("options");
   options.add_options()("help,h", "show this help")("logs", po::value<std::string>(),
@@ -356,5 +391,6 @@ int main(int argc, char** argv) {
                              {"report", command_report},
                              {"experiments", command_experiments},
                              {"summary", command_summary},
+                             {"export", command_export},
                              {"plugins", command_plugins}});
 }

@@ -2,6 +2,7 @@
 
 #include "quantlab/core/data_parallel.hpp"
 #include "quantlab/core/experiment_store.hpp"
+#include "quantlab/sdk/error.hpp"
 #include "run/algorithm_set.hpp"
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -12,6 +13,8 @@
 #include <torch/utils.h>
 
 #include <fmt/format.h>
+
+#include <algorithm>
 
 namespace ql::core::run {
 
@@ -30,10 +33,67 @@ c10::Device device_of(Network& network) {
 
 }  // namespace
 
+void write_result_record(torch::serialize::OutputArchive& archive, const ResultRecord& record) {
+  for (const auto& [tensor, description] : record.quantizers) archive.write("quantizer/" + tensor, c10::IValue(description));
+  for (const auto& [tensor, form] : record.integer_forms) {
+    const std::string key = "integer/" + tensor + "/";
+    archive.write(key + "codes", form.codes.to(torch::kCPU, torch::kInt64));
+    archive.write(key + "scale", form.scale.to(torch::kCPU, torch::kFloat32));
+    archive.write(key + "zero_point", form.zero_point.to(torch::kCPU, torch::kInt64));
+    archive.write(key + "axis", torch::tensor(form.axis));
+  }
+  if (record.input_encoding) {
+    const auto& steps = record.input_encoding->steps;
+    std::vector<std::int64_t> operations;
+    for (std::size_t k = 0; k < steps.size(); ++k) {
+      operations.push_back(static_cast<std::int64_t>(steps[k].operation));
+      archive.write(fmt::format("input_encoding/values/{}", k), torch::tensor(steps[k].values, torch::kFloat32));
+    }
+    archive.write("input_encoding/operations", torch::tensor(operations, torch::kInt64));
+  }
+}
+
+ResultRecord read_result_record(torch::serialize::InputArchive& archive) {
+  ResultRecord record;
+  const std::vector<std::string> keys = archive.keys();
+  for (const std::string& key : keys) {
+    const std::string_view prefix = "integer/", suffix = "/codes";
+    if (key.rfind(prefix, 0) != 0 || key.size() < prefix.size() + suffix.size() ||
+        key.compare(key.size() - suffix.size(), suffix.size(), suffix) != 0) {
+      continue;
+    }
+    const std::string tensor = key.substr(prefix.size(), key.size() - prefix.size() - suffix.size());
+    IntegerForm form;
+    at::Tensor axis;
+    archive.read(key, form.codes);
+    archive.read("integer/" + tensor + "/scale", form.scale);
+    archive.read("integer/" + tensor + "/zero_point", form.zero_point);
+    archive.read("integer/" + tensor + "/axis", axis);
+    form.axis = axis.item<std::int64_t>();
+    record.integer_forms.emplace(tensor, std::move(form));
+  }
+  if (std::find(keys.begin(), keys.end(), "input_encoding/operations") != keys.end()) {
+    at::Tensor operations;
+    archive.read("input_encoding/operations", operations);
+    InputEncoding encoding;
+    for (std::int64_t k = 0; k < operations.numel(); ++k) {
+      at::Tensor values;
+      archive.read(fmt::format("input_encoding/values/{}", k), values);
+      const auto operation = static_cast<InputStep::Operation>(operations[k].item<std::int64_t>());
+      QL_CHECK(operation == InputStep::Operation::subtract || operation == InputStep::Operation::multiply ||
+                   operation == InputStep::Operation::divide,
+               "the result's input encoding has an unknown step ({})", operations[k].item<std::int64_t>());
+      encoding.steps.push_back({operation, std::vector<float>(values.data_ptr<float>(),
+                                                              values.data_ptr<float>() + values.numel())});
+    }
+    record.input_encoding = std::move(encoding);
+  }
+  return record;
+}
+
 fs::path FoldCheckpoints::path(const std::string& name) const { return dir_ / "checkpoints" / (name + ".pt"); }
 
-void FoldCheckpoints::save(const std::string& name, const TrainingPosition& at,
-                           const std::map<std::string, std::string>& quantizers) {
+void FoldCheckpoints::save(const std::string& name, const TrainingPosition& at, const ResultRecord& record) {
   const std::string written = fmt::format("{} (step {})", path(name).string(), at.step);
   save_checkpoint(path(name), [&](torch::serialize::OutputArchive& archive) {
     for (const auto& p : network_.named_parameters()) archive.write("model/" + p.key(), p.value().detach());
@@ -50,7 +110,7 @@ void FoldCheckpoints::save(const std::string& name, const TrainingPosition& at,
     const c10::Device device = device_of(network_);
     if (device.is_cuda()) archive.write("rng/cuda", at::globalContext().defaultGenerator(device).get_state());
     algorithms_.save_states(archive);
-    for (const auto& [tensor, description] : quantizers) archive.write("quantizer/" + tensor, c10::IValue(description));
+    write_result_record(archive, record);
   });
   last_written_ = written;
 }

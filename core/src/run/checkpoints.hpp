@@ -4,11 +4,17 @@
 #pragma once
 
 #include "quantlab/core/trainer.hpp"
+#include "quantlab/sdk/problem.hpp"
+#include "quantlab/sdk/quantizer.hpp"
+
+#include <torch/serialize/input-archive.h>
+#include <torch/serialize/output-archive.h>
 
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <string>
 
 namespace ql::core {
@@ -28,6 +34,18 @@ struct TrainingPosition {
   std::int64_t best_epoch = 0;
 };
 
+/// What the result checkpoint records besides the weights, for export (`qlhost export`): each
+/// quantised tensor's quantiser description and integer form, and the input encoding.
+struct ResultRecord {
+  std::map<std::string, std::string> quantizers;           ///< tensor -> its quantiser's describe()
+  std::map<std::string, IntegerForm> integer_forms;        ///< tensor -> its codes and scales
+  std::optional<InputEncoding> input_encoding;
+};
+
+/// The record under the result checkpoint's keys, and back (keys absent: an empty record).
+void write_result_record(torch::serialize::OutputArchive& archive, const ResultRecord& record);
+ResultRecord read_result_record(torch::serialize::InputArchive& archive);
+
 class FoldCheckpoints {
  public:
   FoldCheckpoints(std::filesystem::path fold_dir, Network& network, torch::optim::Optimizer& optimizer,
@@ -37,10 +55,9 @@ class FoldCheckpoints {
   /// The checkpoint written last, for messages: "PATH (step N)", or "" before the first.
   const std::string& last_written() const { return last_written_; }
 
-  /// Writes checkpoint `name`; `quantizers` (tensor name -> its quantiser's description) go
-  /// under "quantizer/<tensor>" (the result checkpoint's record of what was quantised how).
-  void save(const std::string& name, const TrainingPosition& at,
-            const std::map<std::string, std::string>& quantizers = {});
+  /// Writes checkpoint `name`; the result checkpoint also holds `record`: "quantizer/<tensor>"
+  /// (descriptions), "integer/<tensor>/{codes,scale,zero_point,axis}" and "input_encoding/...".
+  void save(const std::string& name, const TrainingPosition& at, const ResultRecord& record = {});
   /// Checked against its checksum; in data-parallel training rank 0 reads the file and every
   /// rank loads its bytes.
   TrainingPosition load(const std::string& name, DataParallel* world);

@@ -102,17 +102,20 @@ void sweep_all_variants(const Experiment& x, const FoldEnvironment& env, const f
 // The network as it computes after post-training: every weight behind a quantiser replaced by
 // its quantised value and the slot emptied (so nothing is quantised twice), for every
 // algorithm alike. Returns each such tensor's quantiser description.
-std::map<std::string, std::string> keep_effective_weights(Network& network) {
+ResultRecord keep_effective_weights(Network& network) {
   torch::NoGradGuard no_grad;
-  std::map<std::string, std::string> described;
+  ResultRecord record;
   for (const auto& [name, layer] : network.quantizable_layers()) {
     if (!layer->has_weight() || !layer->weight_quantizer()) continue;
     const at::Tensor value = layer->effective_weight();
-    described[name + ".weight"] = layer->weight_quantizer()->describe();
+    record.quantizers[name + ".weight"] = layer->weight_quantizer()->describe();
+    if (auto form = layer->weight_quantizer()->integer_form(layer->weight.detach())) {
+      record.integer_forms.emplace(name + ".weight", std::move(*form));
+    }
     layer->weight.copy_(value);
     layer->set_weight_quantizer(nullptr);
   }
-  return described;
+  return record;
 }
 
 struct ExportedModel {
@@ -175,9 +178,10 @@ FoldResult run_fold(Experiment& x, std::size_t k, const Splits& data) {
   const ExportedModel exported = x.root ? export_model(x, data, *network) : ExportedModel{};
   result.result = result.trained;
   if (!algorithms.empty()) {
-    const std::map<std::string, std::string> quantizers = keep_effective_weights(*network);
+    ResultRecord kept = keep_effective_weights(*network);
+    kept.input_encoding = data.train->input_encoding();
     result.result = evaluate_split(env, *network, final_split);
-    if (x.root) checkpoints.save("result", at, quantizers);
+    if (x.root) checkpoints.save("result", at, kept);
     x.console.info(fmt::format("{}result after post-training on {}: {}", env.fold_label, to_string(final_split),
                                describe(result.result)));
   }

@@ -1,0 +1,91 @@
+#include "quantlab/core/unit_export.hpp"
+
+#include "quantlab/core/experiment_config.hpp"
+#include "quantlab/core/experiment_store.hpp"
+#include "quantlab/core/onnx_export.hpp"
+#include "quantlab/core/unit_record.hpp"
+#include "quantlab/sdk/error.hpp"
+#include "run/checkpoints.hpp"
+
+#include <torch/serialize/input-archive.h>
+#include <torch/types.h>
+
+#include <fmt/format.h>
+
+namespace ql::core {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// A weight already holding its quantised values, with the integer form the run recorded.
+class RecordedIntegerForm : public Quantizer {
+ public:
+  explicit RecordedIntegerForm(IntegerForm form) : form_(std::move(form)) {}
+  at::Tensor forward(const at::Tensor& x) override { return x; }
+  std::optional<IntegerForm> integer_form(const at::Tensor&) override { return form_; }
+  std::string describe() const override { return "recorded integer form"; }
+
+ private:
+  IntegerForm form_;
+};
+
+// The checkpoint whose network is the fold's kept result: result.pt after post-training, or,
+// in a unit without algorithms (the trained network is the result), last.pt once it is done.
+fs::path result_checkpoint(const fs::path& unit, std::size_t fold, bool has_algorithms) {
+  const fs::path dir = unit / fmt::format("fold{}", fold) / "checkpoints";
+  if (fs::exists(dir / "result.pt")) return dir / "result.pt";
+  const UnitRecord record = read_unit_record(unit);
+  QL_CHECK(fold < record.folds.size(), "{} has no fold {} (it has {})", unit.string(), fold, record.folds.size());
+  QL_CHECK(!has_algorithms && record.folds[fold].status == "done" && fs::exists(dir / "last.pt"),
+           "{} has no result yet: fold {} is {} and {} does not exist", unit.string(), fold,
+           record.folds[fold].status, (dir / "result.pt").string());
+  return dir / "last.pt";
+}
+
+void load_network(Network& network, torch::serialize::InputArchive& archive, const fs::path& file) {
+  torch::NoGradGuard no_grad;
+  const auto load = [&](const std::string& name, at::Tensor& tensor) {
+    at::Tensor stored;
+    QL_CHECK(archive.try_read("model/" + name, stored), "{}: no tensor '{}' for this network", file.string(), name);
+    QL_CHECK(stored.sizes() == tensor.sizes(), "{}: '{}' is [{}] but the network's is [{}]", file.string(), name,
+             fmt::join(stored.sizes(), ", "), fmt::join(tensor.sizes(), ", "));
+    tensor.copy_(stored);
+  };
+  for (auto& p : network.named_parameters()) load(p.key(), p.value());
+  for (auto& b : network.named_buffers()) load(b.key(), b.value());
+}
+
+}  // namespace
+
+fs::path export_unit(const UnitExportRequest& request, PluginRegistry& registry) {
+  const fs::path& unit = request.unit;
+  QL_CHECK(fs::exists(unit / "unit.toml") && fs::exists(unit / "config.toml"),
+           "{} is not a results unit (no unit.toml and config.toml)", unit.string());
+  const ExperimentConfig config = ExperimentConfig::load(unit / "config.toml", {}, registry);
+  const fs::path checkpoint = result_checkpoint(unit, request.fold, !config.algorithms().empty());
+  auto problem = registry.create<Problem>(config.problem().name, config.problem().options);
+  auto topology = registry.create<Topology>(config.topology().name, config.topology().options);
+  const DatasetSpec spec = problem->spec();
+  std::shared_ptr<Network> network = topology->build(spec);
+
+  torch::serialize::InputArchive archive;
+  load_archive(archive, read_checkpoint(checkpoint));
+  load_network(*network, archive, checkpoint);
+  const run::ResultRecord record = run::read_result_record(archive);
+  for (const auto& [name, layer] : network->quantizable_layers()) {
+    const auto form = record.integer_forms.find(name + ".weight");
+    if (form != record.integer_forms.end()) layer->set_weight_quantizer(std::make_shared<RecordedIntegerForm>(form->second));
+  }
+  OnnxModelOptions options{request.opset,
+                           {{"problem", config.problem().name},
+                            {"topology", config.topology().name},
+                            {"unit", unit.filename().string()}},
+                           record.input_encoding};
+  const fs::path output =
+      request.output.empty() ? unit / fmt::format("fold{}", request.fold) / "result.onnx" : request.output;
+  write_onnx_model(*network, spec, output, options);
+  return output;
+}
+
+}  // namespace ql::core
