@@ -4,6 +4,7 @@
 // such archives (an exception thrown inside its TorchScript type parser escapes a noexcept
 // frame; fuzz/findings/ keeps one). Random corruption never gets that far: the CRC stops it.
 #include "fuzz_support.hpp"
+#include "core/src/run/checkpoints.hpp"
 #include "quantlab/core/experiment_store.hpp"
 
 #include <boost/crc.hpp>
@@ -35,6 +36,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       at::Tensor value;
       if (archive.try_read(key, value, /*is_buffer=*/true)) (void)value.sum();
     }
+    // What `qlhost export` reads behind the weights: integer forms and the input encoding.
+    (void)ql::core::run::read_result_record(archive);
   } catch (const ql::Error&) {
   } catch (const c10::Error&) {
     // LibTorch's reader reports a malformed archive as c10::Error; the runner wraps it with
