@@ -79,16 +79,9 @@ constexpr int kMaxSearchCells = 1 << 16;
 // Values coded per pass over a block (the scratch arrays live on the stack).
 constexpr std::int64_t kBlock = 512;
 
-struct EncodeTables {
-  const float* levels;          // count levels, then +inf
-  const float* inverse_widths;  // count - 1
-  const std::int32_t* search;   // cells: the level index of a cell's values, or one less
-  int cells;                    // 0: no table (levels too close), search level by level
-  float uniform_inverse_width;  // equispaced levels: 1 / their spacing (no search); else 0
-  bool halving;                 // NUQSGD's levels with p = 1/2: ±2^-j, j < count / 2 (no search)
-  bool avx2;                    // the CPU has AVX2 (halving levels: the intrinsics version)
-  int count;
-  int bits;
+// The level tables, and whether the CPU has AVX2 (halving levels: the intrinsics version).
+struct EncodeTables : coding::LevelTables {
+  bool avx2;
 };
 
 // Eight codes to a group of Bits bytes, little-endian (the width a constant, so the shifts are).
@@ -107,30 +100,14 @@ inline __attribute__((always_inline)) void pack_codes(const std::int32_t* code, 
 
 // NUQSGD's levels with p = 1/2, ±2^-j for j < h = count / 2: the exponent of |r| names the two
 // levels around it and the mantissa gives the fraction, no search. Indices ascend: -1 is 0,
-// -2^-(h-1) is h-1, 2^-(h-1) is h, 1 is 2h-1. Values i in [begin, end).
+// -2^-(h-1) is h-1, 2^-(h-1) is h, 1 is 2h-1. Values i in [begin, end); one at a time, as the
+// CUDA kernel does (coding::round_halving).
 inline void halving_levels(const float* v, std::int64_t begin, std::int64_t end, float scale, const EncodeTables& t,
                            std::int32_t* code, float* up) {
-  const std::int32_t h = t.count / 2, top = t.count - 2;
-  const float smallest = t.levels[h];
   for (std::int64_t i = begin; i < end; ++i) {
-    const float x = v[i] * scale;
-    const float a = std::fabs(x);
-    std::uint32_t bits;
-    std::memcpy(&bits, &a, 4);
-    const std::int32_t e = static_cast<std::int32_t>(bits >> 23) - 127;  // a in [2^e, 2^(e+1))
-    const std::uint32_t mantissa_bits = (bits & 0x007FFFFFU) | 0x3F800000U;
-    float mantissa;
-    std::memcpy(&mantissa, &mantissa_bits, 4);  // a / 2^e, in [1, 2)
-    std::int32_t j = x >= 0.0f ? 2 * h - 1 + e : -e - 1;
-    float fraction = x >= 0.0f ? mantissa - 1.0f : 2.0f - mantissa;
-    if (a < smallest) {  // between -2^-(h-1) and 2^-(h-1)
-      j = h - 1;
-      fraction = (x + smallest) * (0.5f / smallest);  // as the AVX2 version and the CUDA kernel round it
-    }
-    if (j < 0) fraction = 0.0f;
-    if (j > top) fraction = 1.0f;
-    code[i] = std::clamp(j, 0, top);
-    up[i] = fraction;
+    const coding::Rounding rounding = coding::round_halving(v[i] * scale, t);
+    code[i] = rounding.lower;
+    up[i] = rounding.up;
   }
 }
 
@@ -368,9 +345,7 @@ std::vector<std::uint8_t> GradientQuantizer::encode(const at::Tensor& gradient_i
   const std::int64_t buckets = numel / bucket_size_;
   std::vector<std::uint8_t> out(static_cast<std::size_t>(encoded_size(numel)));
   const float* values = gradient.data_ptr<float>();
-  const EncodeTables tables{padded_levels_.data(), inverse_widths_.data(), search_.data(), search_cells_,
-                            uniform_inverse_width_, halving_, __builtin_cpu_supports("avx2") != 0,
-                            static_cast<int>(float_levels_.size()), bits_};
+  const EncodeTables tables{host_tables(), __builtin_cpu_supports("avx2") != 0};
   std::uint8_t* norms_at = out.data();
   std::uint8_t* codes_at = out.data() + buckets * 4;
   const std::int64_t stride = bucket_bytes();
