@@ -6,6 +6,7 @@
 #include "quantlab/core/unit_record.hpp"
 #include "quantlab/sdk/error.hpp"
 #include "run/checkpoints.hpp"
+#include "run/result_model.hpp"
 
 #include <torch/serialize/input-archive.h>
 #include <torch/types.h>
@@ -43,20 +44,33 @@ fs::path result_checkpoint(const fs::path& unit, std::size_t fold, bool has_algo
   return dir / "last.pt";
 }
 
-void load_network(Network& network, torch::serialize::InputArchive& archive, const fs::path& file) {
-  torch::NoGradGuard no_grad;
-  const auto load = [&](const std::string& name, at::Tensor& tensor) {
-    at::Tensor stored;
-    QL_CHECK(archive.try_read("model/" + name, stored), "{}: no tensor '{}' for this network", file.string(), name);
-    QL_CHECK(stored.sizes() == tensor.sizes(), "{}: '{}' is [{}] but the network's is [{}]", file.string(), name,
-             fmt::join(stored.sizes(), ", "), fmt::join(tensor.sizes(), ", "));
-    tensor.copy_(stored);
-  };
-  for (auto& p : network.named_parameters()) load(p.key(), p.value());
-  for (auto& b : network.named_buffers()) load(b.key(), b.value());
-}
-
 }  // namespace
+
+void run::write_result_model(Network& network, const DatasetSpec& spec, const ExperimentConfig& config,
+                             const fs::path& unit, const ResultRecord& record, int opset, const fs::path& file) {
+  std::vector<nn::QuantizableLayer*> recorded;
+  for (const auto& [name, layer] : network.quantizable_layers()) {
+    const auto form = record.integer_forms.find(name + ".weight");
+    if (form == record.integer_forms.end()) continue;
+    layer->set_weight_quantizer(std::make_shared<RecordedIntegerForm>(form->second));
+    recorded.push_back(layer.get());
+  }
+  // The slots are the export's only: they are emptied again however it ends.
+  const auto empty_slots = [&] {
+    for (nn::QuantizableLayer* layer : recorded) layer->set_weight_quantizer(nullptr);
+  };
+  const OnnxModelOptions options{
+      opset,
+      {{"problem", config.problem().name}, {"topology", config.topology().name}, {"unit", unit.filename().string()}},
+      record.input_encoding};
+  try {
+    write_onnx_model(network, spec, file, options);
+  } catch (...) {
+    empty_slots();
+    throw;
+  }
+  empty_slots();
+}
 
 fs::path export_unit(const UnitExportRequest& request, PluginRegistry& registry) {
   const fs::path& unit = request.unit;
@@ -71,20 +85,14 @@ fs::path export_unit(const UnitExportRequest& request, PluginRegistry& registry)
 
   torch::serialize::InputArchive archive;
   load_archive(archive, read_checkpoint(checkpoint));
-  load_network(*network, archive, checkpoint);
-  const run::ResultRecord record = run::read_result_record(archive);
-  for (const auto& [name, layer] : network->quantizable_layers()) {
-    const auto form = record.integer_forms.find(name + ".weight");
-    if (form != record.integer_forms.end()) layer->set_weight_quantizer(std::make_shared<RecordedIntegerForm>(form->second));
+  try {
+    run::read_network(archive, *network);
+  } catch (const Error& e) {
+    throw Error(fmt::format("{}: {}", checkpoint.string(), e.what()));
   }
-  OnnxModelOptions options{request.opset,
-                           {{"problem", config.problem().name},
-                            {"topology", config.topology().name},
-                            {"unit", unit.filename().string()}},
-                           record.input_encoding};
   const fs::path output =
       request.output.empty() ? unit / fmt::format("fold{}", request.fold) / "result.onnx" : request.output;
-  write_onnx_model(*network, spec, output, options);
+  run::write_result_model(*network, spec, config, unit, run::read_result_record(archive), request.opset, output);
   return output;
 }
 

@@ -26,8 +26,9 @@ at::Tensor Graph::example_input() const {
 }
 
 std::string Graph::unique_name(std::string_view hint) {
-  std::string name(hint.empty() ? "t" : hint);
-  for (int k = 1; names_.count(name) > 0; ++k) name = fmt::format("{}_{}", hint, k);
+  const std::string base(hint.empty() ? "t" : hint);
+  std::string name = base;
+  for (int k = 1; names_.count(name) > 0; ++k) name = fmt::format("{}_{}", base, k);
   names_.insert(name);
   return name;
 }

@@ -33,6 +33,19 @@ c10::Device device_of(Network& network) {
 
 }  // namespace
 
+void read_network(torch::serialize::InputArchive& archive, Network& network) {
+  torch::NoGradGuard no_grad;
+  const auto load = [&](const std::string& name, at::Tensor& tensor) {
+    at::Tensor stored;
+    QL_CHECK(archive.try_read("model/" + name, stored, /*is_buffer=*/true), "no tensor '{}' for this network", name);
+    QL_CHECK(stored.sizes() == tensor.sizes(), "'{}' is [{}] but the network's is [{}]", name,
+             fmt::join(stored.sizes(), ", "), fmt::join(tensor.sizes(), ", "));
+    tensor.copy_(stored);
+  };
+  for (auto& p : network.named_parameters()) load(p.key(), p.value());
+  for (auto& b : network.named_buffers()) load(b.key(), b.value());
+}
+
 void write_result_record(torch::serialize::OutputArchive& archive, const ResultRecord& record) {
   for (const auto& [tensor, description] : record.quantizers) archive.write("quantizer/" + tensor, c10::IValue(description));
   for (const auto& [tensor, form] : record.integer_forms) {
@@ -133,16 +146,7 @@ TrainingPosition FoldCheckpoints::load_bytes(const fs::path& file, const std::st
     if (!device.is_cpu()) load_archive(on_device, bytes, device);
     torch::serialize::InputArchive& network_archive = device.is_cpu() ? archive : on_device;
     torch::NoGradGuard no_grad;
-    for (auto& p : network_.named_parameters()) {
-      at::Tensor value;
-      network_archive.read("model/" + p.key(), value);
-      p.value().copy_(value);
-    }
-    for (auto& b : network_.named_buffers()) {
-      at::Tensor value;
-      network_archive.read("model/" + b.key(), value, true);
-      b.value().copy_(value);
-    }
+    read_network(network_archive, network_);
     torch::serialize::InputArchive optimizer_archive;
     network_archive.read("optimizer", optimizer_archive);
     optimizer_.load(optimizer_archive);

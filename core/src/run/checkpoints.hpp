@@ -42,6 +42,10 @@ struct ResultRecord {
   std::optional<InputEncoding> input_encoding;
 };
 
+/// Copies the checkpoint's "model/<name>" tensors into `network`'s parameters and buffers;
+/// throws ql::Error naming a tensor the archive lacks or holds in another shape.
+void read_network(torch::serialize::InputArchive& archive, Network& network);
+
 /// The record under the result checkpoint's keys, and back (keys absent: an empty record).
 void write_result_record(torch::serialize::OutputArchive& archive, const ResultRecord& record);
 ResultRecord read_result_record(torch::serialize::InputArchive& archive);

@@ -4,12 +4,12 @@
 #include "quantlab/core/experiment_store.hpp"
 #include "quantlab/core/gradient_exchange.hpp"
 #include "quantlab/core/metrics_log.hpp"
-#include "quantlab/core/onnx_export.hpp"
 #include "quantlab/core/report.hpp"
 #include "run/algorithm_set.hpp"
 #include "run/checkpoints.hpp"
 #include "run/fit_loop.hpp"
 #include "run/hooks.hpp"
+#include "run/result_model.hpp"
 #include "run/variant_sweep.hpp"
 
 #include <torch/optim/optimizer.h>
@@ -101,7 +101,7 @@ void sweep_all_variants(const Experiment& x, const FoldEnvironment& env, const f
 
 // The network as it computes after post-training: every weight behind a quantiser replaced by
 // its quantised value and the slot emptied (so nothing is quantised twice), for every
-// algorithm alike. Returns each such tensor's quantiser description.
+// algorithm alike. Returns the record of each such tensor: its quantiser description and integer form.
 ResultRecord keep_effective_weights(Network& network) {
   torch::NoGradGuard no_grad;
   ResultRecord record;
@@ -118,23 +118,18 @@ ResultRecord keep_effective_weights(Network& network) {
   return record;
 }
 
-struct ExportedModel {
-  std::string bytes;  ///< the serialised model, when one was asked for and made
-  std::string error;  ///< why the network could not be exported
-};
-
-ExportedModel export_model(const Experiment& x, const Splits& data, Network& network) {
-  if (x.exporting.format == ExportFormat::none) return {};
-  OnnxModelOptions options{x.exporting.opset,
-                           {{"problem", x.config.problem().name},
-                            {"topology", x.config.topology().name},
-                            {"unit", x.unit.filename().string()}},
-                           data.train->input_encoding()};
+// [export]: the kept result's model, written after the result is kept, so that a network the
+// export refuses loses nothing.
+void export_result(const Experiment& x, const FoldEnvironment& env, Network& network, const ResultRecord& kept,
+                   const fs::path& fold_dir) {
+  const fs::path file = fold_dir / "result.onnx";
   try {
-    return {onnx_model(network, x.problem.spec(), options), {}};
+    write_result_model(network, x.problem.spec(), x.config, x.unit, kept, x.exporting.opset, file);
   } catch (const Error& e) {
-    return {{}, e.what()};
+    throw Error(fmt::format("{}export to ONNX: {} (the fold is done and its result kept)", env.fold_label, e.what()));
   }
+  x.console.info(fmt::format("{}exported {} (ONNX opset {}, {:.1f} MB)", env.fold_label, file.string(),
+                             x.exporting.opset, static_cast<double>(fs::file_size(file)) / 1e6));
 }
 
 }  // namespace
@@ -173,13 +168,10 @@ FoldResult run_fold(Experiment& x, std::size_t k, const Splits& data) {
   HostCalibration calibration(env, derive_seed(x.seed, kCalibrationStream));
   sweep_all_variants(x, env, fold_dir, algorithms, *network, calibration, result.trained);
   algorithms.post_training(*network, calibration);
-  // The export is made while the quantisers are in their slots (their integer forms) and
-  // written after the result is kept, so that a network it refuses loses nothing.
-  const ExportedModel exported = x.root ? export_model(x, data, *network) : ExportedModel{};
+  ResultRecord kept = algorithms.empty() ? ResultRecord{} : keep_effective_weights(*network);
+  kept.input_encoding = data.train->input_encoding();
   result.result = result.trained;
   if (!algorithms.empty()) {
-    ResultRecord kept = keep_effective_weights(*network);
-    kept.input_encoding = data.train->input_encoding();
     result.result = evaluate_split(env, *network, final_split);
     if (x.root) checkpoints.save("result", at, kept);
     x.console.info(fmt::format("{}result after post-training on {}: {}", env.fold_label, to_string(final_split),
@@ -189,16 +181,7 @@ FoldResult run_fold(Experiment& x, std::size_t k, const Splits& data) {
   record.status = "done";
   metrics.flush();
   update_record(x);
-  if (!exported.error.empty()) {
-    throw Error(fmt::format("{}export to ONNX: {} (the fold is done and its result kept)", env.fold_label,
-                            exported.error));
-  }
-  if (!exported.bytes.empty()) {
-    write_file_atomically(fold_dir / "result.onnx", exported.bytes);
-    x.console.info(fmt::format("{}exported {} (ONNX opset {}, {:.1f} MB)", env.fold_label,
-                               (fold_dir / "result.onnx").string(), x.exporting.opset,
-                               static_cast<double>(exported.bytes.size()) / 1e6));
-  }
+  if (x.root && x.exporting.format == ExportFormat::onnx) export_result(x, env, *network, kept, fold_dir);
   return result;
 }
 
