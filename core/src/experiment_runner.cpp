@@ -220,10 +220,16 @@ RunSummary run_experiment(const RunRequest& request, PluginRegistry& registry, C
   x.histogram_every = metrics_options.get_int("histogram_every", 0, 1'000'000);
   apply_run_options(x, config.section("run"), request);
   const Config export_options = config.section("export");
-  x.exporting.format = export_options.get_enum<run::ExportFormat>(
-      "format", {{"none", run::ExportFormat::none}, {"onnx", run::ExportFormat::onnx}});
-  x.exporting.opset = static_cast<int>(export_options.get_int("opset", 13, 21));
-  if (x.exporting.opset != 13 && x.exporting.opset != 21) {
+  const auto format = export_options.get_enum<run::ExportFormat>(
+      "format", {{"none", run::ExportFormat::none},
+                 {"onnx", run::ExportFormat::onnx},
+                 {"h5", run::ExportFormat::h5},
+                 {"onnx+h5", run::ExportFormat::onnx_and_h5}});
+  x.exporting.onnx = format == run::ExportFormat::onnx || format == run::ExportFormat::onnx_and_h5;
+  x.exporting.h5 = format == run::ExportFormat::h5 || format == run::ExportFormat::onnx_and_h5;
+  x.exporting.model.opset = static_cast<int>(export_options.get_int("opset", 13, 21));
+  x.exporting.model.fold_batch_norm = export_options.get_bool("fold_batch_norm");
+  if (x.exporting.model.opset != 13 && x.exporting.model.opset != 21) {
     throw ConfigError(export_options.error_message("opset", "ONNX opset 13 or 21"));
   }
   const auto metric_names = problem->metrics();

@@ -60,8 +60,9 @@ deterministic = false     # deterministic kernels (on CUDA also cuDNN's and cuBL
 prefetch = 4              # batches the loader thread prepares ahead (it starts only when batches are costly to make)
 
 [export]
-format = "none"           # none | onnx: each fold's kept result as fold<k>/result.onnx, quantised weights as integer codes (docs/export.md)
+format = "none"           # none | onnx: each fold's kept result as fold<k>/result.onnx, quantised weights as integer codes (docs/export.md) | h5: as fold<k>/quantized.h5, a complete network in HDF5 | onnx+h5: both
 opset = 13                # 13: codes in int8/uint8 containers | 21: int4/uint4 where the codes fit
+fold_batch_norm = false   # fold each batch norm into the convolution or linear layer before it (integer codes keep their values; their per-channel scales absorb it)
 )toml";
 
 }  // namespace

@@ -3,6 +3,8 @@
 #include "quantlab/core/experiment_store.hpp"
 #include "quantlab/sdk/build_info.hpp"
 #include "quantlab/sdk/error.hpp"
+#include "quantlab/sdk/onnx_graph.hpp"
+#include "quantlab/sdk/quantizer.hpp"
 
 #include "proto/onnx_model.pb.h"
 
@@ -24,6 +26,7 @@ std::int64_t ir_version_for(int opset) { return opset >= 21 ? 10 : 7; }
     case torch::kFloat32: return ::onnx::TensorProto::FLOAT;
     case torch::kUInt8: return ::onnx::TensorProto::UINT8;
     case torch::kInt8: return ::onnx::TensorProto::INT8;
+    case torch::kInt16: return ::onnx::TensorProto::INT16;
     case torch::kInt32: return ::onnx::TensorProto::INT32;
     case torch::kInt64: return ::onnx::TensorProto::INT64;
     default: throw Error(fmt::format("ONNX export: no data type for a {} tensor", c10::toString(tensor.scalar_type())));
@@ -116,14 +119,16 @@ std::string encode_input(onnx::Graph& graph, const std::string& pixels, const In
 }  // namespace
 
 std::string onnx_model(Network& network, const DatasetSpec& spec, const OnnxModelOptions& options) {
-  if (network.input_quantizer()) {
-    throw Error(fmt::format("the network's input quantiser ({}) has no ONNX export yet",
-                            network.input_quantizer()->describe()));
-  }
   onnx::Graph graph(options.opset, spec.input_shape);
   const std::string input = graph.unique_name("input");
   const bool raw = options.input_encoding.has_value() && spec.input_kind == InputKind::image;
-  const std::string network_input = raw ? encode_input(graph, input, *options.input_encoding) : input;
+  std::string network_input = raw ? encode_input(graph, input, *options.input_encoding) : input;
+  if (const std::shared_ptr<Quantizer>& quantizer = network.input_quantizer()) {
+    const std::optional<AffineGrid> grid = quantizer->affine_grid();
+    QL_CHECK(grid.has_value(), "the network's input quantiser ({}) has no affine grid, which ONNX export needs",
+             quantizer->describe());
+    network_input = onnx::quantize(graph, *grid, network_input, "input_quantized");
+  }
   std::string output;
   {
     // Inference mode: a topology may run its layers to learn feature-map sizes, which must not
@@ -140,6 +145,7 @@ std::string onnx_model(Network& network, const DatasetSpec& spec, const OnnxMode
     network.train(training);
   }
   QL_CHECK(!graph.nodes().empty(), "ONNX export: the network's export added no nodes");
+  if (options.fold_batch_norm) onnx::fold_batch_norms(graph);
   graph.add("Identity", {output}, "logits");
 
   ::onnx::ModelProto model;

@@ -211,7 +211,7 @@ EpochStats train_epoch(Network& network, torch::optim::Optimizer& optimizer, Bat
 }
 
 Evaluation evaluate(Network& network, BatchLoader& loader, c10::Device device, bool top5, LossKind kind,
-                    Precision precision) {
+                    Precision precision, Predictions* predictions) {
   const bool was_training = network.is_training();
   network.eval();
   torch::NoGradGuard no_grad;
@@ -221,6 +221,7 @@ Evaluation evaluate(Network& network, BatchLoader& loader, c10::Device device, b
   at::Tensor loss_sum = at::zeros({}, on_device.dtype(at::kDouble));
   at::Tensor correct1 = at::zeros({}, on_device.dtype(at::kLong));
   at::Tensor correct5 = at::zeros({}, on_device.dtype(at::kLong));
+  std::vector<at::Tensor> labels, top_classes, top_scores;  // per batch, on the device until the end
   while (auto batch = loader.next()) {
     const at::Tensor inputs = batch->inputs.to(device, /*non_blocking=*/true);
     const at::Tensor targets = batch->targets.to(device, /*non_blocking=*/true);
@@ -236,9 +237,20 @@ Evaluation evaluate(Network& network, BatchLoader& loader, c10::Device device, b
       const at::Tensor best = std::get<1>(logits.topk(k, 1));
       correct5 += best.eq(targets.unsqueeze(1)).any(1).sum();
     }
+    if (predictions != nullptr) {
+      auto [scores, classes] = logits.topk(std::min<std::int64_t>(5, logits.size(1)), 1);
+      labels.push_back(targets);
+      top_classes.push_back(classes);
+      top_scores.push_back(scores);
+    }
     result.samples += targets.size(0);
   }
   network.train(was_training);
+  if (predictions != nullptr && !labels.empty()) {
+    predictions->labels = at::cat(labels).to(at::kCPU, at::kLong);
+    predictions->top_classes = at::cat(top_classes).to(at::kCPU, at::kLong);
+    predictions->top_scores = at::cat(top_scores).to(at::kCPU, at::kFloat);
+  }
   if (result.samples > 0) {
     const auto n = static_cast<double>(result.samples);
     result.loss = loss_sum.item<double>() / n;

@@ -13,6 +13,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 namespace ql::onnx {
 
 Graph::Graph(int opset, std::vector<std::int64_t> input_shape) : opset_(opset), input_shape_(std::move(input_shape)) {
@@ -47,13 +49,6 @@ std::string Graph::add(std::string op_type, std::vector<std::string> inputs, std
 }
 
 namespace {
-
-void refuse_quantized_output(const nn::QuantizableLayer& layer, std::string_view name) {
-  if (layer.output_quantizer()) {
-    throw Error(fmt::format("layer '{}' has an output quantiser ({}), which ONNX export does not support yet", name,
-                            layer.output_quantizer()->describe()));
-  }
-}
 
 std::vector<std::int64_t> pair_of(const std::array<std::int64_t, 2>& values) { return {values[0], values[1]}; }
 
@@ -90,33 +85,109 @@ std::string weight_of(Graph& graph, const nn::QuantizableLayer& layer, std::stri
   return graph.add("DequantizeLinear", std::move(inputs), weight, std::move(attributes));
 }
 
+// `y` through the layer's output quantiser, when it has one.
+std::string quantized_output(Graph& graph, const nn::QuantizableLayer& layer, const std::string& y,
+                             std::string_view name) {
+  const std::shared_ptr<Quantizer>& quantizer = layer.output_quantizer();
+  if (!quantizer) return y;
+  const std::optional<AffineGrid> grid = quantizer->affine_grid();
+  QL_CHECK(grid.has_value(), "layer '{}': its output quantiser ({}) has no affine grid, which ONNX export needs",
+           name, quantizer->describe());
+  return quantize(graph, *grid, y, fmt::format("{}.quantized", name));
+}
+
+// The ONNX integer type that holds codes in [low, high] of an activation grid, with its bounds.
+struct ActivationContainer {
+  at::ScalarType type;
+  std::int64_t onnx_type;  ///< TensorProto.DataType, for Cast
+  std::int64_t low, high;
+};
+
+ActivationContainer activation_container(std::int64_t low, std::int64_t high, int opset, std::string_view name) {
+  if (low >= -128 && high <= 127) return {torch::kInt8, 3, -128, 127};
+  if (low >= 0 && high <= 255) return {torch::kUInt8, 2, 0, 255};
+  if (opset >= 21 && low >= -32768 && high <= 32767) return {torch::kInt16, 5, -32768, 32767};
+  throw Error(fmt::format("'{}': activation codes in [{}, {}] do not fit the containers of opset {} ({})", name, low,
+                          high, opset, opset >= 21 ? "int8, uint8, int16" : "int8, uint8; opset 21 adds int16"));
+}
+
 }  // namespace
 
+std::string quantize(Graph& graph, const AffineGrid& grid, const std::string& input, std::string_view name) {
+  const ActivationContainer container = activation_container(grid.low, grid.high, graph.opset(), name);
+  const auto constant = [&](std::string_view what, const at::Tensor& value) {
+    return graph.constant(fmt::format("{}.{}", name, what), value);
+  };
+  std::string x = input;
+  if (grid.offset != 0.0f) x = graph.add("Sub", {x, constant("offset", torch::tensor(grid.offset))}, fmt::format("{}.shifted", name));
+  std::string scale = constant("scale", torch::tensor(grid.scale));
+  std::string zero_point;
+  std::vector<Attribute> axis;
+  if (grid.range == AffineGrid::Range::max_abs) {
+    // s = scale · max|x|, over each sample or the whole tensor, and 1 where that is 0.
+    std::string magnitude = graph.add("Abs", {x}, fmt::format("{}.abs", name));
+    std::vector<std::string> reduce_inputs{magnitude};
+    std::vector<Attribute> reduce_attributes{{"keepdims", std::int64_t{0}}};
+    if (grid.per_sample) {
+      reduce_inputs[0] = graph.add("Flatten", {magnitude}, fmt::format("{}.abs_flat", name), {{"axis", std::int64_t{1}}});
+      // ReduceMax takes its axes as an attribute up to opset 17 and as an input from 18.
+      if (graph.opset() >= 18) reduce_inputs.push_back(constant("axes", torch::tensor({std::int64_t{1}})));
+      else reduce_attributes.push_back({"axes", std::vector<std::int64_t>{1}});
+      axis.push_back({"axis", std::int64_t{0}});
+    }
+    const std::string largest = graph.add("ReduceMax", reduce_inputs, fmt::format("{}.max", name), reduce_attributes);
+    const std::string scaled = graph.add("Mul", {largest, scale}, fmt::format("{}.scale_of_max", name));
+    const std::string positive = graph.add("Greater", {scaled, constant("zero", torch::tensor(0.0f))},
+                                           fmt::format("{}.positive", name));
+    scale = graph.add("Where", {positive, scaled, constant("one", torch::tensor(1.0f))}, fmt::format("{}.scale_used", name));
+    if (grid.per_sample) {
+      QL_CHECK(grid.zero_point == 0, "'{}': a per-sample grid has zero point 0, not {}", name, grid.zero_point);
+      const std::string zeros = graph.add("Mul", {scale, constant("zero_f", torch::tensor(0.0f))}, fmt::format("{}.zeros", name));
+      zero_point = graph.add("Cast", {zeros}, fmt::format("{}.zero_points", name), {{"to", container.onnx_type}});
+    }
+  }
+  if (zero_point.empty()) zero_point = constant("zero_point", torch::tensor(grid.zero_point).to(container.type));
+  std::string codes = graph.add("QuantizeLinear", {x, scale, zero_point}, fmt::format("{}.codes", name), axis);
+  if (grid.low > container.low || grid.high < container.high) {
+    // onnxruntime's Clip has no int16 kernel: int16 codes are clipped in int32.
+    const bool wide = container.type == torch::kInt16;
+    const at::ScalarType clip_type = wide ? torch::kInt32 : container.type;
+    if (wide) codes = graph.add("Cast", {codes}, fmt::format("{}.codes_int32", name), {{"to", std::int64_t{6}}});
+    codes = graph.add("Clip", {codes, constant("low", torch::tensor(grid.low).to(clip_type)),
+                               constant("high", torch::tensor(grid.high).to(clip_type))},
+                      fmt::format("{}.clipped", name));
+    if (wide) codes = graph.add("Cast", {codes}, fmt::format("{}.clipped_int16", name), {{"to", container.onnx_type}});
+  }
+  return graph.add("DequantizeLinear", {codes, scale, zero_point}, std::string(name), axis);
+}
+
 std::string linear(Graph& graph, const nn::Linear& layer, const std::string& input, std::string_view name) {
-  refuse_quantized_output(layer, name);
   torch::NoGradGuard no_grad;
   std::vector<std::string> inputs{input, weight_of(graph, layer, name)};
   if (layer.bias.defined()) inputs.push_back(graph.constant(fmt::format("{}.bias", name), layer.bias));
-  return graph.add("Gemm", std::move(inputs), name, {{"transB", std::int64_t{1}}});
+  return quantized_output(graph, layer, graph.add("Gemm", std::move(inputs), name, {{"transB", std::int64_t{1}}}),
+                          name);
 }
 
 std::string conv2d(Graph& graph, const nn::Conv2d& layer, const std::string& input, std::string_view name) {
-  refuse_quantized_output(layer, name);
   torch::NoGradGuard no_grad;
   const nn::Conv2dOptions& o = layer.options();
   std::vector<std::string> inputs{input, weight_of(graph, layer, name)};
   if (layer.bias.defined()) inputs.push_back(graph.constant(fmt::format("{}.bias", name), layer.bias));
-  return graph.add("Conv", std::move(inputs), name,
-                   {{"kernel_shape", pair_of(o.kernel_size)},
-                    {"strides", pair_of(o.stride)},
-                    {"pads", std::vector<std::int64_t>{o.padding[0], o.padding[1], o.padding[0], o.padding[1]}},
-                    {"dilations", pair_of(o.dilation)},
-                    {"group", o.groups}});
+  const std::string y =
+      graph.add("Conv", std::move(inputs), name,
+                {{"kernel_shape", pair_of(o.kernel_size)},
+                 {"strides", pair_of(o.stride)},
+                 {"pads", std::vector<std::int64_t>{o.padding[0], o.padding[1], o.padding[0], o.padding[1]}},
+                 {"dilations", pair_of(o.dilation)},
+                 {"group", o.groups}});
+  return quantized_output(graph, layer, y, name);
 }
 
-std::string activation(Graph& graph, const nn::Activation& layer, const std::string& input, std::string_view name) {
-  refuse_quantized_output(layer, name);
-  const std::string& f = layer.function();
+namespace {
+
+// The activation's function f as nodes.
+std::string activation_function(Graph& graph, const std::string& f, const std::string& input, std::string_view name) {
   const auto clip = [&](float low, float high) {
     return graph.add("Clip", {input, graph.constant(fmt::format("{}.min", name), torch::tensor(low)),
                               graph.constant(fmt::format("{}.max", name), torch::tensor(high))},
@@ -142,6 +213,113 @@ std::string activation(Graph& graph, const nn::Activation& layer, const std::str
     return graph.add("Mul", {half, one_plus}, name);
   }
   throw Error(fmt::format("layer '{}': activation '{}' has no ONNX form", name, f));
+}
+
+}  // namespace
+
+std::string activation(Graph& graph, const nn::Activation& layer, const std::string& input, std::string_view name) {
+  return quantized_output(graph, layer, activation_function(graph, layer.function(), input, name), name);
+}
+
+namespace {
+
+// The index of the node whose output is `name`, or -1.
+std::ptrdiff_t producer_of(const std::vector<Node>& nodes, const std::string& name) {
+  for (std::size_t i = 0; i < nodes.size(); ++i) {
+    if (nodes[i].outputs.front() == name) return static_cast<std::ptrdiff_t>(i);
+  }
+  return -1;
+}
+
+std::size_t consumers_of(const std::vector<Node>& nodes, const std::string& name) {
+  std::size_t count = 0;
+  for (const Node& node : nodes) count += static_cast<std::size_t>(std::count(node.inputs.begin(), node.inputs.end(), name));
+  return count;
+}
+
+const Attribute* attribute_of(const Node& node, std::string_view name) {
+  for (const Attribute& attribute : node.attributes) {
+    if (attribute.name == name) return &attribute;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+void fold_batch_norms(Graph& graph) {
+  std::vector<Node>& nodes = graph.nodes_;
+  const auto constant = [&](const std::string& name) -> Constant* {
+    for (Constant& c : graph.constants_) {
+      if (c.name == name) return &c;
+    }
+    return nullptr;
+  };
+  for (std::size_t i = 0; i < nodes.size();) {
+    if (nodes[i].op_type != "BatchNormalization") {
+      ++i;
+      continue;
+    }
+    const Node bn = nodes[i];
+    const std::ptrdiff_t p = producer_of(nodes, bn.inputs[0]);
+    Node* layer = p >= 0 ? &nodes[static_cast<std::size_t>(p)] : nullptr;
+    const Attribute* transposed = layer ? attribute_of(*layer, "transB") : nullptr;
+    QL_CHECK(layer != nullptr && (layer->op_type == "Conv" ||
+                                  (layer->op_type == "Gemm" && transposed && std::get<std::int64_t>(transposed->value) == 1)),
+             "batch norm '{}' cannot be folded: its input is not a Conv or Gemm (it is {})", bn.outputs.front(),
+             layer ? layer->op_type : "the graph's input");
+    QL_CHECK(consumers_of(nodes, bn.inputs[0]) == 1,
+             "batch norm '{}' cannot be folded: the output of '{}' feeds other nodes too", bn.outputs.front(),
+             layer->outputs.front());
+    const Attribute* eps = attribute_of(bn, "epsilon");
+    const at::Tensor gamma = constant(bn.inputs[1])->value.to(torch::kFloat64);
+    const at::Tensor a = gamma / (constant(bn.inputs[4])->value.to(torch::kFloat64) +
+                                  (eps ? std::get<float>(eps->value) : 1e-5f))
+                                     .sqrt();
+    const at::Tensor shift = constant(bn.inputs[2])->value.to(torch::kFloat64) -
+                             a * constant(bn.inputs[3])->value.to(torch::kFloat64);
+    std::vector<std::int64_t> column(2, 1);  // a as [C, 1] for Gemm's [out, in], [C, 1, 1, 1] for Conv's weights
+    if (layer->op_type == "Conv") column.assign(4, 1);
+    column[0] = -1;
+    if (Constant* weight = constant(layer->inputs[1])) {
+      weight->value = (weight->value.to(torch::kFloat64) * a.view(column)).to(torch::kFloat32);
+    } else {
+      const std::ptrdiff_t d = producer_of(nodes, layer->inputs[1]);
+      QL_CHECK(d >= 0 && nodes[static_cast<std::size_t>(d)].op_type == "DequantizeLinear",
+               "batch norm '{}' cannot be folded: the weights of '{}' are neither a constant nor integer codes",
+               bn.outputs.front(), layer->outputs.front());
+      Node& dequantize = nodes[static_cast<std::size_t>(d)];
+      const Attribute* axis = attribute_of(dequantize, "axis");
+      Constant* scale = constant(dequantize.inputs[1]);
+      Constant* zero_point = constant(dequantize.inputs[2]);
+      QL_CHECK(scale->value.dim() == 0 || (axis != nullptr && std::get<std::int64_t>(axis->value) == 0),
+               "batch norm '{}' cannot be folded: the codes of '{}' have their scales along axis {}",
+               bn.outputs.front(), layer->outputs.front(), axis ? std::get<std::int64_t>(axis->value) : -1);
+      QL_CHECK((a > 0).all().item<bool>(),
+               "batch norm '{}' cannot be folded into the integer codes of '{}': a channel's scale γ/√(σ² + ε) "
+               "is not positive",
+               bn.outputs.front(), layer->outputs.front());
+      const std::int64_t channels = a.numel();
+      scale->value = (scale->value.to(torch::kFloat64) * a).to(torch::kFloat32);
+      zero_point->value = zero_point->value.expand({channels}).contiguous();
+      if (axis == nullptr) dequantize.attributes.push_back({"axis", std::int64_t{0}});
+    }
+    if (layer->inputs.size() >= 3) {
+      Constant* bias = constant(layer->inputs[2]);
+      bias->value = (a * bias->value.to(torch::kFloat64) + shift).to(torch::kFloat32);
+    } else {
+      // graph.constant appends to constants_, which no pointer above outlives.
+      layer->inputs.push_back(graph.constant(layer->outputs.front() + ".bias", shift.to(torch::kFloat32)));
+    }
+    // The layer now writes what the batch norm wrote, under its name.
+    layer->outputs.front() = bn.outputs.front();
+    nodes.erase(nodes.begin() + static_cast<std::ptrdiff_t>(i));
+  }
+  // The batch norms' statistics are no node's input any more.
+  std::set<std::string> used;
+  for (const Node& node : nodes) used.insert(node.inputs.begin(), node.inputs.end());
+  graph.constants_.erase(std::remove_if(graph.constants_.begin(), graph.constants_.end(),
+                                        [&](const Constant& c) { return used.count(c.name) == 0; }),
+                         graph.constants_.end());
 }
 
 std::string batch_norm(Graph& graph, const at::Tensor& weight, const at::Tensor& bias, const at::Tensor& running_mean,

@@ -26,13 +26,16 @@ def main(model_path, input_path, logits_path):
     output = session.get_outputs()[0]
     expected = np.fromfile(logits_path, dtype=np.float32).reshape(inputs.shape[0], output.shape[1])
     got = session.run([output.name], {feed.name: inputs})[0]
-    dequantize = sum(node.op_type == "DequantizeLinear" for node in model.graph.node)
+    def count(op_type):
+        return sum(node.op_type == op_type for node in model.graph.node)
+
     types = {}
     for tensor in model.graph.initializer:
         if tensor.data_type != onnx.TensorProto.FLOAT:
             name = onnx.TensorProto.DataType.Name(tensor.data_type).lower()
             types[name] = types.get(name, 0) + 1
-    print(f"{dequantize} DequantizeLinear, initialisers " +
+    print(f"{count('DequantizeLinear')} DequantizeLinear, {count('QuantizeLinear')} QuantizeLinear, "
+          f"{count('BatchNormalization')} BatchNormalization, initialisers " +
           ", ".join(f"{name} {count}" for name, count in sorted(types.items())))
     difference = float(np.max(np.abs(got - expected)))
     scale = max(1.0, float(np.max(np.abs(expected))))

@@ -12,6 +12,9 @@
 #include <torch/types.h>
 
 #include <fstream>
+#include <map>
+#include <tuple>
+#include <random>
 
 namespace fs = std::filesystem;
 
@@ -46,6 +49,34 @@ class PerChannelQuantizer : public ql::Quantizer {
   double top_;
 };
 
+// An activation quantiser on an affine grid, computed as the export computes it.
+class GridActivation : public ql::Quantizer {
+ public:
+  explicit GridActivation(ql::AffineGrid grid) : grid_(grid) {}
+  at::Tensor forward(const at::Tensor& x) override { return ql::quantize_affine(x, grid_); }
+  std::optional<ql::AffineGrid> affine_grid() const override { return grid_; }
+  std::string describe() const override { return "test grid"; }
+
+ private:
+  ql::AffineGrid grid_;
+};
+
+ql::AffineGrid fixed_grid(float scale, std::int64_t low, std::int64_t high, float offset = 0.0f) {
+  ql::AffineGrid grid;
+  grid.scale = scale;
+  grid.low = low;
+  grid.high = high;
+  grid.offset = offset;
+  return grid;
+}
+
+ql::AffineGrid max_abs_grid(float scale, std::int64_t low, std::int64_t high, bool per_sample) {
+  ql::AffineGrid grid = fixed_grid(scale, low, high);
+  grid.range = ql::AffineGrid::Range::max_abs;
+  grid.per_sample = per_sample;
+  return grid;
+}
+
 void write_raw(const fs::path& path, const at::Tensor& tensor) {
   const at::Tensor values = tensor.contiguous();
   std::ofstream out(path, std::ios::binary);
@@ -71,12 +102,13 @@ class OnnxExportTest : public ::testing::Test {
   }
 
   // Exports `network`, runs the checker and onnxruntime on 6 random samples; returns its report.
-  std::string expect_onnxruntime_agrees(ql::Network& network, const ql::DatasetSpec& spec, int opset = 13) {
+  std::string expect_onnxruntime_agrees(ql::Network& network, const ql::DatasetSpec& spec, int opset = 13,
+                                        bool fold_batch_norm = false) {
     std::vector<std::int64_t> shape{6};
     shape.insert(shape.end(), spec.input_shape.begin(), spec.input_shape.end());
     const at::Tensor input = torch::randn(shape);
     const at::Tensor logits = network.apply(input).detach();
-    ql::core::write_onnx_model(network, spec, dir_ / "model.onnx", {opset});
+    ql::core::write_onnx_model(network, spec, dir_ / "model.onnx", {opset, fold_batch_norm});
     write_raw(dir_ / "input.bin", input);
     write_raw(dir_ / "logits.bin", logits);
     const auto result = ql::test::run_command(
@@ -128,7 +160,7 @@ TEST_F(OnnxExportTest, ConvNetsAndQuantisedWeightsRunInOnnxruntimeToTheSameLogit
   expect_onnxruntime_agrees(*quantifind, mnist);
 }
 
-// bad-input: exporting a layer with an output quantiser, or a network of a topology without export support | `layer 'act1' has an output quantiser (…), which ONNX export does not support yet`; `this topology's network has no ONNX export …`; nothing written | 1
+// bad-input: exporting a layer whose output quantiser has no affine grid, or a network of a topology without export support | `layer 'act1': its output quantiser (…) has no affine grid, which ONNX export needs`; `this topology's network has no ONNX export …`; nothing written | 1
 TEST_F(OnnxExportTest, WhatCannotBeExportedIsRefusedByNameAndNoFileIsLeft) {
   const ql::DatasetSpec spec = images({1, 8, 8}, 10);
   auto network = build("mlp", {"hidden=[16]"}, spec);
@@ -136,9 +168,10 @@ TEST_F(OnnxExportTest, WhatCannotBeExportedIsRefusedByNameAndNoFileIsLeft) {
   const fs::path file = dir_ / "refused.onnx";
   try {
     ql::core::write_onnx_model(*network, spec, file, {});
-    ADD_FAILURE() << "an output quantiser was exported";
+    ADD_FAILURE() << "an output quantiser without a grid was exported";
   } catch (const ql::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("layer 'act1' has an output quantiser (grid of 1/64)"), std::string::npos)
+    EXPECT_NE(std::string(e.what()).find("layer 'act1': its output quantiser (grid of 1/64) has no affine grid"),
+              std::string::npos)
         << e.what();
   }
   EXPECT_FALSE(fs::exists(file));
@@ -166,9 +199,13 @@ TEST_F(OnnxExportTest, QuantisedWeightsBecomeIntegerCodesAndDequantizeLinear) {
   }
   // Opset 13: int8 containers; opset 21: int4, about an eighth of the float file's bytes.
   const std::string in_int8 = expect_onnxruntime_agrees(*network, mnist, 13);
-  EXPECT_NE(in_int8.find("4 DequantizeLinear, initialisers int8 8"), std::string::npos) << in_int8;
+  EXPECT_NE(in_int8.find("4 DequantizeLinear, 0 QuantizeLinear, 0 BatchNormalization, initialisers int8 8"),
+            std::string::npos)
+      << in_int8;
   const std::string in_int4 = expect_onnxruntime_agrees(*network, mnist, 21);
-  EXPECT_NE(in_int4.find("4 DequantizeLinear, initialisers int4 8"), std::string::npos) << in_int4;
+  EXPECT_NE(in_int4.find("4 DequantizeLinear, 0 QuantizeLinear, 0 BatchNormalization, initialisers int4 8"),
+            std::string::npos)
+      << in_int4;
   const double ratio = static_cast<double>(fs::file_size(dir_ / "model.onnx")) / fs::file_size(dir_ / "float.onnx");
   EXPECT_LT(ratio, 0.2) << "a 4-bit network in opset 21 against its float file";
   // Codes wider than 8 bits do not fit opset 13: refused, naming the layer.
@@ -183,6 +220,85 @@ TEST_F(OnnxExportTest, QuantisedWeightsBecomeIntegerCodesAndDequantizeLinear) {
     EXPECT_NE(std::string(e.what()).find("opset 13"), std::string::npos) << e.what();
   }
   EXPECT_FALSE(fs::exists(dir_ / "wide.onnx"));
+}
+
+// Rounding half to even, clamped to the grid, from (x - offset) / scale, as QuantizeLinear does.
+TEST_F(OnnxExportTest, AnAffineGridRoundsHalfToEvenWithinItsRange) {
+  const at::Tensor x = torch::tensor({0.5f, 1.5f, 2.5f, -0.5f, -1.5f, 9.0f, -9.0f});
+  EXPECT_TRUE(torch::equal(ql::quantize_affine(x, fixed_grid(1.0f, -8, 7)),
+                           torch::tensor({0.0f, 2.0f, 2.0f, -0.0f, -2.0f, 7.0f, -8.0f})));
+  EXPECT_TRUE(torch::equal(ql::quantize_affine(x, fixed_grid(0.5f, -1, 1, 0.25f)),
+                           torch::tensor({0.0f, 0.5f, 0.5f, -0.5f, -0.5f, 0.5f, -0.5f})));
+  // max_abs: s = scale · max|x| per sample; a sample of zeros stays zeros.
+  const at::Tensor batch = torch::tensor({{1.0f, -0.5f, 0.26f}, {0.0f, 0.0f, 0.0f}});
+  EXPECT_TRUE(torch::equal(ql::quantize_affine(batch, max_abs_grid(0.25f, -4, 4, true)),
+                           torch::tensor({{1.0f, -0.5f, 0.25f}, {0.0f, 0.0f, 0.0f}})));
+}
+
+// bad-input: a quantised activation whose codes do not fit the opset's containers | `'act2.quantized': activation codes in [-1000, 1000] do not fit the containers of opset 13 (…)`; nothing written | 1
+TEST_F(OnnxExportTest, QuantisedActivationsAndInputsBecomeQuantizeLinearAndDequantizeLinear) {
+  const ql::DatasetSpec spec = images({1, 8, 8}, 10);
+  auto network = build("mlp", {"hidden=[32, 16]", "batch_norm=true"}, spec);
+  std::map<std::string, std::shared_ptr<ql::nn::QuantizableLayer>> layers;
+  for (const auto& [name, layer] : network->quantizable_layers()) layers[name] = layer;
+  const at::Tensor input = torch::randn({4, 1, 8, 8});
+  const at::Tensor before = network->apply(input).detach();
+  // ANA's ternary grid with a mean μ, a 4-bit unsigned grid, a per-tensor grid on a linear
+  // layer's output, and uniform's per-sample 4-bit input grid.
+  layers.at("act1")->set_output_quantizer(std::make_shared<GridActivation>(fixed_grid(0.5f, -1, 1, 0.1f)));
+  layers.at("fc2")->set_output_quantizer(std::make_shared<GridActivation>(max_abs_grid(1.0f / 127, -127, 127, false)));
+  layers.at("act2")->set_output_quantizer(std::make_shared<GridActivation>(fixed_grid(0.25f, 0, 15)));
+  network->set_input_quantizer(std::make_shared<GridActivation>(max_abs_grid(2.0f / 15, -8, 7, true)));
+  ASSERT_FALSE(torch::allclose(network->apply(input), before, 1e-3, 1e-3)) << "the grids change nothing";
+  for (const int opset : {13, 21}) {
+    const std::string report = expect_onnxruntime_agrees(*network, spec, opset);
+    EXPECT_NE(report.find("4 DequantizeLinear, 4 QuantizeLinear, 2 BatchNormalization"), std::string::npos) << report;
+  }
+  // Codes wider than 8 bits: int16 in opset 21, refused by opset 13, naming the layer.
+  layers.at("act2")->set_output_quantizer(std::make_shared<GridActivation>(fixed_grid(0.002f, -1000, 1000)));
+  expect_onnxruntime_agrees(*network, spec, 21);
+  try {
+    ql::core::write_onnx_model(*network, spec, dir_ / "wide.onnx", {13});
+    ADD_FAILURE() << "10-bit activation codes were written into opset 13";
+  } catch (const ql::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("'act2.quantized': activation codes in [-1000, 1000]"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_FALSE(fs::exists(dir_ / "wide.onnx"));
+}
+
+// bad-input: `fold_batch_norm` where a batch norm cannot be folded (integer codes and a channel scale γ/√(σ² + ε) that is not positive, an input from another node) | `batch norm 'bn1' cannot be folded into the integer codes of 'conv1': …`; nothing written | 1
+TEST_F(OnnxExportTest, BatchNormsFoldIntoTheLayersBeforeThemAndIntegerCodesKeepTheirValues) {
+  const ql::DatasetSpec mlp_spec = images({1, 8, 8}, 10);
+  auto mlp = build("mlp", {"hidden=[32, 16]", "batch_norm=true", "output_batch_norm=true"}, mlp_spec);
+  EXPECT_NE(expect_onnxruntime_agrees(*mlp, mlp_spec, 13, true).find("0 BatchNormalization"), std::string::npos);
+  // Integer codes: the same codes, per-channel scales that absorb the batch norm.
+  const ql::DatasetSpec cifar = images({3, 16, 16}, 10);
+  auto resnet = build("resnet", {"depth=8", "shortcut=\"B\""}, cifar);
+  for (auto& [name, layer] : resnet->quantizable_layers()) {
+    if (layer->has_weight()) layer->set_weight_quantizer(std::make_shared<PerChannelQuantizer>(4));
+  }
+  const std::string unfolded = expect_onnxruntime_agrees(*resnet, cifar, 21);
+  const std::string folded = expect_onnxruntime_agrees(*resnet, cifar, 21, true);
+  const auto codes = [](const std::string& report) { return report.substr(report.find("initialisers")); };
+  EXPECT_EQ(codes(folded).substr(0, codes(folded).find('\n')), codes(unfolded).substr(0, codes(unfolded).find('\n')));
+  EXPECT_NE(folded.find("0 BatchNormalization"), std::string::npos) << folded;
+  EXPECT_EQ(unfolded.find("0 BatchNormalization"), std::string::npos) << unfolded;
+  // A negative γ cannot be absorbed by a positive scale: refused, naming the batch norm.
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& parameter : resnet->named_parameters()) {
+      if (parameter.key() == "bn1.weight") parameter.value()[0] = -1.0;
+    }
+  }
+  try {
+    ql::core::write_onnx_model(*resnet, cifar, dir_ / "negative.onnx", {13, true});
+    ADD_FAILURE() << "a negative batch-norm scale was folded into integer codes";
+  } catch (const ql::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("batch norm 'bn1' cannot be folded into the integer codes"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_FALSE(fs::exists(dir_ / "negative.onnx"));
 }
 
 TEST_F(OnnxExportTest, ResNetsWithEveryShortcutRunInOnnxruntimeToTheSameLogits) {
@@ -223,46 +339,70 @@ TEST_F(OnnxExportTest, VggAndAlexNetWithAdaptivePoolingRunInOnnxruntimeToTheSame
 // writes the kept, quantised result (integer codes, raw uint8 pixels in, the problem's
 // normalisation as the first nodes), and tools/verify_onnx.py scores it on the test split
 // exactly as QuantLab did (tolerance 0, at accuracies well below 100 %). Returns its report.
-static std::string verify_unit(const fs::path& unit);
+static std::string verify_unit(const fs::path& unit, std::int64_t test_samples = 1000);
 
-static std::string run_and_verify(const fs::path& dir, const std::string& algorithm, int opset) {
-  EXPECT_TRUE(fs::exists("/usr/share/datasets/fashion-mnist")) << "make deps installs dataset-fashion-mnist";
+// Runs the experiment `head` (its [problem] and [topology]) with `algorithm` and [export],
+// then verify_unit on its unit.
+static std::string run_export_and_verify(const fs::path& dir, const std::string& head, const std::string& algorithm,
+                                         int opset, std::int64_t test_samples, const std::string& format = "onnx") {
   ql::test::write_text(dir / "exp.toml", fmt::format(R"([experiment]
 seed = 5
 [storage]
 logs = "logs"
-[problem]
-plugin = "mnist"
-max_train_samples = 3000
-max_test_samples = 1000
-[topology]
-plugin = "mlp"
-hidden = [64]
+{}
 [training]
 epochs = 1
 batch_size = 64
 [[algorithm]]
 {}
 [export]
-format = "onnx"
+format = "{}"
 opset = {}
 )",
-                                                     algorithm, opset));
+                                                     head, algorithm, format, opset));
   const auto run = ql::test::run_qlhost("run " + ql::test::quoted((dir / "exp.toml").string()), dir);
   EXPECT_EQ(run.exit_code, 0) << run.out << run.err;
   EXPECT_NE((run.out + run.err).find(fmt::format("fold0/result.onnx (ONNX opset {}", opset)), std::string::npos)
       << run.out << run.err;
-  return verify_unit(dir / "logs" / "mnist" / "mlp" / "exp0001");
+  fs::path unit;
+  for (const auto& entry : fs::recursive_directory_iterator(dir / "logs")) {
+    if (entry.path().filename() == "exp0001") unit = entry.path();
+  }
+  return verify_unit(unit, test_samples);
+}
+
+// An MLP on 3,000 Fashion-MNIST training images, scored on 1,000 test images, exported to ONNX
+// and quantized.h5.
+static std::string run_and_verify(const fs::path& dir, const std::string& algorithm, int opset,
+                                  const std::string& topology_options = "") {
+  EXPECT_TRUE(fs::exists("/usr/share/datasets/fashion-mnist")) << "make deps installs dataset-fashion-mnist";
+  return run_export_and_verify(dir, R"([problem]
+plugin = "mnist"
+max_train_samples = 3000
+max_test_samples = 1000
+[topology]
+plugin = "mlp"
+hidden = [64]
+)" + topology_options,
+                               algorithm, opset, 1000, "onnx+h5");
 }
 
 // tools/verify_onnx.py on the unit with tolerance 0; returns the model's initialiser types.
-static std::string verify_unit(const fs::path& unit) {
+static std::string verify_unit(const fs::path& unit, std::int64_t test_samples) {
   const auto verified = ql::test::run_command(fmt::format("{} {}/tools/verify_onnx.py {} --tolerance 0 2>&1",
                                                           QL_TEST_PYTHON, QL_TEST_SOURCE_DIR,
                                                           ql::test::quoted(unit.string())));
   std::cout << verified.out;
   EXPECT_EQ(verified.exit_code, 0) << verified.out;
-  EXPECT_NE(verified.out.find("on 1000 test samples"), std::string::npos) << verified.out;
+  EXPECT_NE(verified.out.find(fmt::format("on {} test samples", test_samples)), std::string::npos) << verified.out;
+  if (fs::exists(unit / "fold0" / "quantized.h5")) {
+    // quantized.h5 alone, rebuilt in NumPy, predicts what QuantLab predicts.
+    const auto rebuilt = ql::test::run_command(fmt::format("{} {}/tests/export/check_quantized_h5.py {} 2>&1",
+                                                           QL_TEST_PYTHON, QL_TEST_SOURCE_DIR,
+                                                           ql::test::quoted(unit.string())));
+    std::cout << rebuilt.out;
+    EXPECT_EQ(rebuilt.exit_code, 0) << rebuilt.out;
+  }
   const auto integers = ql::test::run_command(fmt::format(
       "{} -c \"import onnx, sys; m = onnx.load(sys.argv[1]); "
       "print(sorted(set(onnx.TensorProto.DataType.Name(t.data_type) for t in m.graph.initializer)))\" {}",
@@ -281,19 +421,69 @@ TEST_F(OnnxExportTest, UniformGpfqAndAnaResultsScoreInOnnxruntimeAsInQuantLab) {
   EXPECT_NE(run_and_verify(dir_ / "gpfq", "plugin = \"greedy\"\ncalibration_samples = 1000\nsweep = false\nexport = false", 13)
                 .find("'INT8'"),
             std::string::npos);
-  // ANA's ternary weights (activations left in float).
-  EXPECT_NE(run_and_verify(dir_ / "ana", "plugin = \"ana\"\neps = 0.05\nactivations = []", 21).find("'INT4'"),
+  // ANA's ternary weights and ternary activations (QuantizeLinear -> Clip -> DequantizeLinear),
+  // in ANA's layout: Linear -> batch norm -> quantised identity.
+  EXPECT_NE(run_and_verify(dir_ / "ana", "plugin = \"ana\"\nforward_sigma = [0.0]", 21,
+                           "batch_norm = true\nactivation = \"identity\"")
+                .find("'INT4'"),
             std::string::npos);
 }
 
+// CIFAR-10 binary batches in the official format: five training files of `per_file` records
+// and a test file of `test`; class k's images are noise plus a brightness of its own in one
+// channel, so one epoch learns something and the predictions vary.
+static void write_cifar_files(const fs::path& dir, std::int64_t per_file, std::int64_t test) {
+  std::mt19937 random(7);
+  const auto records = [&](std::int64_t count) {
+    std::vector<std::uint8_t> bytes;
+    for (std::int64_t i = 0; i < count; ++i) {
+      const auto label = static_cast<int>(random() % 10);
+      bytes.push_back(static_cast<std::uint8_t>(label));
+      for (int c = 0; c < 3; ++c) {
+        for (int p = 0; p < 32 * 32; ++p) {
+          const int level = c == label % 3 ? 64 + 48 * (label / 3) : 0;
+          bytes.push_back(static_cast<std::uint8_t>(std::min(255, level + static_cast<int>(random() % 64))));
+        }
+      }
+    }
+    return bytes;
+  };
+  for (int b = 1; b <= 5; ++b) ql::test::write_bytes(dir / fmt::format("data_batch_{}.bin", b), records(per_file));
+  ql::test::write_bytes(dir / "test_batch.bin", records(test));
+}
+
+// The matrix: convnet, ResNet and VGG on CIFAR-10 files, each with uniform (4-bit per-channel
+// weights, int4, and 4-bit per-sample inputs), GPFQ (ternary weights) and ANA (ternary weights
+// and activations); onnxruntime on the raw test images predicts what QuantLab predicts.
+TEST_F(OnnxExportTest, ConvNetResNetAndVggWithEveryAlgorithmPredictInOnnxruntimeAsInQuantLab) {
+  write_cifar_files(dir_ / "cifar", 200, 300);
+  const std::vector<std::pair<std::string, std::string>> topologies{
+      {"convnet", "plugin = \"convnet\"\nconfig = \"gpfq_cifar10\""},
+      {"resnet", "plugin = \"resnet\"\ndepth = 8"},
+      {"vgg", "plugin = \"vgg\"\nconfig = \"vgg8\"\ncapacity = 0.125"}};
+  const std::vector<std::tuple<std::string, std::string, int>> algorithms{
+      {"uniform", "plugin = \"uniform\"\nbits = 4\ngranularity = \"per_channel\"\nquantize_inputs = true\nsweep = false", 21},
+      {"gpfq", "plugin = \"greedy\"\ncalibration_samples = 128\nsweep = false\nexport = false", 13},
+      {"ana", "plugin = \"ana\"\nforward_sigma = [0.0]", 13}};
+  for (const auto& [topology, topology_options] : topologies) {
+    for (const auto& [algorithm, algorithm_options, opset] : algorithms) {
+      SCOPED_TRACE(topology + " x " + algorithm);
+      const std::string head = fmt::format("[problem]\nplugin = \"cifar10\"\ndata_dir = \"{}\"\naugment = false\n[topology]\n{}",
+                                           (dir_ / "cifar").string(), topology_options);
+      run_export_and_verify(dir_ / (topology + "_" + algorithm), head, algorithm_options, opset, 300);
+    }
+  }
+}
+
 // An export the network cannot give fails the run with the reason, after the result is kept.
-// bad-input: `[export] format = "onnx"` for a network ONNX export cannot express (an input or output quantiser, codes too wide for the opset, a topology without export) | `export to ONNX: the network's input quantiser (…) has no ONNX export yet (the fold is done and its result kept)`; `result.pt` written, no `result.onnx` | 1
+// bad-input: `[export] format = "onnx"` for a network ONNX export cannot express (an input or output quantiser without an affine grid, codes too wide for the opset, a topology without export) | `export to ONNX: the network's input quantiser (…) has no affine grid, which ONNX export needs (the fold is done and its result kept)`; `result.pt` written, no `result.onnx` | 1
 TEST_F(OnnxExportTest, ARunWhoseResultCannotBeExportedKeepsTheResultAndSaysWhy) {
   ql::test::write_idx_dataset(dir_ / "data", 200, 50, 28, 4, /*gzip=*/false);
   ql::test::write_text(dir_ / "exp.toml", ql::test::small_mlp_experiment(5) + R"(
 [[algorithm]]
 plugin = "uniform"
 bits = 4
+scheme = "asymmetric"
 quantize_inputs = true
 sweep = false
 [export]
@@ -301,7 +491,10 @@ format = "onnx"
 )");
   const auto run = ql::test::run_qlhost("run " + ql::test::quoted((dir_ / "exp.toml").string()), dir_.path());
   EXPECT_EQ(run.exit_code, 1);
-  EXPECT_NE(run.err.find("export to ONNX: the network's input quantiser"), std::string::npos) << run.err;
+  EXPECT_NE(run.err.find("export to ONNX: the network's input quantiser (uniform 4-bit per-sample input) has no "
+                         "affine grid"),
+            std::string::npos)
+      << run.err;
   const fs::path unit = dir_ / "logs" / "mnist" / "mlp" / "exp0001";
   EXPECT_TRUE(fs::exists(unit / "fold0" / "checkpoints" / "result.pt"));
   EXPECT_FALSE(fs::exists(unit / "fold0" / "result.onnx"));
@@ -309,13 +502,21 @@ format = "onnx"
 
 // bad-input: `qlhost export` of a folder that is no unit, a unit without a result yet, an output that cannot be written, an opset other than 13 or 21 | `… is not a results unit …`; `… has no result yet: fold 0 is … and …/result.pt does not exist`; `cannot create …/.model.onnx.tmpN: No such file or directory`; `export: --opset 17 (13 or 21)`; nothing written | 1 or 2
 TEST_F(OnnxExportTest, QlhostExportRemakesAUnitsModelFromWhatTheUnitKeeps) {
+  // Uniform 4-bit weights and inputs: integer forms and the input's grid come back from result.pt.
   run_and_verify(dir_ / "uniform",
-                 "plugin = \"uniform\"\nbits = 4\nscheme = \"symmetric\"\ngranularity = \"per_channel\"\nsweep = false", 21);
+                 "plugin = \"uniform\"\nbits = 4\nscheme = \"symmetric\"\ngranularity = \"per_channel\"\n"
+                 "quantize_inputs = true\nsweep = false",
+                 21);
   const fs::path unit = dir_ / "uniform" / "logs" / "mnist" / "mlp" / "exp0001";
   // The same result in opset 13, from result.pt's weights, integer forms and input encoding.
   const auto again = ql::test::run_qlhost("export " + ql::test::quoted(unit.string()) + " --opset 13", dir_.path());
   ASSERT_EQ(again.exit_code, 0) << again.out << again.err;
   EXPECT_NE(again.out.find("result.onnx (ONNX opset 13"), std::string::npos) << again.out;
+  // quantized.h5 likewise (verify_unit rebuilds it in NumPy).
+  fs::remove(unit / "fold0" / "quantized.h5");
+  const auto h5 = ql::test::run_qlhost("export " + ql::test::quoted(unit.string()) + " --format h5", dir_.path());
+  ASSERT_EQ(h5.exit_code, 0) << h5.out << h5.err;
+  EXPECT_NE(h5.out.find("fold0/quantized.h5"), std::string::npos) << h5.out;
   const std::string types = verify_unit(unit);
   EXPECT_NE(types.find("'INT8'"), std::string::npos) << types;
   EXPECT_EQ(types.find("'INT4'"), std::string::npos) << types;

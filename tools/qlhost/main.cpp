@@ -43,7 +43,7 @@ commands:
                                        one unit per combination of the grids' values
   report DIR                           write DIR/report.md and plots for a unit or a sweep
   experiments [PROBLEM[/TOPOLOGY]]     list the results units with status and results
-  export UNIT [--format onnx] [--opset 13|21] [--fold K] [--output FILE]
+  export UNIT [--format onnx|h5] [--opset 13|21] [--fold-batch-norm] [--fold K] [--output FILE]
                                        write a unit's kept result as an ONNX model (default:
                                        UNIT/foldK/result.onnx)
   summary EXP.toml [--set KEY=VALUE ...]
@@ -261,9 +261,11 @@ int command_report(const std::vector<std::string>& args) {
 
 int command_export(const std::vector<std::string>& args) {
   po::options_description options = common_options();
-  options.add_options()("format", po::value<std::string>()->default_value("onnx"), "onnx")(
+  options.add_options()("format", po::value<std::string>()->default_value("onnx"),
+                        "onnx (result.onnx) or h5 (quantized.h5: the network with integer codes, in HDF5)")(
       "opset", po::value<int>()->default_value(13), "ONNX opset: 13 (int8 codes) or 21 (int4 where they fit)")(
       "fold", po::value<std::size_t>()->default_value(0), "the fold whose result to export")(
+      "fold-batch-norm", "fold each batch norm into the convolution or linear layer before it")(
       "output", po::value<std::string>(), "the model file (default: UNIT/foldK/result.onnx)");
   po::options_description hidden;
   hidden.add_options()("unit", po::value<std::string>());
@@ -271,22 +273,29 @@ int command_export(const std::vector<std::string>& args) {
   positional.add("unit", 1);
   const po::variables_map vm = parse(args, options, hidden, positional);
   if (vm.count("help")) {
-    std::cout << "usage: qlhost export UNIT [--opset 13|21] [--fold K] [--output FILE]\n\n" << options;
+    std::cout << "usage: qlhost export UNIT [--format onnx|h5] [--opset 13|21] [--fold-batch-norm] [--fold K] "
+                 "[--output FILE]\n\n"
+              << options;
     return kExitOk;
   }
   if (!vm.count("unit")) throw ql::ConfigError("export: missing the unit folder (qlhost export UNIT)");
-  if (vm["format"].as<std::string>() != "onnx") {
-    throw ql::ConfigError(fmt::format("export: unknown format '{}' (onnx)", vm["format"].as<std::string>()));
-  }
+  const std::string format = vm["format"].as<std::string>();
+  if (format != "onnx" && format != "h5") throw ql::ConfigError(fmt::format("export: unknown format '{}' (onnx or h5)", format));
   const int opset = vm["opset"].as<int>();
   if (opset != 13 && opset != 21) throw ql::ConfigError(fmt::format("export: --opset {} (13 or 21)", opset));
   ql::core::PluginRegistry registry(ql::core::default_search_path(as_paths(plugin_dirs(vm))));
   report_refusals(registry, vm.count("verbose") > 0);
-  const ql::core::UnitExportRequest request{vm["unit"].as<std::string>(), vm["fold"].as<std::size_t>(), opset,
+  const bool h5 = format == "h5";
+  const ql::core::UnitExportRequest request{vm["unit"].as<std::string>(),
+                                            h5 ? ql::core::UnitExportFormat::h5 : ql::core::UnitExportFormat::onnx,
+                                            vm["fold"].as<std::size_t>(),
+                                            opset,
+                                            vm.count("fold-batch-norm") > 0,
                                             vm.count("output") ? fs::path(vm["output"].as<std::string>()) : fs::path()};
   const fs::path written = ql::core::export_unit(request, registry);
-  fmt::print("wrote {} (ONNX opset {}, {:.1f} MB)\n", written.string(), opset,
-             static_cast<double>(fs::file_size(written)) / 1e6);
+  const auto megabytes = static_cast<double>(fs::file_size(written)) / 1e6;
+  if (h5) fmt::print("wrote {} ({:.1f} MB)\n", written.string(), megabytes);
+  else fmt::print("wrote {} (ONNX opset {}, {:.1f} MB)\n", written.string(), opset, megabytes);
   return kExitOk;
 }
 

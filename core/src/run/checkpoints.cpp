@@ -15,6 +15,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 
 namespace ql::core::run {
 
@@ -55,6 +56,16 @@ void write_result_record(torch::serialize::OutputArchive& archive, const ResultR
     archive.write(key + "zero_point", form.zero_point.to(torch::kCPU, torch::kInt64));
     archive.write(key + "axis", torch::tensor(form.axis));
   }
+  for (const auto& [activation, grid] : record.grids) {
+    const std::string key = "grid/" + activation + "/";
+    archive.write(key + "range", torch::tensor(static_cast<std::int64_t>(grid.range)));
+    archive.write(key + "scale", torch::tensor(grid.scale));
+    archive.write(key + "zero_point", torch::tensor(grid.zero_point));
+    archive.write(key + "low", torch::tensor(grid.low));
+    archive.write(key + "high", torch::tensor(grid.high));
+    archive.write(key + "offset", torch::tensor(grid.offset));
+    archive.write(key + "per_sample", torch::tensor(std::int64_t{grid.per_sample ? 1 : 0}));
+  }
   if (record.input_encoding) {
     const auto& steps = record.input_encoding->steps;
     std::vector<std::int64_t> operations;
@@ -66,16 +77,66 @@ void write_result_record(torch::serialize::OutputArchive& archive, const ResultR
   }
 }
 
-ResultRecord read_result_record(torch::serialize::InputArchive& archive) {
-  ResultRecord record;
-  const std::vector<std::string> keys = archive.keys();
+namespace {
+
+// The names X of the archive's keys "<prefix>X<suffix>".
+std::vector<std::string> names_between(const std::vector<std::string>& keys, std::string_view prefix,
+                                       std::string_view suffix) {
+  std::vector<std::string> names;
   for (const std::string& key : keys) {
-    const std::string_view prefix = "integer/", suffix = "/codes";
     if (key.rfind(prefix, 0) != 0 || key.size() < prefix.size() + suffix.size() ||
         key.compare(key.size() - suffix.size(), suffix.size(), suffix) != 0) {
       continue;
     }
-    const std::string tensor = key.substr(prefix.size(), key.size() - prefix.size() - suffix.size());
+    names.push_back(key.substr(prefix.size(), key.size() - prefix.size() - suffix.size()));
+  }
+  return names;
+}
+
+template <typename T>
+T read_scalar(torch::serialize::InputArchive& archive, const std::string& key) {
+  at::Tensor value;
+  archive.read(key, value);
+  QL_CHECK(value.numel() == 1, "the result's '{}' is not one number", key);
+  return value.item<T>();
+}
+
+AffineGrid read_grid(torch::serialize::InputArchive& archive, const std::string& activation) {
+  const std::string key = "grid/" + activation + "/";
+  AffineGrid grid;
+  const auto range = read_scalar<std::int64_t>(archive, key + "range");
+  QL_CHECK(range == static_cast<std::int64_t>(AffineGrid::Range::fixed) ||
+               range == static_cast<std::int64_t>(AffineGrid::Range::max_abs),
+           "the result's grid of '{}' has an unknown range ({})", activation, range);
+  grid.range = static_cast<AffineGrid::Range>(range);
+  grid.scale = read_scalar<float>(archive, key + "scale");
+  grid.zero_point = read_scalar<std::int64_t>(archive, key + "zero_point");
+  grid.low = read_scalar<std::int64_t>(archive, key + "low");
+  grid.high = read_scalar<std::int64_t>(archive, key + "high");
+  grid.offset = read_scalar<float>(archive, key + "offset");
+  grid.per_sample = read_scalar<std::int64_t>(archive, key + "per_sample") != 0;
+  QL_CHECK(grid.scale > 0 && std::isfinite(grid.scale) && std::isfinite(grid.offset) && grid.low <= grid.high,
+           "the result's grid of '{}' is malformed (scale {}, offset {}, codes {} to {})", activation, grid.scale,
+           grid.offset, grid.low, grid.high);
+  return grid;
+}
+
+}  // namespace
+
+ResultRecord read_result_record(torch::serialize::InputArchive& archive) {
+  ResultRecord record;
+  const std::vector<std::string> keys = archive.keys();
+  for (const std::string& activation : names_between(keys, "grid/", "/range")) {
+    record.grids.emplace(activation, read_grid(archive, activation));
+  }
+  for (const std::string& tensor : names_between(keys, "quantizer/", "")) {
+    at::IValue description;
+    if (archive.try_read("quantizer/" + tensor, description) && description.isString()) {
+      record.quantizers.emplace(tensor, description.toStringRef());
+    }
+  }
+  for (const std::string& tensor : names_between(keys, "integer/", "/codes")) {
+    const std::string key = "integer/" + tensor + "/codes";
     IntegerForm form;
     at::Tensor axis;
     archive.read(key, form.codes);

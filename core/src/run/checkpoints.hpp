@@ -35,10 +35,13 @@ struct TrainingPosition {
 };
 
 /// What the result checkpoint records besides the weights, for export (`qlhost export`): each
-/// quantised tensor's quantiser description and integer form, and the input encoding.
+/// quantised tensor's quantiser description and integer form, each quantised activation's
+/// (a layer's "<layer>.output", the network's "input") description and affine grid, and the
+/// input encoding.
 struct ResultRecord {
   std::map<std::string, std::string> quantizers;           ///< tensor -> its quantiser's describe()
   std::map<std::string, IntegerForm> integer_forms;        ///< tensor -> its codes and scales
+  std::map<std::string, AffineGrid> grids;                 ///< activation -> its grid, where it has one
   std::optional<InputEncoding> input_encoding;
 };
 
@@ -60,7 +63,8 @@ class FoldCheckpoints {
   const std::string& last_written() const { return last_written_; }
 
   /// Writes checkpoint `name`; the result checkpoint also holds `record`: "quantizer/<tensor>"
-  /// (descriptions), "integer/<tensor>/{codes,scale,zero_point,axis}" and "input_encoding/...".
+  /// (descriptions), "integer/<tensor>/{codes,scale,zero_point,axis}", "grid/<activation>/
+  /// {range,scale,zero_point,low,high,offset,per_sample}" and "input_encoding/...".
   void save(const std::string& name, const TrainingPosition& at, const ResultRecord& record = {});
   /// Checked against its checksum; in data-parallel training rank 0 reads the file and every
   /// rank loads its bytes.

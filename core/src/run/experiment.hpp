@@ -4,6 +4,7 @@
 
 #include "quantlab/core/console.hpp"
 #include "quantlab/core/experiment_config.hpp"
+#include "quantlab/core/onnx_export.hpp"
 #include "quantlab/core/plugin_registry.hpp"
 #include "quantlab/core/trainer.hpp"
 #include "quantlab/core/unit_record.hpp"
@@ -31,10 +32,11 @@ enum SeedStream : std::uint64_t {
 };
 
 /// What the [export] section asks for at the end of each fold.
-enum class ExportFormat { none, onnx };
+enum class ExportFormat { none, onnx, h5, onnx_and_h5 };
 struct ExportSettings {
-  ExportFormat format = ExportFormat::none;
-  int opset = 13;
+  bool onnx = false;       ///< fold<k>/result.onnx
+  bool h5 = false;         ///< fold<k>/quantized.h5
+  OnnxModelOptions model;  ///< opset and batch-norm folding; the run adds metadata and input encoding
 };
 
 struct Experiment {

@@ -4,11 +4,13 @@
 #include "quantlab/core/experiment_store.hpp"
 #include "quantlab/core/gradient_exchange.hpp"
 #include "quantlab/core/metrics_log.hpp"
+#include "quantlab/core/predictions.hpp"
 #include "quantlab/core/report.hpp"
 #include "run/algorithm_set.hpp"
 #include "run/checkpoints.hpp"
 #include "run/fit_loop.hpp"
 #include "run/hooks.hpp"
+#include "run/quantized_h5.hpp"
 #include "run/result_model.hpp"
 #include "run/variant_sweep.hpp"
 
@@ -99,13 +101,22 @@ void sweep_all_variants(const Experiment& x, const FoldEnvironment& env, const f
   }
 }
 
+// Records `quantizer`, which quantises the activation `name`: its description and affine grid.
+void record_activation(ResultRecord& record, const std::string& name, const Quantizer& quantizer) {
+  record.quantizers[name] = quantizer.describe();
+  if (auto grid = quantizer.affine_grid()) record.grids.emplace(name, *grid);
+}
+
 // The network as it computes after post-training: every weight behind a quantiser replaced by
 // its quantised value and the slot emptied (so nothing is quantised twice), for every
-// algorithm alike. Returns the record of each such tensor: its quantiser description and integer form.
+// algorithm alike. Returns the record of each such tensor (its quantiser description and
+// integer form) and of each quantised activation, which stays quantised.
 ResultRecord keep_effective_weights(Network& network) {
   torch::NoGradGuard no_grad;
   ResultRecord record;
+  if (network.input_quantizer()) record_activation(record, "input", *network.input_quantizer());
   for (const auto& [name, layer] : network.quantizable_layers()) {
+    if (layer->output_quantizer()) record_activation(record, name + ".output", *layer->output_quantizer());
     if (!layer->has_weight() || !layer->weight_quantizer()) continue;
     const at::Tensor value = layer->effective_weight();
     record.quantizers[name + ".weight"] = layer->weight_quantizer()->describe();
@@ -124,12 +135,12 @@ void export_result(const Experiment& x, const FoldEnvironment& env, Network& net
                    const fs::path& fold_dir) {
   const fs::path file = fold_dir / "result.onnx";
   try {
-    write_result_model(network, x.problem.spec(), x.config, x.unit, kept, x.exporting.opset, file);
+    write_result_model(network, x.problem.spec(), x.config, x.unit, kept, x.exporting.model, file);
   } catch (const Error& e) {
     throw Error(fmt::format("{}export to ONNX: {} (the fold is done and its result kept)", env.fold_label, e.what()));
   }
   x.console.info(fmt::format("{}exported {} (ONNX opset {}, {:.1f} MB)", env.fold_label, file.string(),
-                             x.exporting.opset, static_cast<double>(fs::file_size(file)) / 1e6));
+                             x.exporting.model.opset, static_cast<double>(fs::file_size(file)) / 1e6));
 }
 
 }  // namespace
@@ -159,7 +170,8 @@ FoldResult run_fold(Experiment& x, std::size_t k, const Splits& data) {
   FoldResult result;
   const Split final_split = data.test ? Split::test : Split::valid;
   QL_CHECK(data.of(final_split) != nullptr, "the problem has neither a test nor a validation split");
-  result.trained = evaluate_split(env, *network, final_split);
+  std::vector<std::pair<std::string, Predictions>> predictions{{"trained", {}}};
+  result.trained = evaluate_split(env, *network, final_split, &predictions.back().second);
   x.console.info(fmt::format("{}trained network on {}: {}", env.fold_label, to_string(final_split),
                              describe(result.trained)));
   record.trained_top1 = result.trained.top1;
@@ -172,16 +184,22 @@ FoldResult run_fold(Experiment& x, std::size_t k, const Splits& data) {
   kept.input_encoding = data.train->input_encoding();
   result.result = result.trained;
   if (!algorithms.empty()) {
-    result.result = evaluate_split(env, *network, final_split);
+    predictions.emplace_back("result", Predictions{});
+    result.result = evaluate_split(env, *network, final_split, &predictions.back().second);
     if (x.root) checkpoints.save("result", at, kept);
     x.console.info(fmt::format("{}result after post-training on {}: {}", env.fold_label, to_string(final_split),
                                describe(result.result)));
   }
+  if (x.root) write_predictions_h5(fold_dir / "predictions.h5", std::string(to_string(final_split)), predictions);
   record.result_top1 = result.result.top1;
   record.status = "done";
   metrics.flush();
   update_record(x);
-  if (x.root && x.exporting.format == ExportFormat::onnx) export_result(x, env, *network, kept, fold_dir);
+  if (x.root && x.exporting.onnx) export_result(x, env, *network, kept, fold_dir);
+  if (x.root && x.exporting.h5) {
+    write_quantized_h5(fold_dir / "quantized.h5", *network, kept, read_text_file(x.unit / "config.toml"));
+    x.console.info(fmt::format("{}exported {}", env.fold_label, (fold_dir / "quantized.h5").string()));
+  }
   return result;
 }
 

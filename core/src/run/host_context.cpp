@@ -7,6 +7,8 @@
 #include "quantlab/sdk/error.hpp"
 #include "run/artifacts.hpp"
 
+#include <torch/types.h>
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -16,7 +18,35 @@ namespace ql::core::run {
 
 namespace fs = std::filesystem;
 
-Evaluation evaluate_split(const FoldEnvironment& env, Network& network, Split split) {
+namespace {
+
+// Every rank's predictions in the split's order: rank r evaluated samples r, r + size, ...
+// One all-reduce of a [samples, 1 + 2k] float64 table (labels and classes are exact in it).
+Predictions gather_predictions(DataParallel& world, const Predictions& mine, std::int64_t samples, std::int64_t k) {
+  std::vector<double> table(static_cast<std::size_t>(samples * (1 + 2 * k)), 0.0);
+  const std::int64_t rows = mine.labels.defined() ? mine.labels.size(0) : 0;
+  if (rows > 0) {
+    const auto labels = mine.labels.accessor<std::int64_t, 1>();
+    const auto classes = mine.top_classes.accessor<std::int64_t, 2>();
+    const auto scores = mine.top_scores.accessor<float, 2>();
+    for (std::int64_t i = 0; i < rows; ++i) {
+      double* row = table.data() + (world.rank() + i * world.size()) * (1 + 2 * k);
+      row[0] = static_cast<double>(labels[i]);
+      for (std::int64_t j = 0; j < k; ++j) {
+        row[1 + j] = static_cast<double>(classes[i][j]);
+        row[1 + k + j] = static_cast<double>(scores[i][j]);
+      }
+    }
+  }
+  world.all_reduce_sum(table);
+  const at::Tensor all = torch::from_blob(table.data(), {samples, 1 + 2 * k}, torch::kFloat64).clone();
+  return {all.select(1, 0).to(torch::kLong), all.narrow(1, 1, k).to(torch::kLong),
+          all.narrow(1, 1 + k, k).to(torch::kFloat)};
+}
+
+}  // namespace
+
+Evaluation evaluate_split(const FoldEnvironment& env, Network& network, Split split, Predictions* predictions) {
   auto dataset = env.data->of(split);
   QL_CHECK(dataset != nullptr, "the problem has no {} split to evaluate on", to_string(split));
   std::vector<std::int64_t> order = sequential_order(dataset->size());
@@ -30,8 +60,11 @@ Evaluation evaluate_split(const FoldEnvironment& env, Network& network, Split sp
   }
   BatchLoader loader(dataset, std::move(order), env.eval_batch_size, 0, /*augment=*/false, env.prefetch);
   loader.pin_memory(env.device.is_cuda());
-  Evaluation e = evaluate(network, loader, env.device, env.top5, env.loss, env.precision);
+  Evaluation e = evaluate(network, loader, env.device, env.top5, env.loss, env.precision, predictions);
   if (env.world == nullptr) return e;
+  if (predictions != nullptr) {
+    *predictions = gather_predictions(*env.world, *predictions, dataset->size(), std::min<std::int64_t>(5, env.spec.num_classes));
+  }
   const auto n = static_cast<double>(e.samples);
   std::vector<double> sums{e.loss * n, static_cast<double>(std::llround(e.top1 * n)),
                            e.top5 >= 0 ? static_cast<double>(std::llround(e.top5 * n)) : 0.0, n};

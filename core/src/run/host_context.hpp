@@ -37,8 +37,10 @@ struct FoldEnvironment {
 };
 
 /// Loss and accuracy on `split`; in data-parallel training each rank takes every size-th
-/// sample and the sums are all-reduced, so every rank gets the whole split's figures.
-Evaluation evaluate_split(const FoldEnvironment& env, Network& network, Split split);
+/// sample and the sums are all-reduced, so every rank gets the whole split's figures. With
+/// `predictions`, also every sample's, in the split's order (gathered from all ranks).
+Evaluation evaluate_split(const FoldEnvironment& env, Network& network, Split split,
+                          Predictions* predictions = nullptr);
 
 /// "loss 0.3412 top1 88.10% top5 99.20%".
 std::string describe(const Evaluation& e);

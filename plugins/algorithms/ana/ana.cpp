@@ -106,6 +106,26 @@ class AnaQuantizer : public ql::Quantizer {
     return ql::IntegerForm{torch::round(values / step).to(torch::kInt64), torch::tensor({static_cast<float>(step)}),
                            torch::zeros({1}, torch::kInt64), -1};
   }
+  // The hard staircase as round((x - μ) / step), when its levels are consecutive multiples of
+  // one step with thresholds at the midpoints (every spec's are). The staircase switches on at
+  // a threshold (ties up) where the grid rounds ties to even; docs/export.md measures it.
+  std::optional<ql::AffineGrid> affine_grid() const override {
+    const std::vector<double>& levels = staircase_.levels;
+    const double step = levels[1] - levels[0];
+    const double first = std::round(levels[0] / step);
+    const auto near = [&](double value, double expected) { return std::fabs(value - expected) <= 1e-6 * step; };
+    if (!(step > 0) || !near(levels[0], first * step)) return std::nullopt;
+    for (std::size_t i = 0; i < levels.size(); ++i) {
+      if (!near(levels[i], (first + static_cast<double>(i)) * step)) return std::nullopt;
+      if (i > 0 && !near(staircase_.thresholds[i - 1], (first + static_cast<double>(i) - 0.5) * step)) return std::nullopt;
+    }
+    ql::AffineGrid grid;
+    grid.scale = static_cast<float>(step);
+    grid.low = static_cast<std::int64_t>(first);
+    grid.high = grid.low + static_cast<std::int64_t>(levels.size()) - 1;
+    grid.offset = static_cast<float>(parameters_->mu);
+    return grid;
+  }
 
  private:
   Staircase staircase_;

@@ -10,6 +10,7 @@
 
 #include <torch/types.h>
 
+#include <cmath>
 #include <set>
 
 namespace {
@@ -27,7 +28,6 @@ min_bits = 2
 max_bits = 16
 )toml";
 
-// Quantises each input sample of a batch; straight-through in backward.
 // A layer's weight on the b-bit grid; the host writes it into the result after post-training.
 class WeightQuantizer : public ql::Quantizer {
  public:
@@ -49,11 +49,33 @@ class WeightQuantizer : public ql::Quantizer {
   std::string scheme_;
 };
 
+// Quantises each input sample of a batch on its own max-abs grid, computed as onnxruntime
+// computes the exported QuantizeLinear (so the export's codes are the same); straight-through
+// in backward. Asymmetric grids and grids over 16 bits have no such form and keep the float64
+// arithmetic of the weights.
 class InputQuantizer : public ql::Quantizer {
  public:
   explicit InputQuantizer(UniformOptions options) : options_(options) { options_.per_channel = true; }
   at::Tensor forward(const at::Tensor& x) override {
-    return x + (ql::uniform::quantize_uniform(x, options_) - x).detach();
+    const std::optional<ql::AffineGrid> grid = affine_grid();
+    const at::Tensor quantized = grid ? ql::quantize_affine(x, *grid) : ql::uniform::quantize_uniform(x, options_);
+    return x + (quantized - x).detach();
+  }
+  std::optional<ql::AffineGrid> affine_grid() const override {
+    if (options_.scheme == ql::uniform::UniformScheme::asymmetric || options_.bits > 16) return std::nullopt;
+    const double half = std::ldexp(1.0, options_.bits - 1);  // 2^(b-1)
+    ql::AffineGrid grid;
+    grid.range = ql::AffineGrid::Range::max_abs;
+    grid.per_sample = true;
+    grid.high = static_cast<std::int64_t>(half) - 1;
+    if (options_.scheme == ql::uniform::UniformScheme::quantifind) {
+      grid.scale = static_cast<float>(2.0 / (2.0 * half - 1.0));  // s = 2M / (2^b - 1)
+      grid.low = -static_cast<std::int64_t>(half);
+    } else {
+      grid.scale = static_cast<float>(1.0 / (half - 1.0));  // s = M / (2^(b-1) - 1)
+      grid.low = -grid.high;
+    }
+    return grid;
   }
   std::string describe() const override { return fmt::format("uniform {}-bit per-sample input", options_.bits); }
 

@@ -18,6 +18,8 @@ namespace ql::core {
 
 struct OnnxModelOptions {
   int opset = 13;  ///< the default domain's operator set: 13 or 21
+  /// Folds each batch norm into the Conv or Gemm before it (ql::onnx::fold_batch_norms).
+  bool fold_batch_norm = false;
   /// Extra key-value metadata (where the weights came from, ...).
   std::vector<std::pair<std::string, std::string>> metadata = {};
   /// The problem's encoding of raw samples: the graph then takes uint8 pixels and starts with

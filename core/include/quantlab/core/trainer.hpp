@@ -7,6 +7,7 @@
 #pragma once
 
 #include "quantlab/core/batch_loader.hpp"
+#include "quantlab/core/predictions.hpp"
 #include "quantlab/sdk/config.hpp"
 #include "quantlab/sdk/context.hpp"
 #include "quantlab/sdk/error.hpp"
@@ -148,8 +149,10 @@ EpochStats train_epoch(Network& network, torch::optim::Optimizer& optimizer, Bat
                        c10::Device device, EpochProgress progress, GradientExchange& exchange,
                        const StepCallback& on_step, const StepOptions& options = {});
 
-/// Mean loss and accuracy of `network` on all of `loader`, in inference mode.
+/// Mean loss and accuracy of `network` on all of `loader`, in inference mode; with
+/// `predictions`, also each sample's (on the CPU).
 Evaluation evaluate(Network& network, BatchLoader& loader, c10::Device device, bool top5,
-                    LossKind loss = LossKind::cross_entropy, Precision precision = Precision::fp32);
+                    LossKind loss = LossKind::cross_entropy, Precision precision = Precision::fp32,
+                    Predictions* predictions = nullptr);
 
 }  // namespace ql::core

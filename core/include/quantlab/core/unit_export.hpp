@@ -10,11 +10,16 @@
 
 namespace ql::core {
 
+/// What `qlhost export` writes: an ONNX model, or quantized.h5 (docs/export.md).
+enum class UnitExportFormat { onnx, h5 };
+
 struct UnitExportRequest {
   std::filesystem::path unit;     ///< a results unit (expNNNN)
+  UnitExportFormat format = UnitExportFormat::onnx;
   std::size_t fold = 0;
   int opset = 13;                 ///< 13 or 21
-  std::filesystem::path output;   ///< empty: <unit>/fold<k>/result.onnx
+  bool fold_batch_norm = false;   ///< fold batch norms into the layers before them
+  std::filesystem::path output;   ///< empty: <unit>/fold<k>/result.onnx or quantized.h5
 };
 
 /// Writes the model and returns its path. Throws ql::Error when the unit has no result yet,

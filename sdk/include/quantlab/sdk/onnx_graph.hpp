@@ -31,6 +31,10 @@ class Conv2d;
 class Activation;
 }  // namespace ql::nn
 
+namespace ql {
+struct AffineGrid;
+}
+
 namespace ql::onnx {
 
 /// A node attribute: one integer, float or string, or a list of integers or floats.
@@ -77,6 +81,8 @@ class Graph {
   const std::vector<Constant>& constants() const { return constants_; }
 
  private:
+  friend void fold_batch_norms(Graph& graph);
+
   int opset_;
   std::vector<std::int64_t> input_shape_;
   std::set<std::string, std::less<>> names_;
@@ -87,11 +93,24 @@ class Graph {
 /// The SDK's layers as ONNX nodes; each returns its output's name. A weight whose quantiser
 /// has an integer form becomes integer codes and DequantizeLinear (int8/uint8 containers in
 /// opset 13; int4/uint4 where the codes fit, in opset 21); any other weight is its effective
-/// value in float. A layer whose output quantiser is set is refused with a ql::Error naming it
-/// (quantised activations are not exported yet), as are codes too wide for the opset.
+/// value in float. A layer's output quantiser becomes `quantize` of its affine grid; one
+/// without a grid is refused with a ql::Error naming the layer, as are codes too wide for the opset.
 std::string linear(Graph& graph, const nn::Linear& layer, const std::string& input, std::string_view name);
 std::string conv2d(Graph& graph, const nn::Conv2d& layer, const std::string& input, std::string_view name);
 std::string activation(Graph& graph, const nn::Activation& layer, const std::string& input, std::string_view name);
+
+/// `grid` (ql::AffineGrid) applied to `input`: QuantizeLinear into int8/uint8 (int16 in opset
+/// 21 for wider grids), Clip where the grid's range is narrower than its container, and
+/// DequantizeLinear; a max_abs grid computes its scale in the graph (per sample: per axis 0).
+/// Grids wider than the opset's containers are refused naming `name`.
+std::string quantize(Graph& graph, const AffineGrid& grid, const std::string& input, std::string_view name);
+
+/// Folds every BatchNormalization into the Conv or Gemm that feeds it (and nothing else): with
+/// a = γ/√(σ² + ε) per channel, the weights become a·W and the bias a·B + β − a·μ. A float weight is multiplied; integer codes keep their values and take a·s as
+/// their per-channel scale (axis 0). Throws ql::Error naming the batch norm where that is
+/// impossible: its input comes from another node or feeds others too, its channel scale a is
+/// not positive for integer codes, or the codes' scales are along another axis.
+void fold_batch_norms(Graph& graph);
 
 /// Batch normalisation in inference mode (LibTorch's BatchNorm1d/2d with running statistics).
 std::string batch_norm(Graph& graph, const at::Tensor& weight, const at::Tensor& bias, const at::Tensor& running_mean,

@@ -36,7 +36,8 @@ std::string_view to_string(PluginKind kind);
 /// 2.0 (SDK 0.4.0): problems get a Log, Batch lost its mask, Context writes artefacts, layer
 /// kinds are an enum.
 /// 3.0 (SDK 0.6.0): Network::export_onnx (a new virtual function).
-#define QL_ABI_MAJOR 3
+/// 4.0 (SDK 0.7.0): Quantizer::affine_grid (a new virtual function).
+#define QL_ABI_MAJOR 4
 #define QL_ABI_MINOR 0
 /// The exported descriptor's symbol, the metadata section and the blob's first bytes.
 #define QL_ENTRY_SYMBOL ql_plugin_v1

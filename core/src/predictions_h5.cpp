@@ -1,0 +1,63 @@
+// predictions.h5 through the HDF5 C library.
+#include "quantlab/core/predictions.hpp"
+
+#include "quantlab/core/experiment_store.hpp"
+#include "quantlab/sdk/error.hpp"
+
+#include "hdf5_support.hpp"
+
+#include <torch/types.h>
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <numeric>
+
+namespace ql::core {
+
+namespace fs = std::filesystem;
+using namespace hdf5;
+
+namespace {
+
+void write_string_attribute(hid_t object, const char* name, const std::string& value, const fs::path& path) {
+  Handle type(H5Tcopy(H5T_C_S1), H5Tclose);
+  H5Tset_size(type.get(), std::max<std::size_t>(1, value.size()));
+  Handle space(H5Screate(H5S_SCALAR), H5Sclose);
+  Handle attribute(H5Acreate2(object, name, type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
+  QL_CHECK(attribute.valid(), "{}: cannot create attribute {}", path.string(), name);
+  check(H5Awrite(attribute.get(), type.get(), value.c_str()), std::string("write attribute ") + name, path);
+}
+
+void write_group(hid_t file, const std::string& group, const Predictions& p, const fs::path& path) {
+  const at::Tensor labels = p.labels.to(torch::kCPU, torch::kLong).contiguous();
+  const at::Tensor classes = p.top_classes.to(torch::kCPU, torch::kLong).contiguous();
+  const at::Tensor scores = p.top_scores.to(torch::kCPU, torch::kFloat).contiguous();
+  const auto n = static_cast<hsize_t>(labels.numel());
+  const auto k = static_cast<hsize_t>(classes.dim() == 2 ? classes.size(1) : 0);
+  QL_CHECK(classes.numel() == static_cast<std::int64_t>(n * k) && scores.sizes() == classes.sizes(),
+           "predictions of '{}': {} labels but classes [{}] and scores [{}]", group, n,
+           fmt::join(classes.sizes(), ", "), fmt::join(scores.sizes(), ", "));
+  std::vector<std::int64_t> index(n);
+  std::iota(index.begin(), index.end(), 0);
+  write_array(file, group + "/index", H5T_NATIVE_INT64, {n}, index.data(), path);
+  write_array(file, group + "/label", H5T_NATIVE_INT64, {n}, labels.data_ptr<std::int64_t>(), path);
+  write_array(file, group + "/top_classes", H5T_NATIVE_INT64, {n, k}, classes.data_ptr<std::int64_t>(), path);
+  write_array(file, group + "/top_scores", H5T_NATIVE_FLOAT, {n, k}, scores.data_ptr<float>(), path);
+}
+
+}  // namespace
+
+void write_predictions_h5(const fs::path& path, const std::string& split,
+                          const std::vector<std::pair<std::string, Predictions>>& networks) {
+  silence_hdf5();
+  write_atomically(path, [&](const fs::path& temporary) {
+    Handle file(H5Fcreate(temporary.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
+    QL_CHECK(file.valid(), "{}: cannot create the HDF5 file", temporary.string());
+    write_string_attribute(file.get(), "split", split, path);
+    for (const auto& [name, predictions] : networks) write_group(file.get(), name, predictions, path);
+    check(H5Fflush(file.get(), H5F_SCOPE_GLOBAL), "flush", temporary);
+  });
+}
+
+}  // namespace ql::core
