@@ -146,6 +146,7 @@ std::string onnx_model(Network& network, const DatasetSpec& spec, const OnnxMode
   }
   QL_CHECK(!graph.nodes().empty(), "ONNX export: the network's export added no nodes");
   if (options.fold_batch_norm) onnx::fold_batch_norms(graph);
+  onnx::split_integer_layer_biases(graph);
   graph.add("Identity", {output}, "logits");
 
   ::onnx::ModelProto model;

@@ -322,6 +322,27 @@ void fold_batch_norms(Graph& graph) {
                          graph.constants_.end());
 }
 
+void split_integer_layer_biases(Graph& graph) {
+  std::vector<Node>& nodes = graph.nodes_;
+  for (std::size_t i = 0; i < nodes.size(); ++i) {
+    if ((nodes[i].op_type != "Conv" && nodes[i].op_type != "Gemm") || nodes[i].inputs.size() < 3) continue;
+    const std::ptrdiff_t weight = producer_of(nodes, nodes[i].inputs[1]);
+    if (weight < 0 || nodes[static_cast<std::size_t>(weight)].op_type != "DequantizeLinear") continue;
+    const std::string bias = nodes[i].inputs[2];
+    nodes[i].inputs.pop_back();
+    const std::string output = nodes[i].outputs.front();
+    nodes[i].outputs.front() = graph.unique_name(output + ".without_bias");
+    if (nodes[i].op_type == "Conv") {
+      // [C] to [C, 1, 1], to broadcast over the feature maps.
+      for (Constant& c : graph.constants_) {
+        if (c.name == bias) c.value = c.value.view({-1, 1, 1}).contiguous();
+      }
+    }
+    nodes.insert(nodes.begin() + static_cast<std::ptrdiff_t>(i) + 1,
+                 Node{"Add", {nodes[i].outputs.front(), bias}, {output}, {}});
+  }
+}
+
 std::string batch_norm(Graph& graph, const at::Tensor& weight, const at::Tensor& bias, const at::Tensor& running_mean,
                        const at::Tensor& running_var, double eps, const std::string& input, std::string_view name) {
   QL_CHECK(running_mean.defined() && running_var.defined(),

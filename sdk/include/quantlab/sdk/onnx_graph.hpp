@@ -82,6 +82,7 @@ class Graph {
 
  private:
   friend void fold_batch_norms(Graph& graph);
+  friend void split_integer_layer_biases(Graph& graph);
 
   int opset_;
   std::vector<std::int64_t> input_shape_;
@@ -111,6 +112,12 @@ std::string quantize(Graph& graph, const AffineGrid& grid, const std::string& in
 /// impossible: its input comes from another node or feeds others too, its channel scale a is
 /// not positive for integer codes, or the codes' scales are along another axis.
 void fold_batch_norms(Graph& graph);
+
+/// Moves the bias of every Conv and Gemm whose weights are integer codes (DequantizeLinear)
+/// into an Add after it. onnxruntime runs such a layer with a quantised input as an integer
+/// kernel (QGemm, QLinearConv) and would round a bias input to the int32 grid of input scale ×
+/// weight scale; added after, it stays the float QuantLab adds.
+void split_integer_layer_biases(Graph& graph);
 
 /// Batch normalisation in inference mode (LibTorch's BatchNorm1d/2d with running statistics).
 std::string batch_norm(Graph& graph, const at::Tensor& weight, const at::Tensor& bias, const at::Tensor& running_mean,
