@@ -29,6 +29,7 @@ std::int64_t ir_version_for(int opset) { return opset >= 21 ? 10 : 7; }
     case torch::kInt16: return ::onnx::TensorProto::INT16;
     case torch::kInt32: return ::onnx::TensorProto::INT32;
     case torch::kInt64: return ::onnx::TensorProto::INT64;
+    case torch::kBool: return ::onnx::TensorProto::BOOL;
     default: throw Error(fmt::format("ONNX export: no data type for a {} tensor", c10::toString(tensor.scalar_type())));
   }
 }

@@ -8,6 +8,7 @@
 #include <torch/nn/modules/container/sequential.h>
 #include <torch/nn/modules/dropout.h>
 #include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/normalization.h>
 #include <torch/nn/modules/pooling.h>
 #include <torch/types.h>
 
@@ -104,8 +105,11 @@ struct ActivationContainer {
 };
 
 ActivationContainer activation_container(std::int64_t low, std::int64_t high, int opset, std::string_view name) {
-  if (low >= -128 && high <= 127) return {torch::kInt8, 3, -128, 127};
+  // Unsigned grids in uint8 first: onnxruntime's x86 rewrites turn int8 activations into uint8
+  // before its integer kernels anyway (and in opset 21, propagating such a pair through a
+  // Reshape, write a QuantizeLinear whose output_dtype contradicts its zero point).
   if (low >= 0 && high <= 255) return {torch::kUInt8, 2, 0, 255};
+  if (low >= -128 && high <= 127) return {torch::kInt8, 3, -128, 127};
   if (opset >= 21 && low >= -32768 && high <= 32767) return {torch::kInt16, 5, -32768, 32767};
   throw Error(fmt::format("'{}': activation codes in [{}, {}] do not fit the containers of opset {} ({})", name, low,
                           high, opset, opset >= 21 ? "int8, uint8, int16" : "int8, uint8; opset 21 adds int16"));
@@ -322,6 +326,30 @@ void fold_batch_norms(Graph& graph) {
                          graph.constants_.end());
 }
 
+std::string layer_norm(Graph& graph, const at::Tensor& weight, const at::Tensor& bias, double eps,
+                       const std::string& input, std::string_view name) {
+  torch::NoGradGuard no_grad;
+  const auto constant = [&](std::string_view what, const at::Tensor& value) {
+    return graph.constant(fmt::format("{}.{}", name, what), value);
+  };
+  const std::string scale = constant("weight", weight), shift = constant("bias", bias);
+  if (graph.opset() >= 17) {
+    return graph.add("LayerNormalization", {input, scale, shift}, name,
+                     {{"axis", std::int64_t{-1}}, {"epsilon", static_cast<float>(eps)}});
+  }
+  const auto mean_of = [&](const std::string& x, std::string_view what) {
+    return graph.add("ReduceMean", {x}, fmt::format("{}.{}", name, what),
+                     {{"axes", std::vector<std::int64_t>{-1}}, {"keepdims", std::int64_t{1}}});
+  };
+  const std::string centred = graph.add("Sub", {input, mean_of(input, "mean")}, fmt::format("{}.centred", name));
+  const std::string squares = graph.add("Mul", {centred, centred}, fmt::format("{}.squares", name));
+  const std::string variance = graph.add("Add", {mean_of(squares, "variance"), constant("eps", torch::tensor(static_cast<float>(eps)))},
+                                         fmt::format("{}.variance_eps", name));
+  const std::string normalised = graph.add("Div", {centred, graph.add("Sqrt", {variance}, fmt::format("{}.std", name))},
+                                           fmt::format("{}.normalised", name));
+  return graph.add("Add", {graph.add("Mul", {normalised, scale}, fmt::format("{}.scaled", name)), shift}, name);
+}
+
 void split_integer_layer_biases(Graph& graph) {
   std::vector<Node>& nodes = graph.nodes_;
   for (std::size_t i = 0; i < nodes.size(); ++i) {
@@ -387,6 +415,11 @@ std::string module(Graph& graph, torch::nn::Module& m, const std::string& input,
   }
   if (auto* bn = dynamic_cast<torch::nn::BatchNorm1dImpl*>(&m)) {
     return batch_norm(graph, bn->weight, bn->bias, bn->running_mean, bn->running_var, bn->options.eps(), input, name);
+  }
+  if (auto* norm = dynamic_cast<torch::nn::LayerNormImpl*>(&m)) {
+    QL_CHECK(norm->options.normalized_shape().size() == 1 && norm->options.elementwise_affine(),
+             "module '{}': only LayerNorm over the last dimension with weights has an ONNX form here", name);
+    return layer_norm(graph, norm->weight, norm->bias, norm->options.eps(), input, name);
   }
   if (auto* bn = dynamic_cast<torch::nn::BatchNorm2dImpl*>(&m)) {
     return batch_norm(graph, bn->weight, bn->bias, bn->running_mean, bn->running_var, bn->options.eps(), input, name);

@@ -15,6 +15,7 @@
 #include <map>
 #include <tuple>
 #include <random>
+#include <sstream>
 
 namespace fs = std::filesystem;
 
@@ -77,6 +78,12 @@ ql::AffineGrid max_abs_grid(float scale, std::int64_t low, std::int64_t high, bo
   return grid;
 }
 
+// A network whose topology gives no ONNX export.
+class PlainNetwork : public ql::Network {
+ public:
+  at::Tensor forward(const at::Tensor& x) override { return x.flatten(1); }
+};
+
 void write_raw(const fs::path& path, const at::Tensor& tensor) {
   const at::Tensor values = tensor.contiguous();
   std::ofstream out(path, std::ios::binary);
@@ -102,11 +109,12 @@ class OnnxExportTest : public ::testing::Test {
   }
 
   // Exports `network`, runs the checker and onnxruntime on 6 random samples; returns its report.
+  // `input` (default: 6 samples of N(0, 1)).
   std::string expect_onnxruntime_agrees(ql::Network& network, const ql::DatasetSpec& spec, int opset = 13,
-                                        bool fold_batch_norm = false) {
+                                        bool fold_batch_norm = false, at::Tensor input = {}) {
     std::vector<std::int64_t> shape{6};
     shape.insert(shape.end(), spec.input_shape.begin(), spec.input_shape.end());
-    const at::Tensor input = torch::randn(shape);
+    if (!input.defined()) input = torch::randn(shape);
     const at::Tensor logits = network.apply(input).detach();
     ql::core::write_onnx_model(network, spec, dir_ / "model.onnx", {opset, fold_batch_norm});
     write_raw(dir_ / "input.bin", input);
@@ -175,18 +183,53 @@ TEST_F(OnnxExportTest, WhatCannotBeExportedIsRefusedByNameAndNoFileIsLeft) {
         << e.what();
   }
   EXPECT_FALSE(fs::exists(file));
-  const ql::DatasetSpec tokens = [] {
-    ql::DatasetSpec s;
-    s.input_kind = ql::InputKind::tokens;
-    s.input_shape = {12};
-    s.num_classes = 4;
-    s.vocabulary_size = 30;
-    return s;
-  }();
-  const auto& metadata = registry_.find(ql::PluginKind::topology, "transformer");
-  auto transformer = registry_.create<ql::Topology>("transformer", ql::core::plugin_options(metadata, {}))->build(tokens);
-  EXPECT_THROW(ql::core::write_onnx_model(*transformer, tokens, file, {}), ql::Error);
+  // A network whose topology does not override export_onnx.
+  PlainNetwork plain;
+  try {
+    ql::core::write_onnx_model(plain, spec, file, {});
+    ADD_FAILURE() << "a network without export support was exported";
+  } catch (const ql::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("this topology's network has no ONNX export"), std::string::npos) << e.what();
+  }
   EXPECT_FALSE(fs::exists(file));
+}
+
+// Token ids in, with padding (id 0) at the ends of sequences and one sequence of padding only.
+TEST_F(OnnxExportTest, TransformersWithEveryOptionRunInOnnxruntimeToTheSameLogits) {
+  ql::DatasetSpec tokens;
+  tokens.input_kind = ql::InputKind::tokens;
+  tokens.input_shape = {12};
+  tokens.num_classes = 5;
+  tokens.vocabulary_size = 30;
+  at::Tensor input = torch::randint(1, 30, {6, 12}, torch::kInt64);
+  input.slice(1, 7).select(0, 1).zero_();
+  input.slice(1, 3).select(0, 2).zero_();
+  input.select(0, 3).zero_();
+  for (const std::string& options : {"norm=\"post\" pooling=\"mean\" positions=\"sinusoidal\" activation=\"relu\"",
+                                     "norm=\"pre\" pooling=\"max\" positions=\"learned\" activation=\"gelu\""}) {
+    std::vector<std::string> settings{"d_model=16", "heads=4", "layers=2", "feedforward=32"};
+    std::istringstream split(options);
+    for (std::string option; split >> option;) settings.push_back(option);
+    auto network = build("transformer", settings, tokens);
+    for (const int opset : {13, 21}) {
+      SCOPED_TRACE(options + fmt::format(" opset {}", opset));
+      expect_onnxruntime_agrees(*network, tokens, opset, false, input);
+    }
+  }
+  // Quantised: 4-bit integer weights in every linear layer and an unsigned or a ternary grid on
+  // the feed-forward activations (onnxruntime rewrites both on their way to its integer kernels).
+  auto network = build("transformer", {"d_model=16", "heads=2", "layers=1", "feedforward=32"}, tokens);
+  for (const ql::AffineGrid& grid : {fixed_grid(0.25f, 0, 15), fixed_grid(0.5f, -1, 1, 0.1f)}) {
+    for (auto& [name, layer] : network->quantizable_layers()) {
+      if (layer->has_weight()) layer->set_weight_quantizer(std::make_shared<PerChannelQuantizer>(4));
+      else layer->set_output_quantizer(std::make_shared<GridActivation>(grid));
+    }
+    for (const int opset : {13, 21}) {
+      SCOPED_TRACE(fmt::format("grid [{}, {}] opset {}", grid.low, grid.high, opset));
+      const std::string report = expect_onnxruntime_agrees(*network, tokens, opset, false, input);
+      EXPECT_NE(report.find("1 QuantizeLinear"), std::string::npos) << report;
+    }
+  }
 }
 
 // bad-input: opset 13 asked to hold codes wider than 8 bits | `layer 'features.0': codes in [-511, 511] do not fit the 8-bit containers of opset 13`; nothing written | 1

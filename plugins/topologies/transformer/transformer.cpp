@@ -11,6 +11,7 @@
 #include "quantlab/sdk/config.hpp"
 #include "quantlab/sdk/error.hpp"
 #include "quantlab/sdk/nn.hpp"
+#include "quantlab/sdk/onnx_graph.hpp"
 #include "quantlab/sdk/plugin.hpp"
 #include "quantlab/sdk/topology.hpp"
 
@@ -65,6 +66,32 @@ class SelfAttention : public torch::nn::Module {
     return output_->forward(torch::matmul(weights, v).transpose(1, 2).reshape({b, l, d}));
   }
 
+  // forward() as ONNX nodes. The sequences travel as rows [B·L, D] (the linear layers are Gemms
+  // on them); `l` is their length and `masked` the padding as [B, 1, 1, L].
+  std::string export_onnx(ql::onnx::Graph& graph, const std::string& rows, const std::string& masked, std::int64_t l,
+                          const std::string& name) {
+    const std::int64_t d = query_->options().out_features, dk = d / heads_;
+    const auto heads = [&](const std::string& y, std::vector<std::int64_t> perm, const std::string& hint) {
+      const std::string split = graph.add("Reshape", {y, graph.constant(hint + "_shape", torch::tensor({-1L, l, heads_, dk}))},
+                                          hint + "_split");
+      return graph.add("Transpose", {split}, hint, {{"perm", std::move(perm)}});
+    };
+    const std::string q = heads(ql::onnx::linear(graph, *query_, rows, name + ".query"), {0, 2, 1, 3}, name + ".q");
+    const std::string k = heads(ql::onnx::linear(graph, *key_, rows, name + ".key"), {0, 2, 3, 1}, name + ".k_t");
+    const std::string v = heads(ql::onnx::linear(graph, *value_, rows, name + ".value"), {0, 2, 1, 3}, name + ".v");
+    std::string scores = graph.add("MatMul", {q, k}, name + ".dot");
+    scores = graph.add("Div", {scores, graph.constant(name + ".sqrt_dk", torch::tensor(static_cast<float>(std::sqrt(static_cast<double>(dk)))))},
+                       name + ".scores");
+    scores = graph.add("Where", {masked, graph.constant(name + ".minus_infinity", torch::tensor(-INFINITY)), scores},
+                       name + ".masked");
+    const std::string weights = graph.add("Softmax", {scores}, name + ".weights", {{"axis", std::int64_t{-1}}});
+    const std::string mixed = graph.add("Transpose", {graph.add("MatMul", {weights, v}, name + ".mixed_heads")},
+                                        name + ".mixed_t", {{"perm", std::vector<std::int64_t>{0, 2, 1, 3}}});
+    const std::string merged =
+        graph.add("Reshape", {mixed, graph.constant(name + ".merged_shape", torch::tensor({-1L, d}))}, name + ".merged");
+    return ql::onnx::linear(graph, *output_, merged, name + ".output");
+  }
+
  private:
   std::int64_t heads_;
   std::shared_ptr<ql::nn::Linear> query_, key_, value_, output_;
@@ -93,6 +120,31 @@ class EncoderLayer : public torch::nn::Module {
     }
     x = norm1_->forward(x + dropout_->forward(attention_->forward(x, padding)));
     return norm2_->forward(x + dropout_->forward(feed_forward(x)));
+  }
+
+  // On rows [B·L, D], as SelfAttention::export_onnx.
+  std::string export_onnx(ql::onnx::Graph& graph, std::string x, const std::string& masked, std::int64_t l,
+                          const std::string& name) {
+    const auto attention = [&](const std::string& y) {
+      return attention_->export_onnx(graph, y, masked, l, name + ".attention");
+    };
+    const auto feed_forward = [&](const std::string& y) {
+      const std::string hidden = ql::onnx::linear(graph, *ff1_, y, name + ".ff1");
+      return ql::onnx::linear(graph, *ff2_, ql::onnx::activation(graph, *activation_, hidden, name + ".activation"),
+                              name + ".ff2");
+    };
+    const auto norm = [&](torch::nn::LayerNorm& n, const std::string& y, const std::string& hint) {
+      return ql::onnx::module(graph, *n, y, name + "." + hint);
+    };
+    const auto add = [&](const std::string& a, const std::string& b, const std::string& hint) {
+      return graph.add("Add", {a, b}, name + "." + hint);
+    };
+    if (pre_norm_) {
+      x = add(x, attention(norm(norm1_, x, "norm1")), "residual1");
+      return add(x, feed_forward(norm(norm2_, x, "norm2")), "residual2");
+    }
+    x = norm(norm1_, add(x, attention(x), "residual1"), "norm1");
+    return norm(norm2_, add(x, feed_forward(x), "residual2"), "norm2");
   }
 
  private:
@@ -158,9 +210,72 @@ class TransformerNetwork : public ql::Network {
     return classifier_->forward(pooled);
   }
 
+  // forward() as ONNX nodes: token ids [B, L] in, logits out.
+  std::string export_onnx(ql::onnx::Graph& graph, const std::string& tokens) override {
+    torch::NoGradGuard no_grad;
+    const std::int64_t l = graph.input_shape().at(0);
+    const std::string padding = export_padding(graph, tokens, l);
+    const std::string masked =
+        graph.add("Unsqueeze", {padding, graph.constant("attention_mask_axes", torch::tensor({1L, 2L}))}, "attention_mask");
+    std::string x = graph.add("Gather", {graph.constant("embedding.weight", embedding_->weight), tokens}, "embedding");
+    x = graph.add("Mul", {x, graph.constant("embedding.scale", torch::tensor(static_cast<float>(scale_)))},
+                  "embedding.scaled");
+    const at::Tensor positions =
+        learned_positions_ ? learned_positions_->weight.slice(0, 0, l) : sinusoid_.slice(0, 0, l);
+    x = graph.add("Add", {x, graph.constant("positions", positions)}, "embedding.positioned");
+    const std::int64_t d = embedding_->options.embedding_dim();
+    x = graph.add("Reshape", {x, graph.constant("rows_shape", torch::tensor({-1L, d}))}, "rows");
+    for (std::size_t i = 0; i < layers_.size(); ++i) {
+      x = layers_[i]->export_onnx(graph, x, masked, l, "layer" + std::to_string(i));
+    }
+    if (final_norm_) x = ql::onnx::module(graph, *final_norm_, x, "final_norm");
+    x = graph.add("Reshape", {x, graph.constant("sequences_shape", torch::tensor({-1L, l, d}))}, "sequences");
+    const std::string keep = graph.add("Not", {padding}, "keep");
+    const std::string keep3 =
+        graph.add("Unsqueeze", {keep, graph.constant("keep_axes", torch::tensor({2L}))}, "keep_3d");
+    std::string pooled;
+    if (max_pooling_) {
+      const std::string masked_x =
+          graph.add("Where", {keep3, x, graph.constant("pool_minus_infinity", torch::tensor(-INFINITY))}, "pool_masked");
+      std::vector<std::string> inputs{masked_x};
+      std::vector<ql::onnx::Attribute> attributes{{"keepdims", std::int64_t{0}}};
+      if (graph.opset() >= 18) inputs.push_back(graph.constant("pool_axes", torch::tensor({1L})));
+      else attributes.push_back({"axes", std::vector<std::int64_t>{1}});
+      pooled = graph.add("ReduceMax", inputs, "pooled", attributes);
+    } else {
+      const std::string keep_f = graph.add("Cast", {keep3}, "keep_float", {{"to", std::int64_t{1}}});
+      const std::string axes = graph.constant("pool_axes", torch::tensor({1L}));
+      const std::string sum = graph.add("ReduceSum", {graph.add("Mul", {x, keep_f}, "pool_kept"), axes}, "pool_sum",
+                                        {{"keepdims", std::int64_t{0}}});
+      const std::string count = graph.add("ReduceSum", {keep_f, axes}, "pool_count", {{"keepdims", std::int64_t{0}}});
+      const std::string at_least_one =
+          graph.add("Max", {count, graph.constant("pool_one", torch::tensor(1.0f))}, "pool_count_1");
+      pooled = graph.add("Div", {sum, at_least_one}, "pooled");
+    }
+    return ql::onnx::linear(graph, *classifier_, pooled, "classifier");
+  }
+
  private:
   double scale_;
   bool max_pooling_;
+  // padding = tokens == 0, except where a sequence is all padding: there its first position
+  // counts (forward()'s rule), as padding AND (position > 0 OR the sequence has a token).
+  static std::string export_padding(ql::onnx::Graph& graph, const std::string& tokens, std::int64_t l) {
+    const std::string padding = graph.add("Equal", {tokens, graph.constant("padding_id", torch::tensor(0L))}, "padding_ids");
+    const std::string present = graph.add("Cast", {graph.add("Not", {padding}, "tokens_present")}, "tokens_present_f",
+                                          {{"to", std::int64_t{1}}});
+    std::vector<std::string> inputs{present};
+    std::vector<ql::onnx::Attribute> attributes{{"keepdims", std::int64_t{1}}};
+    if (graph.opset() >= 18) inputs.push_back(graph.constant("present_axes", torch::tensor({1L})));
+    else attributes.push_back({"axes", std::vector<std::int64_t>{1}});
+    const std::string any = graph.add("Cast", {graph.add("ReduceMax", inputs, "any_token_f", attributes)}, "any_token",
+                                      {{"to", std::int64_t{9}}});
+    at::Tensor later = torch::ones({1, l}, torch::kBool);
+    later[0][0] = false;
+    const std::string counts = graph.add("Or", {graph.constant("later_positions", later), any}, "padding_counts");
+    return graph.add("And", {padding, counts}, "padding");
+  }
+
   torch::nn::Embedding embedding_{nullptr}, learned_positions_{nullptr};
   at::Tensor sinusoid_;
   torch::nn::Dropout dropout_{nullptr};

@@ -119,6 +119,12 @@ void fold_batch_norms(Graph& graph);
 /// weight scale; added after, it stays the float QuantLab adds.
 void split_integer_layer_biases(Graph& graph);
 
+/// Layer normalisation over the last dimension (LibTorch's LayerNorm of one normalised
+/// dimension): LayerNormalization from opset 17, its decomposition (ReduceMean, Sub, Mul,
+/// Sqrt, Div) in 13.
+std::string layer_norm(Graph& graph, const at::Tensor& weight, const at::Tensor& bias, double eps,
+                       const std::string& input, std::string_view name);
+
 /// Batch normalisation in inference mode (LibTorch's BatchNorm1d/2d with running statistics).
 std::string batch_norm(Graph& graph, const at::Tensor& weight, const at::Tensor& bias, const at::Tensor& running_mean,
                        const at::Tensor& running_var, double eps, const std::string& input, std::string_view name);
