@@ -177,8 +177,9 @@ std::string onnx_model(Network& network, const DatasetSpec& spec, const OnnxMode
   auto* layout = model.add_metadata_props();
   layout->set_key("input");
   layout->set_value(tokens ? "int64 token ids [batch, length], 0 = padding"
-                           : (raw ? "uint8 pixels [batch, channels, height, width] as the problem stores them; the "
-                                    "graph normalises them"
+                           : (raw ? "uint8 pixels [batch, channels, height, width] (for ilsvrc12 the image resized "
+                                    "so that its shorter side is the problem's resize, then centre-cropped); the "
+                                    "graph normalises them as the problem does"
                                   : "float [batch, channels, height, width] as the network takes it (normalised)"));
   auto* classes = model.add_metadata_props();
   classes->set_key("class_names");

@@ -22,6 +22,7 @@
 #include <fstream>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <set>
 #include <sstream>
@@ -180,6 +181,15 @@ class ImageFolderSet : public ql::Dataset {
         pool_(std::make_unique<WorkerPool>(settings.workers)) {}
 
   std::int64_t size() const override { return static_cast<std::int64_t>(samples_.size()); }
+
+  // The normalisation of the evaluation crop (the image resized so that its shorter side is
+  // `resize`, centre-cropped to `crop`), as uint8 RGB pixels: what an exported model takes.
+  // The data set itself normalises the resampled values before any rounding to bytes.
+  std::optional<ql::InputEncoding> input_encoding() const override {
+    using Operation = ql::InputStep::Operation;
+    return ql::InputEncoding{{{Operation::subtract, {kMean[0], kMean[1], kMean[2]}},
+                              {Operation::multiply, {kInverseStd[0], kInverseStd[1], kInverseStd[2]}}}};
+  }
 
   ql::Batch get_batch(const at::Tensor& indices, std::uint64_t seed, bool augment) const override {
     const std::int64_t n = indices.size(0);

@@ -73,6 +73,17 @@ TEST_F(Ilsvrc12Test, LabelsComeFromSortedFoldersAndPixelsSurviveDecoding) {
   for (int k = 0; k < 3; ++k) {
     EXPECT_LT((batch.inputs[k] - normalised(k)).abs().max().item<float>(), 2.5f / 255 / 0.224f) << "class " << k;
   }
+  // The input encoding (what an exported model starts with) normalises the bytes of the crop
+  // as the data set normalises its resampled pixels.
+  const std::optional<ql::InputEncoding> encoding = train->input_encoding();
+  ASSERT_TRUE(encoding.has_value());
+  ASSERT_EQ(encoding->steps.size(), 2u);
+  for (int k = 0; k < 3; ++k) {
+    at::Tensor pixel = torch::tensor({static_cast<float>(kColours[k][0]), static_cast<float>(kColours[k][1]),
+                                      static_cast<float>(kColours[k][2])});
+    pixel = (pixel - torch::tensor(encoding->steps[0].values)) * torch::tensor(encoding->steps[1].values);
+    EXPECT_LT((pixel.view({3, 1, 1}) - normalised(k)).abs().max().item<float>(), 1e-5f) << "class " << k;
+  }
   auto test = problem->dataset(ql::Split::test, ql::stderr_log());
   ASSERT_EQ(test->size(), 3);
   EXPECT_TRUE(test->get_batch(torch::arange(3, torch::kInt64), 0, false).targets.equal(torch::arange(3, torch::kInt64)));
