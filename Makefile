@@ -15,7 +15,7 @@ PACKAGES := cmake ninja-build g++ make pkg-config ccache python3-venv patchelf \
             libtomlplusplus-dev libfmt-dev zlib1g-dev libicu-dev libjpeg62-turbo-dev libgtest-dev \
             dataset-fashion-mnist \
             libhdf5-dev libprotobuf-dev protobuf-compiler libplplot-dev plplot-driver-cairo libgloo-dev \
-            hdf5-tools python3-protobuf python3-h5py
+            hdf5-tools python3-protobuf python3-h5py nlohmann-json3-dev libssl-dev
 # Only `make fuzz` needs these: clang, libFuzzer and clang's sanitizer runtimes.
 FUZZ_PACKAGES := clang libclang-rt-14-dev
 # LibTorch and the Python tools: pinned wheels in a project-local virtual environment.
@@ -90,7 +90,7 @@ ASAN_TARGETS ?= qlhost ql_plugin_mnist ql_plugin_mlp ql_plugin_uniform ql_plugin
                 fixture_no_entry results_test data_parallel_test experiment_config_test plugin_loader_test \
                 trainer_test mnist_test qlhost_cli_test qlhost_faults_test qlhost_distributed_test docs_test \
                 onnx_export_test ql_plugin_convnet ql_plugin_resnet ql_plugin_vgg ql_plugin_alexnet \
-                ql_plugin_transformer ql_plugin_greedy ql_plugin_ana
+                ql_plugin_transformer ql_plugin_greedy ql_plugin_ana ql_plugin_cifar10
 # EveryExampleLoads needs every plugin, which the sanitized subset does not build.
 ASAN_SKIP ?= EveryExampleLoads
 ASAN_TESTS ?= ^(ResultsTest|DataParallel|WorldSettings|ShardOrder|ExperimentConfigTest|PluginLoaderTest|TrainerTest|IdxFileTest|MnistPluginTest|QlhostCliTest|QlhostFaultsTest|Hooks/ThrowingPlugin|QlhostDistributedTest|Signals/DeadOrHungRank|DocsTest|OnnxExportTest)\.

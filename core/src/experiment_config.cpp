@@ -159,6 +159,11 @@ toml::table plugin_defaults(const PluginMetadata& plugin) {
   toml::table defaults = parse_toml(
       plugin.default_config, fmt::format("<defaults of {} plugin '{}'>", to_string(plugin.kind), plugin.name));
   defaults.insert("plugin", plugin.name);
+  if (plugin.kind == PluginKind::topology) {
+    // The host's keys of every [topology] (docs/weights.md): pretrained weights for the network.
+    defaults.insert("weights", "");
+    defaults.insert("weights_strict", true);
+  }
   return defaults;
 }
 

@@ -229,6 +229,13 @@ RunSummary run_experiment(const RunRequest& request, PluginRegistry& registry, C
   x.exporting.h5 = format == run::ExportFormat::h5 || format == run::ExportFormat::onnx_and_h5;
   x.exporting.model.opset = static_cast<int>(export_options.get_int("opset", 13, 21));
   x.exporting.model.fold_batch_norm = export_options.get_bool("fold_batch_norm");
+  const Config& topology_options = config.topology().options;
+  if (const std::string weights = topology_options.get_string("weights"); !weights.empty()) {
+    // Relative to the experiment file, as a user writes it.
+    const fs::path path = fs::path(weights).is_absolute() ? fs::path(weights) : request.experiment.parent_path() / weights;
+    x.weights = read_weights_file(path);
+    x.weights_strict = topology_options.get_bool("weights_strict");
+  }
   if (x.exporting.model.opset != 13 && x.exporting.model.opset != 21) {
     throw ConfigError(export_options.error_message("opset", "ONNX opset 13 or 21"));
   }

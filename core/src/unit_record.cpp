@@ -71,7 +71,9 @@ void write_unit_record(const fs::path& unit, const UnitRecord& r) {
                    {"epochs", r.epochs},
                    {"quantlab_version", r.quantlab_version},
                    {"fingerprint", r.fingerprint},
-                   {"git_revision", r.git_revision}};
+                   {"git_revision", r.git_revision},
+                   {"weights", r.weights},
+                   {"weights_sha256", r.weights_sha256}};
   toml::array plugins;
   for (const PluginRecord& p : r.plugins) {
     plugins.push_back(toml::table{{"kind", p.kind}, {"name", p.name}, {"version", p.version},
@@ -116,6 +118,8 @@ UnitRecord read_unit_record(const fs::path& unit) {
   r.quantlab_version = value_or<std::string>(t["quantlab_version"], "");
   r.fingerprint = value_or<std::string>(t["fingerprint"], "");
   r.git_revision = value_or<std::string>(t["git_revision"], "");
+  r.weights = value_or<std::string>(t["weights"], "");
+  r.weights_sha256 = value_or<std::string>(t["weights_sha256"], "");
   if (const toml::array* plugins = t["plugin"].as_array()) {
     for (const toml::node& node : *plugins) {
       const toml::node_view<const toml::node> p(node);

@@ -8,11 +8,13 @@
 #include "quantlab/core/plugin_registry.hpp"
 #include "quantlab/core/trainer.hpp"
 #include "quantlab/core/unit_record.hpp"
+#include "quantlab/core/weights_file.hpp"
 
 #include <c10/core/Device.h>
 
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <vector>
 
 namespace ql::core {
@@ -55,6 +57,10 @@ struct Experiment {
   bool step_scalars = true;
   std::int64_t histogram_every = 0;
   ExportSettings exporting = {};
+  /// [topology] weights: the tensors every fold's network starts from, and whether they must
+  /// fit it exactly.
+  std::optional<WeightsFile> weights = std::nullopt;
+  bool weights_strict = true;
   bool resuming = false;
   std::filesystem::path unit = {};
   UnitRecord record = {};

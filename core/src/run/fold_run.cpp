@@ -49,6 +49,16 @@ std::shared_ptr<Network> build_network(const Experiment& x, const FoldEnvironmen
   const std::string& name = x.config.topology().name;
   std::shared_ptr<Network> network = in_hook(name, "build", [&] { return x.topology.build(env.spec); });
   QL_CHECK(network != nullptr, "topology '{}' built no network", name);
+  if (x.weights) {
+    const WeightsLoad load = load_weights(*network, x.weights->tensors, x.weights_strict);
+    std::string skipped;
+    if (!load.missing.empty() || !load.unexpected.empty() || !load.mismatched.empty()) {
+      skipped = fmt::format(" ({} missing, {} unexpected, {} of other shapes left as initialised)", load.missing.size(),
+                            load.unexpected.size(), load.mismatched.size());
+    }
+    x.console.info(fmt::format("{}weights from {}: {} tensors{}", env.fold_label, x.weights->path.string(), load.loaded,
+                               skipped));
+  }
   network->to(env.device);
   return network;
 }

@@ -61,6 +61,10 @@ void create_unit(Experiment& x, const RunRequest& request, const StoragePaths& s
   x.record.quantlab_version = QL_SDK_VERSION;
   x.record.fingerprint = build_fingerprint();
   x.record.git_revision = git_revision_of(request.experiment);
+  if (x.weights) {
+    x.record.weights = fs::absolute(x.weights->path).string();
+    x.record.weights_sha256 = x.weights->sha256;
+  }
   std::vector<std::pair<PluginKind, std::string>> used{{PluginKind::problem, config.problem().name},
                                                        {PluginKind::topology, config.topology().name}};
   for (const PluginChoice& choice : x.algorithm_choices) used.emplace_back(PluginKind::algorithm, choice.name);

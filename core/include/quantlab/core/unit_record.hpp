@@ -42,6 +42,7 @@ struct UnitRecord {
   std::int64_t resumes = 0;
   std::int64_t epochs = 0;         ///< planned per fold
   std::string quantlab_version, fingerprint, git_revision;
+  std::string weights, weights_sha256;  ///< [topology] weights: the file read and its SHA-256
   std::vector<PluginRecord> plugins;
   std::vector<FoldRecord> folds;
 
