@@ -104,7 +104,13 @@ std::map<std::string, at::Tensor> read_safetensors(const std::string& bytes, con
     QL_CHECK(static_cast<double>(end - begin) == expected,
              "{}: tensor '{}' of shape [{}] and dtype {} needs {} bytes, its offsets give {}", what, name,
              fmt::join(shape, ", "), entry["dtype"].get<std::string>(), expected, end - begin);
-    at::Tensor tensor = torch::empty(shape, torch::TensorOptions().dtype(dtype));
+    at::Tensor tensor;
+    try {
+      tensor = torch::empty(shape, torch::TensorOptions().dtype(dtype));
+    } catch (const c10::Error& e) {  // sizes whose product overflows, with a zero among them
+      throw Error(fmt::format("{}: tensor '{}' has shape [{}] ({})", what, name, fmt::join(shape, ", "),
+                              e.what_without_backtrace()));
+    }
     if (end > begin) std::memcpy(tensor.data_ptr(), bytes.data() + data_start + begin, end - begin);
     tensors.emplace(name, tensor);
   }

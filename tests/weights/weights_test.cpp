@@ -14,6 +14,7 @@
 
 #include <cstring>
 #include <functional>
+#include <random>
 #include <tuple>
 
 namespace fs = std::filesystem;
@@ -192,4 +193,39 @@ epochs = 0
   EXPECT_EQ(after.folds.at(0).trained_top1, before.folds.at(0).result_top1);
   EXPECT_EQ(after.weights, fs::absolute(unit / "fold0" / "checkpoints" / "result.pt").string());
   EXPECT_EQ(after.weights_sha256.size(), 64u);
+}
+
+// The fuzz target's seeds (fuzz/corpus/weights), corrupted at random: flipped bytes, cuts and
+// repeats. Every result loads or fails with a ql::Error (the target itself runs under `make fuzz`).
+TEST_F(WeightsTest, CorruptedWeightsFilesFailWithAnErrorAndNothingElse) {
+  std::mt19937 random(11);
+  std::size_t refused = 0, loaded = 0;
+  for (const char* seed : {"safetensors_two", "state_dict_linear"}) {
+    const std::vector<std::uint8_t> original =
+        ql::test::read_bytes(fs::path(QL_TEST_SOURCE_DIR) / "fuzz" / "corpus" / "weights" / seed);
+    const bool safetensors = original.at(0) & 1;
+    for (int trial = 0; trial < 1500; ++trial) {
+      std::string bytes(original.begin() + 1, original.end());
+      const int edits = 1 + static_cast<int>(random() % 4);
+      for (int e = 0; e < edits && !bytes.empty(); ++e) {
+        const std::size_t at = random() % bytes.size();
+        switch (random() % 3) {
+          case 0: bytes[at] = static_cast<char>(random() % 256); break;
+          case 1: bytes.resize(at); break;
+          default: bytes.insert(at, bytes.substr(at, random() % 16)); break;
+        }
+      }
+      try {
+        if (safetensors) (void)ql::core::read_safetensors(bytes, "corrupt.safetensors");
+        else (void)ql::core::read_state_dict(bytes, "corrupt.pth");
+        ++loaded;
+      } catch (const ql::Error&) {
+        ++refused;
+      } catch (const std::exception& e) {
+        ADD_FAILURE() << seed << " trial " << trial << ": " << typeid(e).name() << ": " << e.what();
+      }
+    }
+  }
+  std::cout << refused << " corrupted files refused, " << loaded << " still loaded\n";
+  EXPECT_GT(refused, 1000u);
 }
