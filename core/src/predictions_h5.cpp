@@ -2,6 +2,7 @@
 #include "quantlab/core/predictions.hpp"
 
 #include "quantlab/core/experiment_store.hpp"
+#include "quantlab/core/report.hpp"
 #include "quantlab/sdk/error.hpp"
 
 #include "hdf5_support.hpp"
@@ -47,6 +48,26 @@ void write_group(hid_t file, const std::string& group, const Predictions& p, con
 }
 
 }  // namespace
+
+std::string confusion_csv(const Predictions& predictions, const std::vector<std::string>& class_names) {
+  const auto classes = static_cast<std::int64_t>(class_names.size());
+  const at::Tensor labels = predictions.labels.to(torch::kLong);
+  const at::Tensor predicted = predictions.top_classes.select(1, 0).to(torch::kLong);
+  QL_CHECK(classes > 0 && labels.numel() > 0 && labels.max().item<std::int64_t>() < classes &&
+               predicted.max().item<std::int64_t>() < classes && labels.min().item<std::int64_t>() >= 0,
+           "confusion matrix: predictions outside the {} classes", classes);
+  const at::Tensor counts = torch::bincount(labels * classes + predicted, {}, classes * classes).view({classes, classes});
+  const auto c = counts.accessor<std::int64_t, 2>();
+  std::vector<std::string> columns{"label"};
+  columns.insert(columns.end(), class_names.begin(), class_names.end());
+  std::vector<std::vector<std::string>> rows;
+  for (std::int64_t i = 0; i < classes; ++i) {
+    std::vector<std::string> row{class_names[static_cast<std::size_t>(i)]};
+    for (std::int64_t j = 0; j < classes; ++j) row.push_back(std::to_string(c[i][j]));
+    rows.push_back(std::move(row));
+  }
+  return csv_table(columns, rows);
+}
 
 void write_predictions_h5(const fs::path& path, const std::string& split,
                           const std::vector<std::pair<std::string, Predictions>>& networks) {

@@ -356,6 +356,11 @@ ReportFiles unit_report(const fs::path& unit) {
   report.markdown += "\n## Training curves\n";
   add_plot(report, unit, "loss.png", "loss curves");
   add_plot(report, unit, "accuracy.png", "accuracy curves");
+  if (fs::exists(unit / "fold0" / "confusion.csv")) {
+    const CsvTable confusion = read_csv(unit / "fold0" / "confusion.csv");
+    add_table(report, "Confusion matrix (fold 0, the kept network on the test split; rows: labels, columns: predictions)",
+              confusion.columns, confusion.rows);
+  }
   if (fs::is_directory(unit / "fold0")) {
     variants_section(report, unit, unit / "fold0");
     plugin_tables_section(report, unit, unit / "fold0");

@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 
+#include <sstream>
+
 #include <fmt/format.h>
 #include <torch/types.h>
 
@@ -254,4 +256,31 @@ mu_end = [3.0]
   const std::string series = python_check(dir_ / "logs/mnist/mlp/exp0002/fold0");
   EXPECT_NE(series.find("scalar ana/sigma_forward/group0 3"), std::string::npos) << series;
   EXPECT_NE(series.find("scalar ana/weight_level_fraction/0 3"), std::string::npos) << series;
+}
+
+// The kept network's predictions: predictions.h5 per sample and the confusion matrix, whose
+// diagonal is the unit's top-1, in the report.
+TEST_F(QlhostResultsTest, TheConfusionMatrixOfTheKeptNetworkAgreesWithItsTop1) {
+  const auto result = run_qlhost(run_args("--set training.epochs=1 --set training.checkpoint_every_steps=0"), dir_.path());
+  ASSERT_EQ(result.exit_code, 0) << result.out << result.err;
+  const fs::path unit = dir_ / "logs/mnist/mlp/exp0001";
+  EXPECT_TRUE(fs::exists(unit / "fold0" / "predictions.h5"));
+  std::istringstream csv(ql::test::read_text(unit / "fold0" / "confusion.csv"));
+  std::string line;
+  std::getline(csv, line);
+  EXPECT_EQ(line, "label,0,1,2,3");
+  double diagonal = 0, total = 0;
+  for (int row = 0; std::getline(csv, line); ++row) {
+    std::istringstream cells(line);
+    std::string cell;
+    std::getline(cells, cell, ',');  // the label's name
+    for (int column = 0; std::getline(cells, cell, ','); ++column) {
+      total += std::stod(cell);
+      if (column == row) diagonal += std::stod(cell);
+    }
+  }
+  const auto record = ql::core::read_unit_record(unit);
+  EXPECT_GT(total, 0);
+  EXPECT_DOUBLE_EQ(diagonal / total, record.folds.at(0).result_top1);
+  EXPECT_NE(ql::test::read_text(unit / "report.md").find("## Confusion matrix"), std::string::npos);
 }

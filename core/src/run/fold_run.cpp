@@ -139,6 +139,9 @@ ResultRecord keep_effective_weights(Network& network) {
   return record;
 }
 
+// Up to this many classes a fold writes the confusion matrix of its kept network.
+constexpr std::int64_t kConfusionClasses = 100;
+
 // [export]: the kept result's model, written after the result is kept, so that a network the
 // export refuses loses nothing.
 void export_result(const Experiment& x, const FoldEnvironment& env, Network& network, const ResultRecord& kept,
@@ -200,7 +203,13 @@ FoldResult run_fold(Experiment& x, std::size_t k, const Splits& data) {
     x.console.info(fmt::format("{}result after post-training on {}: {}", env.fold_label, to_string(final_split),
                                describe(result.result)));
   }
-  if (x.root) write_predictions_h5(fold_dir / "predictions.h5", std::string(to_string(final_split)), predictions);
+  if (x.root) {
+    write_predictions_h5(fold_dir / "predictions.h5", std::string(to_string(final_split)), predictions);
+    // The kept network's confusion matrix, for the report, where it stays readable.
+    if (env.spec.num_classes <= kConfusionClasses && !env.spec.class_names.empty()) {
+      write_file_atomically(fold_dir / "confusion.csv", confusion_csv(predictions.back().second, env.spec.class_names));
+    }
+  }
   record.result_top1 = result.result.top1;
   record.status = "done";
   metrics.flush();

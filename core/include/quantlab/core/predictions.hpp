@@ -30,4 +30,8 @@ struct Predictions {
 void write_predictions_h5(const std::filesystem::path& path, const std::string& split,
                           const std::vector<std::pair<std::string, Predictions>>& networks);
 
+/// The confusion matrix of `predictions` (best class against label) as CSV: a header
+/// "label,<class names...>", then one row per label with its counts per predicted class.
+std::string confusion_csv(const Predictions& predictions, const std::vector<std::string>& class_names);
+
 }  // namespace ql::core
