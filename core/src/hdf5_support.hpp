@@ -58,6 +58,17 @@ inline void write_array(hid_t parent, const std::string& name, hid_t type, const
   }
 }
 
+// A scalar string attribute of `object` (fixed length, as h5py reads it: bytes).
+inline void write_text_attribute(hid_t object, const char* name, const std::string& value,
+                                 const std::filesystem::path& path) {
+  Handle type(H5Tcopy(H5T_C_S1), H5Tclose);
+  H5Tset_size(type.get(), std::max<std::size_t>(1, value.size()));
+  Handle space(H5Screate(H5S_SCALAR), H5Sclose);
+  Handle attribute(H5Acreate2(object, name, type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
+  QL_CHECK(attribute.valid(), "{}: cannot create attribute {}", path.string(), name);
+  check(H5Awrite(attribute.get(), type.get(), value.c_str()), std::string("write attribute ") + name, path);
+}
+
 template <typename T>
 std::vector<T> read_array(hid_t file, const std::string& name, hid_t type, std::vector<hsize_t>& dims,
                           const std::filesystem::path& path) {

@@ -21,15 +21,6 @@ using namespace hdf5;
 
 namespace {
 
-void write_string_attribute(hid_t object, const char* name, const std::string& value, const fs::path& path) {
-  Handle type(H5Tcopy(H5T_C_S1), H5Tclose);
-  H5Tset_size(type.get(), std::max<std::size_t>(1, value.size()));
-  Handle space(H5Screate(H5S_SCALAR), H5Sclose);
-  Handle attribute(H5Acreate2(object, name, type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
-  QL_CHECK(attribute.valid(), "{}: cannot create attribute {}", path.string(), name);
-  check(H5Awrite(attribute.get(), type.get(), value.c_str()), std::string("write attribute ") + name, path);
-}
-
 void write_group(hid_t file, const std::string& group, const Predictions& p, const fs::path& path) {
   const at::Tensor labels = p.labels.to(torch::kCPU, torch::kLong).contiguous();
   const at::Tensor classes = p.top_classes.to(torch::kCPU, torch::kLong).contiguous();
@@ -75,7 +66,7 @@ void write_predictions_h5(const fs::path& path, const std::string& split,
   write_atomically(path, [&](const fs::path& temporary) {
     Handle file(H5Fcreate(temporary.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
     QL_CHECK(file.valid(), "{}: cannot create the HDF5 file", temporary.string());
-    write_string_attribute(file.get(), "split", split, path);
+    write_text_attribute(file.get(), "split", split, path);
     for (const auto& [name, predictions] : networks) write_group(file.get(), name, predictions, path);
     check(H5Fflush(file.get(), H5F_SCOPE_GLOBAL), "flush", temporary);
   });

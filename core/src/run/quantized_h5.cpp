@@ -27,15 +27,6 @@ void write_attribute(hid_t object, const char* name, hid_t type, const T& value,
   check(H5Awrite(attribute.get(), type, &value), std::string("write attribute ") + name, path);
 }
 
-void write_text_attribute(hid_t object, const char* name, const std::string& value, const fs::path& path) {
-  Handle type(H5Tcopy(H5T_C_S1), H5Tclose);
-  H5Tset_size(type.get(), std::max<std::size_t>(1, value.size()));
-  Handle space(H5Screate(H5S_SCALAR), H5Sclose);
-  Handle attribute(H5Acreate2(object, name, type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
-  QL_CHECK(attribute.valid(), "{}: cannot create attribute {}", path.string(), name);
-  check(H5Awrite(attribute.get(), type.get(), value.c_str()), std::string("write attribute ") + name, path);
-}
-
 Handle create_group(hid_t parent, const std::string& name, const fs::path& path) {
   Handle lcpl = link_properties();
   Handle group(H5Gcreate2(parent, name.c_str(), lcpl.get(), H5P_DEFAULT, H5P_DEFAULT), H5Gclose);
