@@ -94,6 +94,13 @@ TEST_F(QlhostDistributedTest, TwoRanksTrainTheWeightsOfOneRankWithTheSameGlobalB
   EXPECT_DOUBLE_EQ(last_scalar(unit(2), "train/top1"), last_scalar(unit(1), "train/top1"));
   EXPECT_DOUBLE_EQ(last_scalar(unit(2), "valid/top1"), last_scalar(unit(1), "valid/top1"));
 
+  // The test split's predictions gathered from both ranks: every sample once, each with its
+  // label, so the confusion matrix's diagonal is the unit's top-1.
+  const ql::test::Confusion one = ql::test::read_confusion(unit(1) / "fold0" / "confusion.csv");
+  const ql::test::Confusion both = ql::test::read_confusion(unit(2) / "fold0" / "confusion.csv");
+  EXPECT_EQ(both.total, one.total);
+  EXPECT_DOUBLE_EQ(both.diagonal / both.total, two_record.folds[0].trained_top1);
+
   // Rank 0 alone wrote results: two units, and rank 1's scratch folder is gone.
   EXPECT_FALSE(fs::exists(unit(3)));
   EXPECT_TRUE(fs::is_empty(dir_ / "tmp"));

@@ -6,8 +6,6 @@
 
 #include <gtest/gtest.h>
 
-#include <sstream>
-
 #include <fmt/format.h>
 #include <torch/types.h>
 
@@ -265,22 +263,9 @@ TEST_F(QlhostResultsTest, TheConfusionMatrixOfTheKeptNetworkAgreesWithItsTop1) {
   ASSERT_EQ(result.exit_code, 0) << result.out << result.err;
   const fs::path unit = dir_ / "logs/mnist/mlp/exp0001";
   EXPECT_TRUE(fs::exists(unit / "fold0" / "predictions.h5"));
-  std::istringstream csv(ql::test::read_text(unit / "fold0" / "confusion.csv"));
-  std::string line;
-  std::getline(csv, line);
-  EXPECT_EQ(line, "label,0,1,2,3");
-  double diagonal = 0, total = 0;
-  for (int row = 0; std::getline(csv, line); ++row) {
-    std::istringstream cells(line);
-    std::string cell;
-    std::getline(cells, cell, ',');  // the label's name
-    for (int column = 0; std::getline(cells, cell, ','); ++column) {
-      total += std::stod(cell);
-      if (column == row) diagonal += std::stod(cell);
-    }
-  }
-  const auto record = ql::core::read_unit_record(unit);
-  EXPECT_GT(total, 0);
-  EXPECT_DOUBLE_EQ(diagonal / total, record.folds.at(0).result_top1);
+  const ql::test::Confusion confusion = ql::test::read_confusion(unit / "fold0" / "confusion.csv");
+  EXPECT_EQ(confusion.classes, (std::vector<std::string>{"0", "1", "2", "3"}));
+  EXPECT_GT(confusion.total, 0);
+  EXPECT_DOUBLE_EQ(confusion.diagonal / confusion.total, ql::core::read_unit_record(unit).folds.at(0).result_top1);
   EXPECT_NE(ql::test::read_text(unit / "report.md").find("## Confusion matrix"), std::string::npos);
 }

@@ -205,4 +205,23 @@ bool wait_for_checkpointed_steps(const fs::path& unit, std::int64_t steps) {
   return false;
 }
 
+Confusion read_confusion(const std::filesystem::path& csv) {
+  std::istringstream lines(read_text(csv));
+  std::string line, cell;
+  Confusion confusion;
+  std::getline(lines, line);
+  std::istringstream header(line);
+  std::getline(header, cell, ',');  // "label"
+  while (std::getline(header, cell, ',')) confusion.classes.push_back(cell);
+  for (int row = 0; std::getline(lines, line); ++row) {
+    std::istringstream cells(line);
+    std::getline(cells, cell, ',');  // the label's name
+    for (int column = 0; std::getline(cells, cell, ','); ++column) {
+      confusion.total += std::stod(cell);
+      if (column == row) confusion.diagonal += std::stod(cell);
+    }
+  }
+  return confusion;
+}
+
 }  // namespace ql::test

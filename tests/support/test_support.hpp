@@ -47,6 +47,14 @@ CommandResult run_command(const std::string& command_line);
 std::string qlhost_program();
 /// Runs qlhost with `args` (already shell-quoted), HOME set to `home` so no user plugin leaks in.
 CommandResult run_qlhost(const std::string& args, const std::filesystem::path& home);
+/// A unit's fold<k>/confusion.csv read back: its class names (the header after "label"), and
+/// the sum of its diagonal and of all its counts.
+struct Confusion {
+  std::vector<std::string> classes;
+  double diagonal = 0, total = 0;
+};
+Confusion read_confusion(const std::filesystem::path& csv);
+
 /// `text` quoted for the shell.
 std::string quoted(const std::string& text);
 
