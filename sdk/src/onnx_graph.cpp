@@ -241,6 +241,13 @@ std::size_t consumers_of(const std::vector<Node>& nodes, const std::string& name
   return count;
 }
 
+Constant* constant_named(std::vector<Constant>& constants, const std::string& name) {
+  for (Constant& c : constants) {
+    if (c.name == name) return &c;
+  }
+  return nullptr;
+}
+
 const Attribute* attribute_of(const Node& node, std::string_view name) {
   for (const Attribute& attribute : node.attributes) {
     if (attribute.name == name) return &attribute;
@@ -252,12 +259,7 @@ const Attribute* attribute_of(const Node& node, std::string_view name) {
 
 void fold_batch_norms(Graph& graph) {
   std::vector<Node>& nodes = graph.nodes_;
-  const auto constant = [&](const std::string& name) -> Constant* {
-    for (Constant& c : graph.constants_) {
-      if (c.name == name) return &c;
-    }
-    return nullptr;
-  };
+  const auto constant = [&](const std::string& name) { return constant_named(graph.constants_, name); };
   for (std::size_t i = 0; i < nodes.size();) {
     if (nodes[i].op_type != "BatchNormalization") {
       ++i;
@@ -362,9 +364,8 @@ void split_integer_layer_biases(Graph& graph) {
     nodes[i].outputs.front() = graph.unique_name(output + ".without_bias");
     if (nodes[i].op_type == "Conv") {
       // [C] to [C, 1, 1], to broadcast over the feature maps.
-      for (Constant& c : graph.constants_) {
-        if (c.name == bias) c.value = c.value.view({-1, 1, 1}).contiguous();
-      }
+      Constant* values = constant_named(graph.constants_, bias);
+      values->value = values->value.view({-1, 1, 1}).contiguous();
     }
     nodes.insert(nodes.begin() + static_cast<std::ptrdiff_t>(i) + 1,
                  Node{"Add", {nodes[i].outputs.front(), bias}, {output}, {}});
