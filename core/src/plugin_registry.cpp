@@ -10,6 +10,8 @@
 #include <cstdlib>
 #include <map>
 #include <dlfcn.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 namespace ql::core {
 
@@ -47,8 +49,29 @@ std::vector<fs::path> default_search_path(const std::vector<fs::path>& extra_dir
   return path;
 }
 
-PluginRegistry::PluginRegistry(std::vector<fs::path> search_path)
-    : search_path_(std::move(search_path)) {
+std::string written_by_others(const fs::path& file) {
+  const uid_t me = geteuid();
+  const gid_t my_group = getegid();
+  auto check = [&](const fs::path& path, bool is_folder) -> std::string {
+    struct stat info {};
+    if (stat(path.c_str(), &info) != 0) return fmt::format("{} cannot be inspected", path.string());
+    const char* what = is_folder ? "its folder " : "";
+    if (info.st_uid != me && info.st_uid != 0) return fmt::format("{}{} is owned by user id {}", what, path.string(), info.st_uid);
+    // A sticky folder (/tmp) lets nobody replace another user's file in it.
+    const bool sticky = is_folder && (info.st_mode & S_ISVTX);
+    if ((info.st_mode & S_IWOTH) && !sticky) return fmt::format("{}{} is writable by every user", what, path.string());
+    if ((info.st_mode & S_IWGRP) && info.st_gid != my_group && !sticky) {
+      return fmt::format("{}{} is writable by group id {}", what, path.string(), info.st_gid);
+    }
+    return "";
+  };
+  std::string reason = check(file, false);
+  if (reason.empty()) reason = check(file.parent_path().empty() ? fs::path(".") : file.parent_path(), true);
+  return reason;
+}
+
+PluginRegistry::PluginRegistry(std::vector<fs::path> search_path, PluginTrust trust)
+    : search_path_(std::move(search_path)), trust_(trust) {
   for (const fs::path& entry : search_path_) {
     std::error_code error;
     if (fs::is_regular_file(entry, error)) {
@@ -95,6 +118,18 @@ void PluginRegistry::scan_file(const fs::path& file, bool explicit_file) {
     if (fs::equivalent(p.path, canonical, error)) return;  // same file reached twice
   }
   PluginInspection found = inspect_plugin_file(canonical);
+  if (found.status == PluginInspection::Status::plugin) {
+    if (const std::string writer = written_by_others(canonical); !writer.empty()) {
+      if (trust_ == PluginTrust::any_writer) {
+        warnings_.push_back(fmt::format("{}: loaded although {} (QL_ALLOW_WRITABLE_PLUGINS is set)", canonical.string(), writer));
+      } else {
+        found.status = PluginInspection::Status::refused;
+        found.reason = fmt::format("{}: refused, since loading a plugin runs its code and {}; fix the permissions "
+                                   "(chmod go-w) or set QL_ALLOW_WRITABLE_PLUGINS=1",
+                                   canonical.string(), writer);
+      }
+    }
+  }
   switch (found.status) {
     case PluginInspection::Status::plugin: plugins_.push_back(std::move(found.metadata)); break;
     case PluginInspection::Status::refused:

@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <elf.h>
+#include <unistd.h>
 
 namespace fs = std::filesystem;
 using ql::core::PluginInspection;
@@ -250,4 +251,40 @@ TEST(PluginLoaderTest, UnknownNameSuggestsTheClosest) {
   } catch (const ql::ConfigError& e) {
     EXPECT_NE(std::string(e.what()).find("searched: "), std::string::npos) << e.what();
   }
+}
+
+// bad-input: a plugin file or plugin folder other users may write (loading it runs their code) | refused: `good.so: refused, since loading a plugin runs its code and … is writable by every user; fix the permissions (chmod go-w) or set QL_ALLOW_WRITABLE_PLUGINS=1`; with that variable it loads with a warning | 2
+TEST(PluginLoaderTest, PluginsOthersMayWriteAreRefusedUnlessAllowed) {
+  ql::test::TempDir dir;
+  const fs::path folder = dir / "plugins", file = folder / "good.so";
+  fs::create_directory(folder);
+  fs::copy_file(fixture("good"), file);
+  fs::permissions(folder, fs::perms(0755));
+  fs::permissions(file, fs::perms(0755));
+  EXPECT_EQ(PluginRegistry(only(folder)).plugins().size(), 1u);
+  EXPECT_EQ(ql::core::written_by_others(file), "");
+
+  auto expect_refused = [&](const std::string& why) {
+    PluginRegistry registry(only(folder));
+    EXPECT_TRUE(registry.plugins().empty()) << why;
+    ASSERT_EQ(registry.refusals().size(), 1u) << why;
+    EXPECT_NE(registry.refusals()[0].find(why), std::string::npos) << registry.refusals()[0];
+    EXPECT_NE(registry.refusals()[0].find("QL_ALLOW_WRITABLE_PLUGINS=1"), std::string::npos);
+    EXPECT_THROW(PluginRegistry({file}), ql::ConfigError) << why;  // named explicitly
+    // The explicit override loads it, and says so.
+    PluginRegistry allowed(only(folder), ql::core::PluginTrust::any_writer);
+    EXPECT_EQ(allowed.plugins().size(), 1u);
+    ASSERT_EQ(allowed.warnings().size(), 1u);
+    EXPECT_NE(allowed.warnings()[0].find(why), std::string::npos) << allowed.warnings()[0];
+  };
+  fs::permissions(file, fs::perms(0757));
+  expect_refused(file.string() + " is writable by every user");
+  fs::permissions(file, fs::perms(0755));
+  fs::permissions(folder, fs::perms(0777));
+  expect_refused("its folder " + folder.string() + " is writable by every user");
+  // A sticky folder (as /tmp) lets nobody replace another user's file.
+  fs::permissions(folder, fs::perms(01777));
+  EXPECT_EQ(PluginRegistry(only(folder)).plugins().size(), 1u);
+  fs::permissions(folder, fs::perms(0755));
+  if (chown(file.c_str(), 12345, static_cast<gid_t>(-1)) == 0) expect_refused("is owned by user id 12345");
 }

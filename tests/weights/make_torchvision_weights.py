@@ -1,9 +1,9 @@
 """Writes torchvision networks with seeded random weights, as QuantLab's pretrained-weights
 tests read them, with their logits for fixed inputs.
 
-    make_torchvision_weights.py OUT_DIR
+    make_torchvision_weights.py OUT_DIR [NAME ...]
 
-For each of resnet18, vgg11_bn and alexnet (1,000 classes; random batch-norm statistics so that
+For each of resnet18, vgg11_bn and alexnet (or the NAMEs given) (1,000 classes; random batch-norm statistics so that
 they matter): OUT_DIR/NAME.pth (torch.save of the state dict), OUT_DIR/NAME.safetensors, and
 OUT_DIR/NAME.input / NAME.logits, raw little-endian float32 of 2 images [2, 3, S, S] (S = 224,
 AlexNet 224 as well) and the network's logits in eval mode.
@@ -16,10 +16,10 @@ import torchvision
 from safetensors.torch import save_file
 
 
-def main(out):
+def main(out, names=("resnet18", "vgg11_bn", "alexnet")):
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    for name in ("resnet18", "vgg11_bn", "alexnet"):
+    for name in names:
         torch.manual_seed(7)
         model = getattr(torchvision.models, name)(weights=None)
         with torch.no_grad():
@@ -42,4 +42,4 @@ def main(out):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], *([sys.argv[2:]] if len(sys.argv) > 2 else []))

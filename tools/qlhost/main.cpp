@@ -19,6 +19,7 @@
 #include <fmt/format.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -88,8 +89,16 @@ std::vector<std::string> plugin_dirs(const po::variables_map& vm) {
                                 : std::vector<std::string>{};
 }
 
+// Whose plugin files this run loads: QL_ALLOW_WRITABLE_PLUGINS=1 is the explicit override
+// (in the environment, so that every rank of a data-parallel run sees it).
+ql::core::PluginTrust plugin_trust() {
+  const char* allow = std::getenv("QL_ALLOW_WRITABLE_PLUGINS");
+  return allow && std::string_view(allow) == "1" ? ql::core::PluginTrust::any_writer : ql::core::PluginTrust::owner_only;
+}
+
 void report_refusals(const ql::core::PluginRegistry& registry, bool verbose) {
   for (const std::string& line : registry.refusals()) fmt::print(stderr, "warning: {}\n", line);
+  for (const std::string& line : registry.warnings()) fmt::print(stderr, "warning: {}\n", line);
   if (verbose) {
     for (const std::string& line : registry.skipped()) fmt::print(stderr, "skipped: {}\n", line);
   }
@@ -103,7 +112,7 @@ int command_plugins(const std::vector<std::string>& args) {
     std::cout << "usage: qlhost plugins [--show NAME] [--plugin-dir DIR ...] [--verbose]\n\n" << options;
     return kExitOk;
   }
-  ql::core::PluginRegistry registry(ql::core::default_search_path(as_paths(plugin_dirs(vm))));
+  ql::core::PluginRegistry registry(ql::core::default_search_path(as_paths(plugin_dirs(vm))), plugin_trust());
   report_refusals(registry, vm.count("verbose") > 0);
   if (vm.count("show")) {
     const std::string name = vm["show"].as<std::string>();
@@ -162,7 +171,7 @@ ExperimentCommand parse_experiment_command(const std::string& name, const std::v
   command.experiment = vm["experiment"].as<std::string>();
   if (vm.count("set")) command.overrides = vm["set"].as<std::vector<std::string>>();
   command.registry = std::make_unique<ql::core::PluginRegistry>(
-      ql::core::default_search_path(as_paths(plugin_dirs(vm))));
+      ql::core::default_search_path(as_paths(plugin_dirs(vm))), plugin_trust());
   report_refusals(*command.registry, vm.count("verbose") > 0);
   return command;
 }
@@ -283,7 +292,7 @@ int command_export(const std::vector<std::string>& args) {
   if (format != "onnx" && format != "h5") throw ql::ConfigError(fmt::format("export: unknown format '{}' (onnx or h5)", format));
   const int opset = vm["opset"].as<int>();
   if (opset != 13 && opset != 21) throw ql::ConfigError(fmt::format("export: --opset {} (13 or 21)", opset));
-  ql::core::PluginRegistry registry(ql::core::default_search_path(as_paths(plugin_dirs(vm))));
+  ql::core::PluginRegistry registry(ql::core::default_search_path(as_paths(plugin_dirs(vm))), plugin_trust());
   report_refusals(registry, vm.count("verbose") > 0);
   const bool h5 = format == "h5";
   const ql::core::UnitExportRequest request{vm["unit"].as<std::string>(),

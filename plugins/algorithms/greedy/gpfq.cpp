@@ -12,20 +12,34 @@
 
 namespace ql::greedy {
 
-at::Tensor alphabet(double bits, double radius) {
+at::Tensor alphabet(double bits, double radius, bool with_zero) {
   QL_CHECK(bits > 0 && bits <= 16, "bits must be in (0, 16], got {}", bits);
   const auto atoms = static_cast<std::int64_t>(std::llround(std::pow(2.0, bits)));
   QL_CHECK(atoms >= 2, "bits = {} gives fewer than 2 atoms", bits);
-  return torch::linspace(-1.0, 1.0, atoms, torch::kFloat64) * radius;
+  const at::Tensor levels = torch::linspace(-1.0, 1.0, atoms, torch::kFloat64) * radius;
+  if (!with_zero || atoms % 2 == 1) return levels;
+  return std::get<0>(torch::cat({levels, torch::zeros({1}, torch::kFloat64)}).sort());
+}
+
+double radius_statistic(RadiusRule rule, const at::Tensor& weight) {
+  QL_CHECK(weight.dim() >= 2 && weight.numel() > 0, "radius_statistic: expected a weight [out, ...], got {} dimensions", weight.dim());
+  const at::Tensor magnitude = weight.detach().abs().to(torch::kFloat64);
+  if (rule == RadiusRule::layer_median) return magnitude.flatten().median().item<double>();
+  return std::get<0>(magnitude.flatten(1).max(1)).mean().item<double>();
 }
 
 IntegerForm alphabet_integers(const at::Tensor& indices, const at::Tensor& atoms) {
-  const std::int64_t count = atoms.size(0);
-  QL_CHECK(count >= 2, "an alphabet of {} atoms has no step", count);
-  const double step = (atoms[1] - atoms[0]).item<double>();
-  const bool odd = count % 2 == 1;
-  const at::Tensor codes = odd ? indices.to(torch::kInt64) - (count - 1) / 2 : 2 * indices.to(torch::kInt64) - (count - 1);
-  return {codes, torch::tensor({static_cast<float>(odd ? step : step / 2)}), torch::zeros({1}, torch::kInt64), -1};
+  QL_CHECK(atoms.size(0) >= 2, "an alphabet of {} atoms has no step", atoms.size(0));
+  // Every alphabet here is symmetric, and each atom an integer multiple of the smallest positive
+  // one: the step (odd counts, zero included) or half of it (even counts, with or without zero).
+  const at::Tensor positive = atoms.masked_select(atoms > 0);
+  QL_CHECK(positive.numel() > 0, "an alphabet without a positive atom has no integer form");
+  const double unit = positive.min().item<double>();
+  const at::Tensor integers = (atoms / unit).round().to(torch::kInt64);
+  QL_CHECK(torch::allclose(integers.to(torch::kFloat64) * unit, atoms, 1e-9, 1e-12 * std::abs(unit)),
+           "the alphabet is not a set of multiples of {}", unit);
+  return {integers.index_select(0, indices.flatten().to(torch::kInt64)).view(indices.sizes()),
+          torch::tensor({static_cast<float>(unit)}), torch::zeros({1}, torch::kInt64), -1};
 }
 
 at::Tensor nearest_atom_index(const at::Tensor& values, const at::Tensor& atoms) {

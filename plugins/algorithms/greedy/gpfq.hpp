@@ -20,12 +20,24 @@
 
 namespace ql::greedy {
 
-/// round(2^bits) atoms equispaced on [-radius, radius], ascending, float64.
-at::Tensor alphabet(double bits, double radius);
+/// round(2^bits) atoms equispaced on [-radius, radius], ascending, float64; `with_zero` adds 0
+/// when the count is even (Zhang, Zhou & Saab's "2^b levels plus zero"), so that 2 bits give
+/// {-r, -r/3, 0, r/3, r}.
+at::Tensor alphabet(double bits, double radius, bool with_zero = false);
+
+/// What an alphabet's radius is a multiple of: the median |w| of the whole layer (Lybrand &
+/// Saab) or the mean over the layer's output neurons of their largest |w| (Zhang, Zhou & Saab's
+/// ImageNet experiments). A neuron is a row of a dense weight or a whole filter of a
+/// convolution, however conv_mode groups the inputs.
+enum class RadiusRule { layer_median, mean_neuron_max };
+
+/// The rule's statistic of a weight [out, ...].
+double radius_statistic(RadiusRule rule, const at::Tensor& weight);
 
 /// Indices into an `alphabet`'s atoms as integers with one scale, for export: with an odd
 /// number K of atoms the integers -(K-1)/2 .. (K-1)/2 times the step (ternary: -1, 0, 1);
-/// with an even number the odd integers -(K-1), ..., -1, 1, ..., K-1 times half the step.
+/// with an even number the odd integers -(K-1), ..., -1, 1, ..., K-1 times half the step, and
+/// 0 for an added zero.
 IntegerForm alphabet_integers(const at::Tensor& indices, const at::Tensor& atoms);
 
 /// For each value, the index of the nearest of the ascending `atoms` (ties: the lower atom), on

@@ -28,7 +28,9 @@ using ql::greedy::Grams;
 constexpr char kOptions[] = R"toml(
 method = "gpfq"              # the network kept as the result: gpfq | msq (round each weight to the nearest atom)
 bits = 1.584962500721156     # alphabet size round(2^bits): log2(3) = ternary {-a, 0, a}; 2: {-a, -a/3, a/3, a} (no zero); 3, 4, ...
-alphabet_scalar = 3.0        # C: the alphabet spans [-a, a] with a = C * median(|W|) of each layer
+alphabet_scalar = 3.0        # C: the alphabet spans [-a, a] with a = C * (the radius rule's statistic of each layer)
+alphabet_radius = "layer_median"  # the statistic: layer_median (Lybrand & Saab: median |w| of the layer) | mean_neuron_max (Zhang, Zhou & Saab, ImageNet: the mean over output neurons of max |w|)
+alphabet_zero = false        # add 0 to alphabets of an even size (2^b levels plus zero, Zhang, Zhou & Saab); odd sizes hold it already
 calibration_samples = 25000  # training samples (seeded draw) whose activations drive GPFQ; streamed, memory does not grow with it
 layers = ["*"]               # quantise layers whose name matches one of these patterns (shell-style: "fc*", "features.*")
 skip_layers = []             # ... except those matching one of these
@@ -45,8 +47,6 @@ dump_data = false            # also write each layer's X, X~, weights and codes 
 )toml";
 
 enum class Method { gpfq, msq };
-
-std::string_view to_string(Method method) { return method == Method::gpfq ? "gpfq" : "msq"; }
 
 struct Setting {
   Method method;
@@ -89,6 +89,9 @@ class Greedy : public ql::Algorithm {
     result_.method = options.get_enum<Method>("method", {{"gpfq", Method::gpfq}, {"msq", Method::msq}});
     result_.bits = options.get_double("bits", 0.5, 16.0);
     result_.scalar = options.get_double("alphabet_scalar", 1e-6, 1e6);
+    radius_rule_ = options.get_enum<ql::greedy::RadiusRule>(
+        "alphabet_radius", {{"layer_median", ql::greedy::RadiusRule::layer_median}, {"mean_neuron_max", ql::greedy::RadiusRule::mean_neuron_max}});
+    alphabet_zero_ = options.get_bool("alphabet_zero");
     samples_ = options.get_int("calibration_samples", 1, INT64_MAX);
     patterns_ = options.get_string_list("layers");
     skip_ = options.get_string_list("skip_layers");
@@ -216,8 +219,8 @@ class Greedy : public ql::Algorithm {
       const std::string& name = chosen[l].first;
       const auto& layer = chosen[l].second;
       const at::Tensor w = neurons_of(*layer);
-      const double median = layer->weight.detach().abs().flatten().to(torch::kFloat64).median().item<double>();
-      const at::Tensor atoms = ql::greedy::alphabet(setting.bits, setting.scalar * median);
+      const double statistic = ql::greedy::radius_statistic(radius_rule_, layer->weight);
+      const at::Tensor atoms = ql::greedy::alphabet(setting.bits, setting.scalar * statistic, alphabet_zero_);
       at::Tensor q;
       std::optional<Grams> grams;
       std::vector<at::Tensor> dumped_x, dumped_x_tilde;
@@ -274,8 +277,8 @@ class Greedy : public ql::Algorithm {
     // them into the result with this description.
     for (std::size_t j = 0; j < chosen.size(); ++j) {
       const std::string description =
-          fmt::format("greedy {}, {} atoms of step {:.6g}", setting.label(), results[j].atoms.size(0),
-                      results[j].atoms.size(0) > 1 ? (results[j].atoms[1] - results[j].atoms[0]).item<double>() : 0.0);
+          fmt::format("greedy {}, {} atoms up to {:.6g}", setting.label(), results[j].atoms.size(0),
+                      results[j].atoms.max().item<double>());
       chosen[j].second->set_weight_quantizer(
           std::make_shared<FixedWeights>(results[j].values, description, results[j].codes, results[j].atoms));
     }
@@ -292,6 +295,8 @@ class Greedy : public ql::Algorithm {
   }
 
   Setting result_;
+  ql::greedy::RadiusRule radius_rule_ = ql::greedy::RadiusRule::layer_median;
+  bool alphabet_zero_ = false;
   std::int64_t samples_ = 0;
   std::vector<std::string> patterns_, skip_;
   std::vector<ql::nn::LayerKind> kinds_;

@@ -30,21 +30,44 @@ TEST(GpfqTest, AlphabetsFollowTheBitCount) {
   EXPECT_TRUE(torch::allclose(eight.diff(), torch::full({7}, 2.0 / 7, torch::kFloat64)));
   EXPECT_EQ(alphabet(4.0, 1.0).size(0), 16);
   EXPECT_DOUBLE_EQ(alphabet(4.0, 5.0)[15].item<double>(), 5.0);
+  // "2^b levels plus zero": zero joins even alphabets only, in order.
+  EXPECT_TRUE(torch::allclose(alphabet(2.0, 3.0, true), double_tensor({-3, -1, 0, 1, 3})));
+  EXPECT_TRUE(torch::allclose(alphabet(std::log2(3.0), 2.0, true), double_tensor({-2, 0, 2})));
+  const at::Tensor seventeen = alphabet(4.0, 1.0, true);
+  ASSERT_EQ(seventeen.size(0), 17);
+  EXPECT_EQ(seventeen[8].item<double>(), 0.0);
+  EXPECT_TRUE(torch::equal(std::get<0>(seventeen.sort()), seventeen));
+}
+
+TEST(GpfqTest, RadiusRulesTakeTheLayerMedianOrTheMeanOfNeuronMaxima) {
+  const at::Tensor dense = double_tensor({1, -4, 2, 0.5, -0.25, 3}).view({2, 3});
+  EXPECT_DOUBLE_EQ(radius_statistic(RadiusRule::layer_median, dense), 1.0);  // the lower middle of 6 values
+  EXPECT_DOUBLE_EQ(radius_statistic(RadiusRule::mean_neuron_max, dense), (4.0 + 3.0) / 2);
+  // A convolution's neuron is a whole filter: max over input channels and kernel positions.
+  const at::Tensor conv = torch::arange(16, torch::kFloat64).view({2, 2, 2, 2}) - 4;
+  EXPECT_DOUBLE_EQ(radius_statistic(RadiusRule::mean_neuron_max, conv), (4.0 + 11.0) / 2);
+  EXPECT_THROW(radius_statistic(RadiusRule::mean_neuron_max, double_tensor({1, 2})), ql::Error);
 }
 
 // The integer form an export writes: integers times one scale give back every atom; ternary is
 // -1, 0, 1 and an even alphabet the odd integers.
 TEST(GpfqTest, AlphabetIndicesBecomeIntegersTimesOneScale) {
-  for (const double bits : {std::log2(3.0), 2.0, 3.0, 4.0}) {
-    const at::Tensor atoms = ql::greedy::alphabet(bits, 0.37);
-    const at::Tensor indices = torch::arange(atoms.size(0));
-    const ql::IntegerForm form = ql::greedy::alphabet_integers(indices, atoms);
-    const at::Tensor values = form.codes.to(torch::kFloat64) * form.scale.to(torch::kFloat64);
-    EXPECT_TRUE(torch::allclose(values, atoms, 1e-6, 1e-7)) << bits << " bits";
-    const std::int64_t count = atoms.size(0);
-    EXPECT_EQ(form.codes[0].item<std::int64_t>(), count % 2 == 1 ? -(count - 1) / 2 : -(count - 1)) << bits;
-    EXPECT_EQ(form.zero_point.item<std::int64_t>(), 0);
+  for (const bool with_zero : {false, true}) {
+    for (const double bits : {std::log2(3.0), 2.0, 3.0, 4.0}) {
+      const at::Tensor atoms = ql::greedy::alphabet(bits, 0.37, with_zero);
+      const at::Tensor indices = torch::arange(atoms.size(0));
+      const ql::IntegerForm form = ql::greedy::alphabet_integers(indices, atoms);
+      const at::Tensor values = form.codes.to(torch::kFloat64) * form.scale.to(torch::kFloat64);
+      EXPECT_TRUE(torch::allclose(values, atoms, 1e-6, 1e-7)) << bits << " bits";
+      const std::int64_t levels = std::llround(std::pow(2.0, bits));
+      EXPECT_EQ(form.codes[0].item<std::int64_t>(), levels % 2 == 1 ? -(levels - 1) / 2 : -(levels - 1)) << bits;
+      EXPECT_EQ(form.zero_point.item<std::int64_t>(), 0);
+      if (with_zero) EXPECT_EQ(form.codes.eq(0).sum().item<std::int64_t>(), 1) << bits;
+    }
   }
+  // Indices of any shape keep it.
+  const ql::IntegerForm shaped = ql::greedy::alphabet_integers(torch::tensor({2, 0, 1, 2}).view({2, 2}), double_tensor({-1, 0, 1}));
+  EXPECT_TRUE(torch::equal(shaped.codes, torch::tensor({1, -1, 0, 1}).view({2, 2})));
 }
 
 TEST(GpfqTest, RoundingPicksTheNearestAtomAndTheLowerOneOnTies) {
@@ -158,10 +181,20 @@ class GreedyPluginTest : public ::testing::Test {
   ql::test::TempDir dir_;
 };
 
+// The dense network with the default alphabet (ternary, layer median); the convnet with the
+// ImageNet rule (2 bits plus zero: 5 atoms, radius from the neurons' maxima).
 TEST_F(GreedyPluginTest, QuantisesDenseAndConvNetworksAndExportsCodes) {
+  struct Case {
+    const char* name;
+    const char* topology;
+    const char* alphabet;
+    int layers, levels;
+  };
+  const Case cases[] = {
+      {"mlp", "plugin = \"mlp\"\nhidden = [32, 16]\nbatch_norm = true", "", 3, 3},
+      {"convnet", "plugin = \"convnet\"", "bits = 2.0\nalphabet_zero = true\nalphabet_radius = \"mean_neuron_max\"", 8, 5}};
   ql::test::write_idx_dataset(dir_ / "data", 600, 200, 16, 4, /*gzip=*/false);
-  for (const char* topology : {"[topology]\nplugin = \"mlp\"\nhidden = [32, 16]\nbatch_norm = true\n",
-                               "[topology]\nplugin = \"convnet\"\n"}) {
+  for (const Case& c : cases) {
     ql::test::write_text(dir_ / "exp.toml", fmt::format(R"([storage]
 logs = "logs"
 [problem]
@@ -169,6 +202,7 @@ plugin = "mnist"
 data_dir = "{}"
 image_size = [16, 16]
 classes = 4
+[topology]
 {}
 [training]
 epochs = 2
@@ -180,34 +214,38 @@ calibration_samples = 300
 max_patches_per_image = 20
 sweep_alphabet_scalars = [2.0, 4.0]
 sweep_bits = [1.584962500721156, 3.0]
+{}
 )",
-                                                        (dir_ / "data").string(), topology));
+                                                        (dir_ / "data").string(), c.topology, c.alphabet));
     const auto run = ql::test::run_qlhost("run " + ql::test::quoted((dir_ / "exp.toml").string()), dir_.path());
     ASSERT_EQ(run.exit_code, 0) << run.out << run.err;
     EXPECT_NE(run.out.find("| gpfq 1.58 bits C=2 | gpfq | 1.58496 | 2 |"), std::string::npos) << run.out;
     EXPECT_NE(run.out.find("| msq 3 bits C=4 | msq | 3 | 4 |"), std::string::npos) << run.out;
-  }
-  for (const char* topology : {"mlp", "convnet"}) {
-    const fs::path fold = dir_ / "logs/mnist" / topology / "exp0001/fold0";
+
+    const fs::path fold = dir_ / "logs/mnist" / c.name / "exp0001/fold0";
     ASSERT_TRUE(fs::exists(fold / "greedy/quantized.h5")) << fold;
-    // The export read by h5py: ternary codes and alphabets with their scales.
+    // The export read by h5py: every layer, its codes within the alphabet, the alphabet
+    // symmetric with zero and equal to unit x atom_integers.
     const auto check = ql::test::run_command(fmt::format(
         "/usr/bin/python3 -c {} {} {}", ql::test::quoted(R"(
-import sys, h5py
+import sys, h5py, numpy as np
 h5 = h5py.File(sys.argv[1], 'r')
+levels = int(sys.argv[2])
 assert h5.attrs['method'] in (b'gpfq', 'gpfq'), h5.attrs['method']
 n = 0
 for name, group in h5.items():
     codes, atoms = group['codes'][()], group['atoms'][()]
-    assert group.attrs['levels'] == 3 and len(atoms) == 3, (name, atoms)
-    assert codes.min() >= 0 and codes.max() <= 2, name
-    assert abs(atoms[1]) < 1e-12 and abs(atoms[2] - group.attrs['scale']) < 1e-12
+    assert group.attrs['levels'] == levels and len(atoms) == levels, (name, atoms)
+    assert codes.min() >= 0 and codes.max() <= levels - 1, name
+    assert np.allclose(atoms, -atoms[::-1]) and abs(atoms[levels // 2]) < 1e-12, (name, atoms)
+    assert np.allclose(group['atom_integers'][()] * group.attrs['unit'], atoms), name
+    assert ('scale' in group.attrs) == (levels == 3), name
     n += 1
 print('layers', n)
 )"),
-        ql::test::quoted((fold / "greedy/quantized.h5").string()), ql::test::quoted(topology)));
+        ql::test::quoted((fold / "greedy/quantized.h5").string()), c.levels));
     EXPECT_EQ(check.exit_code, 0) << check.out << check.err;
-    EXPECT_NE(check.out.find("layers"), std::string::npos);
+    EXPECT_NE(check.out.find(fmt::format("layers {}\n", c.layers)), std::string::npos) << check.out;
     EXPECT_TRUE(fs::exists(fold / "greedy/tables/data_error.csv"));
   }
 }

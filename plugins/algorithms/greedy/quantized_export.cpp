@@ -1,5 +1,7 @@
 #include "quantized_export.hpp"
 
+#include "gpfq.hpp"
+
 #include "quantlab/sdk/error.hpp"
 
 #include <hdf5.h>
@@ -53,10 +55,18 @@ void export_quantized(const fs::path& file, const std::string& method, const std
         dataset(group.id, "codes", H5T_STD_I32LE, H5T_NATIVE_INT32, codes);
         dataset(group.id, "atoms", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, atoms);
         const std::int64_t levels = atoms.size(0);
-        const double zero_point = (static_cast<double>(levels) - 1.0) / 2.0;
-        const double scale = levels > 1 ? (atoms[1] - atoms[0]).item<double>() : 0.0;
-        attribute(group.id, "scale", H5T_NATIVE_DOUBLE, &scale);
-        attribute(group.id, "zero_point", H5T_NATIVE_DOUBLE, &zero_point);
+        const IntegerForm integers = alphabet_integers(torch::arange(levels), atoms);
+        const double unit = integers.scale.item<double>();
+        dataset(group.id, "atom_integers", H5T_STD_I32LE, H5T_NATIVE_INT32, integers.codes.to(torch::kInt32).contiguous());
+        attribute(group.id, "unit", H5T_NATIVE_DOUBLE, &unit);
+        // scale and zero_point describe equispaced alphabets only (not those with an added zero).
+        const at::Tensor steps = atoms.diff();
+        if (levels > 1 && torch::allclose(steps, steps[0].expand_as(steps))) {
+          const double zero_point = (static_cast<double>(levels) - 1.0) / 2.0;
+          const double scale = steps[0].item<double>();
+          attribute(group.id, "scale", H5T_NATIVE_DOUBLE, &scale);
+          attribute(group.id, "zero_point", H5T_NATIVE_DOUBLE, &zero_point);
+        }
         attribute(group.id, "levels", H5T_NATIVE_INT64, &levels);
         attribute(group.id, "bits", H5T_NATIVE_DOUBLE, &layer.bits);
         attribute(group.id, "alphabet_scalar", H5T_NATIVE_DOUBLE, &layer.alphabet_scalar);

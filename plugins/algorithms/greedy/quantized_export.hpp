@@ -1,9 +1,11 @@
 // quantized.h5: the deployable result of a post-training quantisation. One group per layer
 // (its dotted name), holding
 //   codes        int32, the weight's shape: the index of each weight's atom (0 .. levels-1)
-//   atoms        float64 [levels]: the alphabet, atoms[k] = scale * (k - zero_point)
-// and attributes scale, zero_point, levels, bits, alphabet_scalar; the file's attribute
-// `method` says how the codes were chosen.
+//   atoms        float64 [levels]: the alphabet, ascending
+//   atom_integers int32 [levels]: atoms[k] = unit * atom_integers[k]
+// and attributes unit, levels, bits, alphabet_scalar, and for equispaced alphabets scale and
+// zero_point (atoms[k] = scale * (k - zero_point)); the file's attribute `method` says how
+// the codes were chosen.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -17,7 +19,7 @@ namespace ql::greedy {
 struct ExportedLayer {
   std::string name;
   at::Tensor codes;  ///< int64 atom indices, the weight's shape
-  at::Tensor atoms;  ///< float64, ascending, equispaced
+  at::Tensor atoms;  ///< float64, ascending, symmetric
   double bits;
   double alphabet_scalar;
 };

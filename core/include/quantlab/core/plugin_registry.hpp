@@ -37,11 +37,25 @@ std::filesystem::path executable_dir();
 std::vector<std::filesystem::path> default_search_path(
     const std::vector<std::filesystem::path>& extra_dirs);
 
+/// Whose plugin files the registry loads. Loading a plugin runs its code, so by default a file
+/// that another user could have written is refused: one writable by others (or by a group
+/// other than ours), owned by someone other than us or root, or in a folder that others may
+/// write to (without the sticky bit) or that they own.
+enum class PluginTrust {
+  owner_only,  ///< refuse such files, naming the reason
+  any_writer,  ///< load them, with a warning (qlhost: QL_ALLOW_WRITABLE_PLUGINS=1)
+};
+
+/// Why `file` could have been written by another user, or "" when it could not.
+std::string written_by_others(const std::filesystem::path& file);
+
 class PluginRegistry {
  public:
   /// Scans every directory of `search_path` (missing ones are skipped); explicit files in
-  /// the path must be plugins. Throws ql::ConfigError for an explicit non-plugin file.
-  explicit PluginRegistry(std::vector<std::filesystem::path> search_path);
+  /// the path must be plugins. Throws ql::ConfigError for an explicit non-plugin file, or an
+  /// explicit file refused by `trust`.
+  explicit PluginRegistry(std::vector<std::filesystem::path> search_path,
+                          PluginTrust trust = PluginTrust::owner_only);
   ~PluginRegistry();
   PluginRegistry(const PluginRegistry&) = delete;
   PluginRegistry& operator=(const PluginRegistry&) = delete;
@@ -53,6 +67,8 @@ class PluginRegistry {
   const std::vector<std::string>& refusals() const { return refusals_; }
   /// One line for each file skipped as not being a plugin (shown with --verbose).
   const std::vector<std::string>& skipped() const { return skipped_; }
+  /// One line for each file others could have written, loaded under PluginTrust::any_writer.
+  const std::vector<std::string>& warnings() const { return warnings_; }
 
   /// The plugin of `kind` called `name`; throws ql::ConfigError naming the closest names and
   /// the directories searched.
@@ -86,6 +102,8 @@ class PluginRegistry {
   /// Why a plugin that was found by kind and name cannot be used (duplicate, wrong ABI, ...).
   std::map<std::pair<PluginKind, std::string>, std::string> unusable_;
   std::vector<std::string> skipped_;
+  std::vector<std::string> warnings_;
+  PluginTrust trust_;
   std::vector<std::unique_ptr<Loaded>> loaded_;
 };
 
