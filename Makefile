@@ -37,7 +37,7 @@ CCACHE_ENV := CCACHE_BASEDIR=$(CURDIR) CCACHE_NOHASHDIR=1
 
 FUZZ_BUILD_DIR ?= build-fuzz
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := experiment_toml plugin_file idx jpeg checkpoint metrics_h5 problem_files weights
+FUZZ_TARGETS := experiment_toml plugin_file idx jpeg checkpoint metrics_h5 problem_files weights codec
 
 .PHONY: deps build demo test test-asan fuzz bench install clean gpu-bundle gpu-check
 

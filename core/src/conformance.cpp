@@ -15,6 +15,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cmath>
+#include <functional>
 #include <numeric>
 #include <sstream>
 
@@ -283,15 +286,15 @@ class ProbeDataset : public Dataset {
 // The context of a probe run: artefacts go to a private temporary folder, removed afterwards.
 class ProbeContext : public Context {
  public:
-  ProbeContext(Config options, std::shared_ptr<const Dataset> data)
-      : options_(std::move(options)), data_(std::move(data)), dir_("quantlab-check-") {
+  ProbeContext(Config options, std::shared_ptr<const Dataset> data, std::uint64_t seed = 1)
+      : options_(std::move(options)), data_(std::move(data)), seed_(seed), dir_("quantlab-check-") {
     spec_.input_shape = {1, 4, 4};
     spec_.num_classes = 3;
   }
   const Config& options() const override { return options_; }
   const DatasetSpec& spec() const override { return spec_; }
   c10::Device device() const override { return c10::kCPU; }
-  std::uint64_t seed() const override { return 1; }
+  std::uint64_t seed() const override { return seed_; }
   const std::filesystem::path& artifacts_dir() const override { return dir_.path(); }
   void write_table(std::string_view name, const Table& table) override {
     run::write_artifact_table(dir_.path(), name, table);
@@ -312,6 +315,7 @@ class ProbeContext : public Context {
  private:
   Config options_;
   std::shared_ptr<const Dataset> data_;
+  std::uint64_t seed_;
   DatasetSpec spec_;
   run::ScratchFolder dir_;
 };
@@ -331,30 +335,197 @@ class ProbeCalibration : public Calibration {
   std::shared_ptr<const Dataset> data_;
 };
 
-void check_algorithm(Checker& check, Algorithm& algorithm, const Config& options) {
+// Name, shape, dtype and device of every parameter and buffer of a network.
+struct TensorLayout {
+  std::string name;
+  std::vector<std::int64_t> sizes;
+  c10::ScalarType dtype;
+  c10::Device device;
+};
+
+std::vector<TensorLayout> layout_of(Network& network) {
+  std::vector<TensorLayout> layout;
+  auto add = [&](const std::string& name, const at::Tensor& t) {
+    layout.push_back({name, t.sizes().vec(), t.scalar_type(), t.device()});
+  };
+  for (const auto& p : network.named_parameters()) add(p.key(), p.value());
+  for (const auto& b : network.named_buffers()) add(b.key(), b.value());
+  return layout;
+}
+
+// The first tensor of `before` that is gone or changed its shape, dtype or device ("" if none).
+std::string layout_change(const std::vector<TensorLayout>& before, Network& network) {
+  const std::vector<TensorLayout> now = layout_of(network);
+  for (const TensorLayout& old : before) {
+    auto found = std::find_if(now.begin(), now.end(), [&](const TensorLayout& t) { return t.name == old.name; });
+    if (found == now.end()) return old.name + " disappeared";
+    if (found->sizes != old.sizes || found->dtype != old.dtype || found->device != old.device) {
+      return fmt::format("{} went from {} {} on {} to {} {} on {}", old.name, shape_of(old.sizes), c10::toString(old.dtype),
+                         old.device.str(), shape_of(found->sizes), c10::toString(found->dtype), found->device.str());
+    }
+  }
+  return "";
+}
+
+std::string state_bytes(const Algorithm& algorithm) {
+  torch::serialize::OutputArchive archive;
+  algorithm.save_state(archive);
+  std::ostringstream bytes;
+  archive.save_to(bytes);
+  return bytes.str();
+}
+
+void load_state_bytes(Algorithm& algorithm, const std::string& bytes) {
+  std::istringstream in(bytes);
+  torch::serialize::InputArchive archive;
+  archive.load_from(in);
+  algorithm.load_state(archive);
+}
+
+// Copies every parameter and buffer of `from` into `to` (same architecture).
+void copy_tensors(Network& from, Network& to) {
+  torch::NoGradGuard no_grad;
+  const auto source = from.named_parameters(), target = to.named_parameters();
+  for (const auto& p : source) target[p.key()].copy_(p.value());
+  const auto source_buffers = from.named_buffers(), target_buffers = to.named_buffers();
+  for (const auto& b : source_buffers) target_buffers[b.key()].copy_(b.value());
+}
+
+// An algorithm plugin's objects, made afresh from the same options for the checks that
+// compare two of them.
+using AlgorithmFactory = std::function<PluginPtr<Algorithm>()>;
+
+// The state round trip, on a second object: the bytes it saves after loading are the bytes
+// loaded, and the network it drives computes what the first one's does (eval mode).
+void check_state(Checker& check, Algorithm& algorithm, ProbeNetwork& network, const AlgorithmFactory& make,
+                 const Config& options, const std::shared_ptr<ProbeDataset>& data, const at::Tensor& probe) {
+  std::string saved;
+  if (!check("state saves and loads back the same bytes", [&](std::string& why) {
+        saved = state_bytes(algorithm);
+        auto other = make();
+        ProbeNetwork other_network;
+        ProbeContext other_ctx(options, data);
+        other->attach(other_network, other_ctx);
+        load_state_bytes(*other, saved);
+        why = "save_state after load_state wrote other bytes than were loaded";
+        return state_bytes(*other) == saved;
+      })) {
+    return;
+  }
+  check("loaded state gives the same network behaviour", [&](std::string& why) {
+    auto other = make();
+    ProbeNetwork other_network;
+    ProbeContext other_ctx(options, data);
+    other->attach(other_network, other_ctx);
+    copy_tensors(network, other_network);
+    load_state_bytes(*other, saved);
+    torch::NoGradGuard no_grad;
+    network.eval();
+    other_network.eval();
+    const at::Tensor expected = network.apply(probe), got = other_network.apply(probe);
+    network.train();
+    why = fmt::format("outputs differ by up to {:.3g}", (expected - got).abs().max().item<double>());
+    return expected.equal(got);
+  });
+}
+
+// A codec's decode(encode(g)) is g on average (stochastic rounding): over R draws, the
+// statistic sum_i (mean_i - g_i)^2 / (s_i^2 / R) is chi-squared with d degrees of freedom for
+// an unbiased codec, and must stay below d + 6 sqrt(2 d); coordinates that never vary must be
+// exact. Encodings are a function of the seed.
+void check_codec(Checker& check, Algorithm& algorithm, ProbeNetwork& network, const AlgorithmFactory& make,
+                 const Config& options, const std::shared_ptr<ProbeDataset>& data) {
+  std::shared_ptr<GradientCodec> codec;
+  check("gradient_codec answers", [&](std::string&) {
+    codec = algorithm.gradient_codec();
+    return true;
+  });
+  if (!codec) return;
+  torch::manual_seed(5);
+  const std::int64_t d = std::min<std::int64_t>(512, network.parameters()[0].numel());
+  const at::Tensor g = torch::randn({d});
+  auto encode = [&](GradientCodec& c) {
+    if (c.wants_gradients()) c.observe(g);
+    return c.encode(g);
+  };
+  check("decode(encode(g)) has g's size and is finite", [&](std::string& why) {
+    const at::Tensor decoded = codec->decode(encode(*codec), d);
+    why = fmt::format("decoded {} {}", shape_of(decoded.sizes()), c10::toString(decoded.scalar_type()));
+    return decoded.sizes() == c10::IntArrayRef{d} && decoded.scalar_type() == torch::kFloat32 &&
+           torch::isfinite(decoded).all().item<bool>();
+  });
+  check("decode(encode(g)) is unbiased", [&](std::string& why) {
+    const std::int64_t draws = 400;
+    std::vector<at::Tensor> samples;
+    for (std::int64_t r = 0; r < draws; ++r) samples.push_back(codec->decode(encode(*codec), d).to(torch::kFloat64));
+    const at::Tensor all = torch::stack(samples), g64 = g.to(torch::kFloat64);
+    const at::Tensor mean = all.mean(0), variance = all.var(0);
+    const double scale = g64.abs().max().item<double>();
+    const at::Tensor fixed = variance <= 1e-12 * scale * scale;
+    const double fixed_error = fixed.any().item<bool>() ? ((mean - g64).abs() * fixed).max().item<double>() : 0.0;
+    const at::Tensor free = fixed.logical_not();
+    const double statistic =
+        ((mean - g64).square() / (variance / draws).clamp_min(1e-300) * free).sum().item<double>();
+    const double dof = free.sum().item<double>(), bound = dof + 6 * std::sqrt(2 * dof);
+    why = fmt::format("chi-squared {:.1f} over {} draws for {} varying coordinates (bound {:.1f}); "
+                      "largest error of a fixed coordinate {:.3g}",
+                      statistic, draws, dof, bound, fixed_error);
+    return statistic <= bound && fixed_error <= 1e-5 * scale;
+  });
+  check("encodings are a function of the seed", [&](std::string& why) {
+    auto encodings = [&](std::uint64_t seed) {
+      auto other = make();
+      ProbeNetwork other_network;
+      ProbeContext ctx(options, data, seed);
+      other->attach(other_network, ctx);
+      auto c = other->gradient_codec();
+      std::vector<std::vector<std::uint8_t>> out;
+      for (int i = 0; c && i < 3; ++i) out.push_back(encode(*c));
+      return out;
+    };
+    const auto first = encodings(1), again = encodings(1), other = encodings(2);
+    why = first != again ? "two codecs of the same seed encode differently" : "seeds 1 and 2 encode alike";
+    return first == again && first != other;
+  });
+}
+
+void check_algorithm(Checker& check, Algorithm& algorithm, const Config& options, const AlgorithmFactory& make) {
   torch::manual_seed(0);
   auto data = std::make_shared<ProbeDataset>();
   ProbeNetwork network;
   ProbeContext ctx(options, data);
   ProbeCalibration calibration(data);
+  const std::vector<TensorLayout> layout = layout_of(network);
   const at::Tensor probe = data->get_batch(torch::arange(8, torch::kInt64), 0, false).inputs;
-  auto finite_output = [&](std::string& why) {
+  auto working = [&](std::string& why) {
+    if (const std::string change = layout_change(layout, network); !change.empty()) {
+      why = change;
+      return false;
+    }
     const at::Tensor out = network.apply(probe);
-    why = fmt::format("output {} (finite: {})", shape_of(out.sizes()), torch::isfinite(out).all().item<bool>());
-    return out.sizes() == c10::IntArrayRef{8, 3} && torch::isfinite(out).all().item<bool>();
+    why = fmt::format("output {} {} (finite: {})", shape_of(out.sizes()), c10::toString(out.scalar_type()),
+                      torch::isfinite(out).all().item<bool>());
+    return out.sizes() == c10::IntArrayRef{8, 3} && out.scalar_type() == torch::kFloat32 &&
+           torch::isfinite(out).all().item<bool>();
   };
-  check("attach, then forward and backward work", [&](std::string& why) {
+  check("attach keeps every tensor's shape, dtype and device; forward and backward work", [&](std::string& why) {
     algorithm.attach(network, ctx);
-    if (!finite_output(why)) return false;
+    if (!working(why)) return false;
     network.apply(probe).sum().backward();
     return true;
   });
-  check("epoch and step hooks run", [&](std::string&) {
-    algorithm.on_epoch_begin(0, ctx);
-    algorithm.on_step_end(1, ctx);
-    algorithm.on_epoch_begin(1, ctx);
+  check("epoch and step hooks keep a working network", [&](std::string& why) {
+    for (std::int64_t epoch = 0; epoch < 2; ++epoch) {
+      algorithm.on_epoch_begin(epoch, ctx);
+      network.zero_grad();
+      network.apply(probe).sum().backward();
+      algorithm.on_step_end(epoch + 1, ctx);
+      if (!working(why)) return false;
+    }
     return true;
   });
+  check_state(check, algorithm, network, make, options, data, probe);
+  check_codec(check, algorithm, network, make, options, data);
   check("every variant has a label and the same columns", [&](std::string& why) {
     const auto variants = algorithm.variants();
     for (const Variant& v : variants) {
@@ -369,24 +540,13 @@ void check_algorithm(Checker& check, Algorithm& algorithm, const Config& options
     const auto variants = algorithm.variants();
     for (std::size_t i = 0; i < variants.size() && i < 3; ++i) {
       algorithm.apply_variant(variants[i], network, calibration, ctx);
-      if (!finite_output(why)) return false;
+      if (!working(why)) return false;
     }
     return true;
   });
   check("post_training leaves a working network", [&](std::string& why) {
     algorithm.post_training(network, calibration, ctx);
-    return finite_output(why);
-  });
-  check("state saves and loads", [&](std::string&) {
-    torch::serialize::OutputArchive out;
-    algorithm.save_state(out);
-    std::ostringstream bytes;
-    out.save_to(bytes);
-    std::istringstream in_bytes(bytes.str());
-    torch::serialize::InputArchive in;
-    in.load_from(in_bytes);
-    algorithm.load_state(in);
-    return true;
+    return working(why);
   });
 }
 
@@ -424,8 +584,9 @@ ConformanceReport check_conformance(PluginRegistry& registry, const PluginMetada
       create_then_check<Topology>(check, registry, plugin, options, [&](Topology& t) { check_topology(check, t); });
       break;
     case PluginKind::algorithm:
-      create_then_check<Algorithm>(check, registry, plugin, options,
-                                   [&](Algorithm& a) { check_algorithm(check, a, options); });
+      create_then_check<Algorithm>(check, registry, plugin, options, [&](Algorithm& a) {
+        check_algorithm(check, a, options, [&] { return registry.create<Algorithm>(plugin.name, options); });
+      });
       break;
   }
   return report;

@@ -48,6 +48,8 @@ dump_data = false            # also write each layer's X, X~, weights and codes 
 
 enum class Method { gpfq, msq };
 
+std::string_view to_string(Method method) { return method == Method::gpfq ? "gpfq" : "msq"; }
+
 struct Setting {
   Method method;
   double bits;

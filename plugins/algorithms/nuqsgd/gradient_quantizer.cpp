@@ -383,9 +383,28 @@ void GradientQuantizer::decode_into(const std::vector<std::uint8_t>& encoded, st
   });
 }
 
-at::Tensor GradientQuantizer::decode(const std::vector<std::uint8_t>& encoded, std::int64_t numel) const {
+void GradientQuantizer::check_encoding(const std::vector<std::uint8_t>& encoded, std::int64_t numel) const {
+  QL_CHECK(numel >= 0, "encoded gradient of {} values", numel);
   QL_CHECK(static_cast<std::int64_t>(encoded.size()) == encoded_size(numel),
            "encoded gradient of {} bytes, expected {} for {} values", encoded.size(), encoded_size(numel), numel);
+  const std::int64_t buckets = numel / bucket_size_;
+  for (std::int64_t b = 0; b < buckets; ++b) {
+    float norm = 0;
+    std::memcpy(&norm, encoded.data() + b * 4, 4);
+    QL_CHECK(std::isfinite(norm) && norm >= 0, "encoded gradient: bucket {} of {} has norm {} (a corrupt stream, or a gradient that was not finite)",
+             b, buckets, norm);
+  }
+  const auto* tail = encoded.data() + buckets * (4 + bucket_bytes());
+  for (std::int64_t i = 0; i < numel - buckets * bucket_size_; ++i) {
+    float x = 0;
+    std::memcpy(&x, tail + i * 4, 4);
+    QL_CHECK(std::isfinite(x), "encoded gradient: unquantised value {} is {} (a corrupt stream, or a gradient that was not finite)",
+             buckets * bucket_size_ + i, x);
+  }
+}
+
+at::Tensor GradientQuantizer::decode(const std::vector<std::uint8_t>& encoded, std::int64_t numel) const {
+  check_encoding(encoded, numel);
   at::Tensor out = torch::empty({numel}, torch::kFloat32);
   decode_into(encoded, numel, out.data_ptr<float>(), /*accumulate=*/false, 1.0f);
   const std::int64_t buckets = numel / bucket_size_;
@@ -398,8 +417,7 @@ at::Tensor GradientQuantizer::decode(const std::vector<std::uint8_t>& encoded, s
 void GradientQuantizer::decode_add(const std::vector<std::uint8_t>& encoded, at::Tensor& sum, float weight) const {
   const std::int64_t numel = sum.numel();
   QL_CHECK(sum.is_contiguous() && sum.scalar_type() == torch::kFloat32, "decode_add needs a contiguous fp32 sum");
-  QL_CHECK(static_cast<std::int64_t>(encoded.size()) == encoded_size(numel),
-           "encoded gradient of {} bytes, expected {} for {} values", encoded.size(), encoded_size(numel), numel);
+  check_encoding(encoded, numel);
   if (!sum.device().is_cpu()) {
 #ifdef QL_NUQSGD_CUDA_KERNELS
     if (sum.is_cuda()) return decode_add_on_device(encoded, sum, weight);

@@ -52,6 +52,11 @@ class GradientQuantizer {
   /// `worker` to round independently.
   std::vector<std::uint8_t> encode(const at::Tensor& gradient, at::Generator& generator,
                                    std::uint64_t worker = 0) const;
+  /// Throws ql::Error unless `encoded` can be the encoding of `numel` values: its size, every
+  /// bucket's norm finite and not negative, the unquantised tail finite. (Codes past the last
+  /// level cannot be told from bit errors; they decode as the top level.) decode and
+  /// decode_add call it first.
+  void check_encoding(const std::vector<std::uint8_t>& encoded, std::int64_t numel) const;
   /// The gradient an encoding stands for (`numel` values).
   at::Tensor decode(const std::vector<std::uint8_t>& encoded, std::int64_t numel) const;
   /// sum += weight x the gradient an encoding stands for (sum: contiguous fp32 of the

@@ -14,7 +14,9 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <numeric>
+#include <random>
 
 namespace fs = std::filesystem;
 using namespace ql::nuqsgd;
@@ -164,6 +166,62 @@ TEST(NuqsgdTest, AGpuGradientEncodesToTheCpuStream) {
     q.decode_add(from_gpu, on_gpu, 0.37f);
     EXPECT_TRUE(torch::equal(on_gpu.cpu(), on_cpu)) << name;
   }
+}
+
+// bad-input: a corrupt gradient stream (wrong size, a bucket norm that is NaN, infinite or negative, a non-finite unquantised value) | `encoded gradient: bucket 1 of 10 has norm nan (a corrupt stream, or a gradient that was not finite)` | 1
+TEST(NuqsgdTest, CorruptStreamsAreRefusedWithTheirReason) {
+  GradientQuantizer q(level_set(Scheme::nuq, 3), true, 100);
+  at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(7);
+  const std::vector<std::uint8_t> wire = q.encode(torch::randn({1037}), generator);
+  auto refused = [&](std::vector<std::uint8_t> bytes, const std::string& why) {
+    try {
+      (void)q.decode(bytes, 1037);
+    } catch (const ql::Error& e) {
+      EXPECT_NE(std::string(e.what()).find(why), std::string::npos) << e.what();
+      at::Tensor sum = torch::zeros({1037});
+      EXPECT_THROW(q.decode_add(bytes, sum), ql::Error) << why;
+      EXPECT_TRUE(torch::equal(sum, torch::zeros({1037}))) << "decode_add wrote before refusing: " << why;
+      return;
+    }
+    ADD_FAILURE() << "accepted: " << why;
+  };
+  auto with_float = [&](std::size_t at, float value) {
+    std::vector<std::uint8_t> bytes = wire;
+    std::memcpy(bytes.data() + at, &value, 4);
+    return bytes;
+  };
+  refused(std::vector<std::uint8_t>(wire.begin(), wire.end() - 1), "expected");
+  refused(with_float(4, std::nanf("")), "bucket 1 of 10 has norm nan");
+  refused(with_float(0, std::numeric_limits<float>::infinity()), "bucket 0 of 10 has norm inf");
+  refused(with_float(36, -1.0f), "bucket 9 of 10 has norm -1");
+  refused(with_float(wire.size() - 4, std::nanf("")), "unquantised value 1036 is nan");
+  EXPECT_NO_THROW((void)q.decode(wire, 1037));
+}
+
+// What fuzz/fuzz_codec.cpp does, briefly, in every test run: streams with flipped bytes and
+// wrong lengths either decode to finite values or are refused with a ql::Error.
+TEST(NuqsgdTest, MutatedStreamsDecodeToFiniteValuesOrAreRefused) {
+  std::mt19937 engine(11);
+  int refused = 0, decoded = 0;
+  for (const auto& [scheme, bits] : std::vector<std::pair<Scheme, int>>{{Scheme::nuq, 3}, {Scheme::qsgd, 4}, {Scheme::trn, 2}}) {
+    GradientQuantizer q(level_set(scheme, bits), uses_l2_norm(scheme), 64);
+    at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(3);
+    const std::vector<std::uint8_t> wire = q.encode(torch::randn({300}), generator);
+    for (int trial = 0; trial < 1000; ++trial) {
+      std::vector<std::uint8_t> bytes = wire;
+      const int flips = 1 + static_cast<int>(engine() % 4);
+      for (int f = 0; f < flips; ++f) bytes[engine() % bytes.size()] = static_cast<std::uint8_t>(engine());
+      if (engine() % 8 == 0) bytes.resize(engine() % (bytes.size() + 8));
+      try {
+        EXPECT_TRUE(torch::isfinite(q.decode(bytes, 300)).all().item<bool>()) << to_string(scheme) << " trial " << trial;
+        ++decoded;
+      } catch (const ql::Error&) {
+        ++refused;
+      }
+    }
+  }
+  EXPECT_GT(refused, 100);
+  EXPECT_GT(decoded, 100);
 }
 
 TEST(NuqsgdTest, StochasticRoundingIsUnbiased) {
