@@ -431,8 +431,10 @@ void check_state(Checker& check, Algorithm& algorithm, ProbeNetwork& network, co
 
 // A codec's decode(encode(g)) is g on average (stochastic rounding): over R draws, the
 // statistic sum_i (mean_i - g_i)^2 / (s_i^2 / R) is chi-squared with d degrees of freedom for
-// an unbiased codec, and must stay below d + 6 sqrt(2 d); coordinates that never vary must be
-// exact. Encodings are a function of the seed.
+// an unbiased codec, and must stay below d + 6 sqrt(2 d). A coordinate that never moved in R
+// draws rounds the other way with a probability p below about 3/R (the rule of three), so its
+// error p x gap stays below 8/R times the largest decoded magnitude (which bounds the gap).
+// Encodings are a function of the seed.
 void check_codec(Checker& check, Algorithm& algorithm, ProbeNetwork& network, const AlgorithmFactory& make,
                  const Config& options, const std::shared_ptr<ProbeDataset>& data) {
   std::shared_ptr<GradientCodec> codec;
@@ -441,9 +443,11 @@ void check_codec(Checker& check, Algorithm& algorithm, ProbeNetwork& network, co
     return true;
   });
   if (!codec) return;
+  // Magnitudes of 1/4 to 1 with random signs: no coordinate so small against its bucket that
+  // rounding up is too rare to be seen in a few hundred draws.
   torch::manual_seed(5);
   const std::int64_t d = std::min<std::int64_t>(512, network.parameters()[0].numel());
-  const at::Tensor g = torch::randn({d});
+  const at::Tensor g = torch::empty({d}).uniform_(0.25, 1.0) * (torch::randint(0, 2, {d}) * 2 - 1);
   auto encode = [&](GradientCodec& c) {
     if (c.wants_gradients()) c.observe(g);
     return c.encode(g);
@@ -454,6 +458,7 @@ void check_codec(Checker& check, Algorithm& algorithm, ProbeNetwork& network, co
     return decoded.sizes() == c10::IntArrayRef{d} && decoded.scalar_type() == torch::kFloat32 &&
            torch::isfinite(decoded).all().item<bool>();
   });
+  bool random = false;  // whether encodings vary from draw to draw
   check("decode(encode(g)) is unbiased", [&](std::string& why) {
     const std::int64_t draws = 400;
     std::vector<at::Tensor> samples;
@@ -461,16 +466,17 @@ void check_codec(Checker& check, Algorithm& algorithm, ProbeNetwork& network, co
     const at::Tensor all = torch::stack(samples), g64 = g.to(torch::kFloat64);
     const at::Tensor mean = all.mean(0), variance = all.var(0);
     const double scale = g64.abs().max().item<double>();
-    const at::Tensor fixed = variance <= 1e-12 * scale * scale;
+    const at::Tensor fixed = variance <= 1e-12 * scale * scale;  // (float rounding aside: never moved)
     const double fixed_error = fixed.any().item<bool>() ? ((mean - g64).abs() * fixed).max().item<double>() : 0.0;
     const at::Tensor free = fixed.logical_not();
     const double statistic =
         ((mean - g64).square() / (variance / draws).clamp_min(1e-300) * free).sum().item<double>();
     const double dof = free.sum().item<double>(), bound = dof + 6 * std::sqrt(2 * dof);
+    random = dof > 0;
     why = fmt::format("chi-squared {:.1f} over {} draws for {} varying coordinates (bound {:.1f}); "
                       "largest error of a fixed coordinate {:.3g}",
                       statistic, draws, dof, bound, fixed_error);
-    return statistic <= bound && fixed_error <= 1e-5 * scale;
+    return statistic <= bound && fixed_error <= 8.0 / draws * all.abs().max().item<double>();
   });
   check("encodings are a function of the seed", [&](std::string& why) {
     auto encodings = [&](std::uint64_t seed) {
@@ -483,9 +489,11 @@ void check_codec(Checker& check, Algorithm& algorithm, ProbeNetwork& network, co
       for (int i = 0; c && i < 3; ++i) out.push_back(encode(*c));
       return out;
     };
+    // A codec that rounds at random must draw from the run's seed; a deterministic one
+    // (full precision) only has to repeat itself.
     const auto first = encodings(1), again = encodings(1), other = encodings(2);
     why = first != again ? "two codecs of the same seed encode differently" : "seeds 1 and 2 encode alike";
-    return first == again && first != other;
+    return first == again && (!random || first != other);
   });
 }
 
@@ -517,6 +525,7 @@ void check_algorithm(Checker& check, Algorithm& algorithm, const Config& options
   check("epoch and step hooks keep a working network", [&](std::string& why) {
     for (std::int64_t epoch = 0; epoch < 2; ++epoch) {
       algorithm.on_epoch_begin(epoch, ctx);
+      if (!working(why)) return false;
       network.zero_grad();
       network.apply(probe).sum().backward();
       algorithm.on_step_end(epoch + 1, ctx);

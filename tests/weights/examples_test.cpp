@@ -48,9 +48,9 @@ TEST_F(ExamplesTest, TheImageNetResNet18GpfqExampleRunsOnGeneratedJpegs) {
   const std::vector<std::string> sets = {
       "storage.logs=" + (dir_ / "logs").string(), "problem.data_dir=" + tree.string(),
       "problem.val_labels=" + (tree / "val_labels.txt").string(), "topology.weights=" + (weights / "resnet18.pth").string(),
-      // Smaller than the published run: 64-pixel crops, 8 calibration images, two variants.
+      // Smaller than the published run: 64-pixel crops, 8 calibration images, no variants.
       "problem.crop=64", "problem.resize=73", "training.eval_batch_size=6", "algorithm.greedy.calibration_samples=8",
-      "algorithm.greedy.max_patches_per_image=16", "algorithm.greedy.sweep_alphabet_scalars=[1.0]"};
+      "algorithm.greedy.max_patches_per_image=16", "algorithm.greedy.sweep=false"};
   std::string args = "run " + ql::test::quoted((kExamples / "imagenet_resnet18_gpfq.toml").string());
   for (const std::string& set : sets) args += " --set " + ql::test::quoted(set);
   const auto run = ql::test::run_qlhost(args, dir_.path());

@@ -2,6 +2,7 @@
 // (check 3), the Gram-matrix path against the definition on data, conv layouts against
 // conv2d, and the greedy plugin end to end in qlhost.
 #include "plugins/algorithms/greedy/gpfq.hpp"
+#include "quantlab/sdk/error.hpp"
 #include "support/test_support.hpp"
 
 #include <gtest/gtest.h>
