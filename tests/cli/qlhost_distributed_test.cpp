@@ -200,3 +200,72 @@ INSTANTIATE_TEST_SUITE_P(Signals, DeadOrHungRank, ::testing::Values(SIGKILL, SIG
                          [](const ::testing::TestParamInfo<int>& info) {
                            return std::string(info.param == SIGKILL ? "Killed" : "Stopped");
                          });
+
+namespace {
+
+// Two network namespaces joined by a veth pair, made (as root) and removed by the test: each
+// rank sees only its own interface and reaches the other over the virtual link, as two hosts.
+class NamespacePair {
+ public:
+  NamespacePair() : suffix_(std::to_string(::getpid() % 100000)) {
+    const std::string a = name(0), b = name(1), va = link(0), vb = link(1);
+    const std::vector<std::string> steps = {
+        "ip netns add " + a, "ip netns add " + b,
+        "ip link add " + va + " type veth peer name " + vb,
+        "ip link set " + va + " netns " + a, "ip link set " + vb + " netns " + b,
+        "ip -n " + a + " addr add " + address(0) + "/24 dev " + va,
+        "ip -n " + b + " addr add " + address(1) + "/24 dev " + vb,
+        "ip -n " + a + " link set " + va + " up", "ip -n " + b + " link set " + vb + " up",
+        "ip -n " + a + " link set lo up", "ip -n " + b + " link set lo up"};
+    for (const std::string& step : steps) {
+      const auto result = ql::test::run_command(step + " 2>&1");
+      if (result.exit_code != 0) {
+        error_ = step + ": " + result.out;
+        return;
+      }
+    }
+  }
+  ~NamespacePair() {
+    (void)ql::test::run_command("ip netns del " + name(0) + " 2>/dev/null; ip netns del " + name(1) + " 2>/dev/null");
+  }
+  const std::string& error() const { return error_; }
+  std::string name(int i) const { return "ql" + suffix_ + (i == 0 ? "a" : "b"); }
+  std::string link(int i) const { return "qv" + suffix_ + (i == 0 ? "a" : "b"); }
+  static std::string address(int i) { return i == 0 ? "10.213.7.1" : "10.213.7.2"; }
+
+ private:
+  std::string suffix_, error_;
+};
+
+}  // namespace
+
+// A multi-host job, not loopback: rank 0 and rank 1 in two network namespaces (each with only
+// its veth interface), the master address on the other side of the link. The two ranks train
+// the weights of the same job on loopback (`--nproc 2`), bit for bit.
+TEST_F(QlhostDistributedTest, TwoRanksInSeparateNetworkNamespacesTrainAsOnLoopback) {
+  const NamespacePair hosts;
+  if (!hosts.error().empty()) GTEST_SKIP() << "needs root to make network namespaces: " << hosts.error();
+  const auto loopback = qlhost("--nproc 2");
+  ASSERT_EQ(loopback.exit_code, 0) << loopback.out << loopback.err;
+
+  std::vector<pid_t> ranks;
+  for (int rank = 0; rank < 2; ++rank) {
+    ranks.push_back(ql::core::spawn(
+        {"ip", "netns", "exec", hosts.name(rank), "env", "HOME=" + dir_.path().string(), "QL_PLUGIN_PATH=",
+         "RANK=" + std::to_string(rank), "WORLD_SIZE=2", "LOCAL_WORLD_SIZE=1", "MASTER_ADDR=" + NamespacePair::address(0),
+         "MASTER_PORT=29500", "GLOO_SOCKET_IFNAME=" + hosts.link(rank), "QL_DIST_TIMEOUT_S=60", ql::test::qlhost_program(),
+         "run", (dir_ / "exp.toml").string()},
+        dir_ / fmt::format("host{}.log", rank)));
+  }
+  for (int rank = 0; rank < 2; ++rank) {
+    EXPECT_EQ(ql::core::wait_for(ranks[static_cast<std::size_t>(rank)]), 0)
+        << ql::test::read_text(dir_ / fmt::format("host{}.log", rank));
+  }
+  const std::string rank0 = ql::test::read_text(dir_ / "host0.log");
+  EXPECT_NE(rank0.find("data-parallel: 2 ranks"), std::string::npos) << rank0;
+  EXPECT_EQ(ql::core::read_unit_record(unit(2)).status, "done") << rank0;
+  const auto a = ql::test::checkpoint_model(unit(1) / "fold0/checkpoints/last.pt");
+  const auto b = ql::test::checkpoint_model(unit(2) / "fold0/checkpoints/last.pt");
+  ASSERT_EQ(a.size(), b.size());
+  for (const auto& [key, value] : a) EXPECT_TRUE(value.equal(b.at(key))) << key;
+}
