@@ -17,6 +17,9 @@ libraries="$check/bundle/lib:$torch/lib"
 for cuda in "$torch"/../nvidia/*/lib; do [ -d "$cuda" ] && libraries="$libraries:$cuda"; done
 export LD_LIBRARY_PATH="$libraries" QL_PYTHON="$python"
 export QL_TEST_QLHOST="$check/bundle/bin/qlhost" QL_BENCH_PLUGIN_DIR="$check/bundle/lib/quantlab/plugins"
+# The bundle was copied onto the lent machine by its file transfer, which may leave the files
+# owned by another user id than the one running this: they are ours, so load them anyway.
+export QL_ALLOW_WRITABLE_PLUGINS=1
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 threads=$(nproc)

@@ -3,6 +3,7 @@
 #include "quantlab/core/batch_loader.hpp"
 #include "quantlab/core/cli.hpp"
 #include "quantlab/core/experiment_config.hpp"
+#include "quantlab/core/experiment_store.hpp"
 #include "quantlab/core/trainer.hpp"
 #include "quantlab/sdk/algorithm.hpp"
 #include "quantlab/sdk/error.hpp"
@@ -376,9 +377,8 @@ std::string state_bytes(const Algorithm& algorithm) {
 }
 
 void load_state_bytes(Algorithm& algorithm, const std::string& bytes) {
-  std::istringstream in(bytes);
   torch::serialize::InputArchive archive;
-  archive.load_from(in);
+  load_archive(archive, bytes);
   algorithm.load_state(archive);
 }
 
