@@ -395,6 +395,18 @@ void copy_tensors(Network& from, Network& to) {
 // compare two of them.
 using AlgorithmFactory = std::function<PluginPtr<Algorithm>()>;
 
+// A second object of the plugin, attached to a network of its own in a context of `seed`.
+struct SecondObject {
+  SecondObject(const AlgorithmFactory& make, const Config& options, std::shared_ptr<ProbeDataset> data,
+               std::uint64_t seed = 1)
+      : ctx(options, std::move(data), seed), algorithm(make()) {
+    algorithm->attach(network, ctx);
+  }
+  ProbeNetwork network;
+  ProbeContext ctx;
+  PluginPtr<Algorithm> algorithm;
+};
+
 // The state round trip, on a second object: the bytes it saves after loading are the bytes
 // loaded, and the network it drives computes what the first one's does (eval mode).
 void check_state(Checker& check, Algorithm& algorithm, ProbeNetwork& network, const AlgorithmFactory& make,
@@ -402,27 +414,21 @@ void check_state(Checker& check, Algorithm& algorithm, ProbeNetwork& network, co
   std::string saved;
   if (!check("state saves and loads back the same bytes", [&](std::string& why) {
         saved = state_bytes(algorithm);
-        auto other = make();
-        ProbeNetwork other_network;
-        ProbeContext other_ctx(options, data);
-        other->attach(other_network, other_ctx);
-        load_state_bytes(*other, saved);
+        SecondObject other(make, options, data);
+        load_state_bytes(*other.algorithm, saved);
         why = "save_state after load_state wrote other bytes than were loaded";
-        return state_bytes(*other) == saved;
+        return state_bytes(*other.algorithm) == saved;
       })) {
     return;
   }
   check("loaded state gives the same network behaviour", [&](std::string& why) {
-    auto other = make();
-    ProbeNetwork other_network;
-    ProbeContext other_ctx(options, data);
-    other->attach(other_network, other_ctx);
-    copy_tensors(network, other_network);
-    load_state_bytes(*other, saved);
+    SecondObject other(make, options, data);
+    copy_tensors(network, other.network);
+    load_state_bytes(*other.algorithm, saved);
     torch::NoGradGuard no_grad;
     network.eval();
-    other_network.eval();
-    const at::Tensor expected = network.apply(probe), got = other_network.apply(probe);
+    other.network.eval();
+    const at::Tensor expected = network.apply(probe), got = other.network.apply(probe);
     network.train();
     why = fmt::format("outputs differ by up to {:.3g}", (expected - got).abs().max().item<double>());
     return expected.equal(got);
@@ -480,11 +486,8 @@ void check_codec(Checker& check, Algorithm& algorithm, ProbeNetwork& network, co
   });
   check("encodings are a function of the seed", [&](std::string& why) {
     auto encodings = [&](std::uint64_t seed) {
-      auto other = make();
-      ProbeNetwork other_network;
-      ProbeContext ctx(options, data, seed);
-      other->attach(other_network, ctx);
-      auto c = other->gradient_codec();
+      SecondObject other(make, options, data, seed);
+      auto c = other.algorithm->gradient_codec();
       std::vector<std::vector<std::uint8_t>> out;
       for (int i = 0; c && i < 3; ++i) out.push_back(encode(*c));
       return out;
