@@ -104,6 +104,14 @@ void report_refusals(const ql::core::PluginRegistry& registry, bool verbose) {
   }
 }
 
+// The registry of the command line's search path, its refusals and warnings reported.
+std::unique_ptr<ql::core::PluginRegistry> open_registry(const po::variables_map& vm) {
+  auto registry = std::make_unique<ql::core::PluginRegistry>(
+      ql::core::default_search_path(as_paths(plugin_dirs(vm))), plugin_trust());
+  report_refusals(*registry, vm.count("verbose") > 0);
+  return registry;
+}
+
 int command_plugins(const std::vector<std::string>& args) {
   po::options_description options = common_options();
   options.add_options()("show", po::value<std::string>(), "print NAME's options, defaults and documentation");
@@ -112,8 +120,8 @@ int command_plugins(const std::vector<std::string>& args) {
     std::cout << "usage: qlhost plugins [--show NAME] [--plugin-dir DIR ...] [--verbose]\n\n" << options;
     return kExitOk;
   }
-  ql::core::PluginRegistry registry(ql::core::default_search_path(as_paths(plugin_dirs(vm))), plugin_trust());
-  report_refusals(registry, vm.count("verbose") > 0);
+  const auto opened = open_registry(vm);
+  ql::core::PluginRegistry& registry = *opened;
   if (vm.count("show")) {
     const std::string name = vm["show"].as<std::string>();
     if (name == "host") {
@@ -170,9 +178,7 @@ ExperimentCommand parse_experiment_command(const std::string& name, const std::v
   }
   command.experiment = vm["experiment"].as<std::string>();
   if (vm.count("set")) command.overrides = vm["set"].as<std::vector<std::string>>();
-  command.registry = std::make_unique<ql::core::PluginRegistry>(
-      ql::core::default_search_path(as_paths(plugin_dirs(vm))), plugin_trust());
-  report_refusals(*command.registry, vm.count("verbose") > 0);
+  command.registry = open_registry(vm);
   return command;
 }
 
@@ -292,8 +298,8 @@ int command_export(const std::vector<std::string>& args) {
   if (format != "onnx" && format != "h5") throw ql::ConfigError(fmt::format("export: unknown format '{}' (onnx or h5)", format));
   const int opset = vm["opset"].as<int>();
   if (opset != 13 && opset != 21) throw ql::ConfigError(fmt::format("export: --opset {} (13 or 21)", opset));
-  ql::core::PluginRegistry registry(ql::core::default_search_path(as_paths(plugin_dirs(vm))), plugin_trust());
-  report_refusals(registry, vm.count("verbose") > 0);
+  const auto opened = open_registry(vm);
+  ql::core::PluginRegistry& registry = *opened;
   const bool h5 = format == "h5";
   const ql::core::UnitExportRequest request{vm["unit"].as<std::string>(),
                                             h5 ? ql::core::UnitExportFormat::h5 : ql::core::UnitExportFormat::onnx,
