@@ -62,10 +62,13 @@ std::int64_t numel_of(const std::vector<std::int64_t>& shape) {
 
 void check_problem(Checker& check, Problem& problem) {
   DatasetSpec spec;
-  if (!check("spec has classes and an input shape", [&](std::string& why) {
+  if (!check("spec has classes (or target components) and an input shape", [&](std::string& why) {
         spec = problem.spec();
-        why = fmt::format("{} classes, input rank {}", spec.num_classes, spec.input_shape.size());
-        return spec.num_classes >= 2 && !spec.input_shape.empty() && numel_of(spec.input_shape) > 0;
+        why = fmt::format("{} classes, {} target components, input rank {}", spec.num_classes, spec.target_size,
+                          spec.input_shape.size());
+        const bool outputs = spec.task == Task::regression ? spec.target_size >= 1 && spec.num_classes == 0
+                                                           : spec.num_classes >= 2 && spec.target_size == 0;
+        return outputs && !spec.input_shape.empty() && numel_of(spec.input_shape) > 0;
       })) {
     return;
   }
@@ -100,23 +103,33 @@ void check_problem(Checker& check, Problem& problem) {
           std::vector<std::int64_t> expected{count};
           expected.insert(expected.end(), spec.input_shape.begin(), spec.input_shape.end());
           const auto dtype = spec.input_kind == InputKind::tokens ? torch::kInt64 : torch::kFloat32;
-          why = fmt::format("inputs {} {}, targets {} {}; expected inputs {} {}, targets [{}] Long",
+          const bool regression = spec.task == Task::regression;
+          const std::vector<std::int64_t> targets =
+              regression ? std::vector<std::int64_t>{count, spec.target_size} : std::vector<std::int64_t>{count};
+          const auto target_dtype = regression ? torch::kFloat32 : torch::kInt64;
+          why = fmt::format("inputs {} {}, targets {} {}; expected inputs {} {}, targets {} {}",
                             shape_of(batch.inputs.sizes()), c10::toString(batch.inputs.scalar_type()),
                             shape_of(batch.targets.sizes()), c10::toString(batch.targets.scalar_type()),
-                            shape_of(expected), c10::toString(dtype), count);
+                            shape_of(expected), c10::toString(dtype), shape_of(targets), c10::toString(target_dtype));
           return batch.inputs.defined() && batch.inputs.sizes() == c10::IntArrayRef(expected) &&
                  batch.inputs.scalar_type() == dtype && batch.targets.defined() &&
-                 batch.targets.sizes() == c10::IntArrayRef{count} &&
-                 batch.targets.scalar_type() == torch::kInt64;
+                 batch.targets.sizes() == c10::IntArrayRef(targets) && batch.targets.scalar_type() == target_dtype;
         })) {
       continue;
     }
-    check(s + ": labels are in [0, classes)", [&](std::string& why) {
-      why = fmt::format("labels from {} to {}", batch.targets.min().item<std::int64_t>(),
-                        batch.targets.max().item<std::int64_t>());
-      return batch.targets.min().item<std::int64_t>() >= 0 &&
-             batch.targets.max().item<std::int64_t>() < spec.num_classes;
-    });
+    if (spec.task == Task::regression) {
+      check(s + ": targets are finite", [&](std::string& why) {
+        why = "NaN or Inf in the targets";
+        return torch::isfinite(batch.targets).all().item<bool>();
+      });
+    } else {
+      check(s + ": labels are in [0, classes)", [&](std::string& why) {
+        why = fmt::format("labels from {} to {}", batch.targets.min().item<std::int64_t>(),
+                          batch.targets.max().item<std::int64_t>());
+        return batch.targets.min().item<std::int64_t>() >= 0 &&
+               batch.targets.max().item<std::int64_t>() < spec.num_classes;
+      });
+    }
     if (spec.input_kind == InputKind::image) {
       check(s + ": inputs are finite", [&](std::string& why) {
         why = "NaN or Inf in the inputs";
@@ -191,7 +204,7 @@ void check_topology(Checker& check, Topology& topology) {
       auto built = topology.build(candidate);
       built->eval();
       const at::Tensor out = built->apply(sample_inputs(candidate, 1));
-      if (out.sizes() != c10::IntArrayRef{1, candidate.num_classes}) {
+      if (out.sizes() != c10::IntArrayRef{1, candidate.output_size()}) {
         why = fmt::format("input [1, {}] gave {}", fmt::join(candidate.input_shape, ", "), shape_of(out.sizes()));
         return false;
       }
@@ -210,8 +223,8 @@ void check_topology(Checker& check, Topology& topology) {
   check("forward gives [batch, classes] logits", [&](std::string& why) {
     network->train();
     output = network->apply(sample_inputs(spec, 2));
-    why = fmt::format("output {} for {} classes", shape_of(output.sizes()), spec.num_classes);
-    return output.dim() == 2 && output.size(0) == 2 && output.size(1) == spec.num_classes &&
+    why = fmt::format("output {} for {} outputs", shape_of(output.sizes()), spec.output_size());
+    return output.dim() == 2 && output.size(0) == 2 && output.size(1) == spec.output_size() &&
            torch::isfinite(output).all().item<bool>();
   });
   check("backward reaches every trainable parameter", [&](std::string& why) {

@@ -113,9 +113,9 @@ Splits load_splits(const Experiment& x, Log& log) {
     data.train = subset(data.train, split.train);
   }
   const DatasetSpec spec = x.problem.spec();
-  QL_CHECK(spec.num_classes > 1 && !spec.input_shape.empty(),
-           "problem '{}' gave an invalid spec ({} classes, input rank {})", name, spec.num_classes,
-           spec.input_shape.size());
+  const bool outputs_valid = spec.task == Task::regression ? spec.target_size > 0 : spec.num_classes > 1;
+  QL_CHECK(outputs_valid && !spec.input_shape.empty(), "problem '{}' gave an invalid spec ({} {}, input rank {})", name,
+           spec.output_size(), spec.task == Task::regression ? "target components" : "classes", spec.input_shape.size());
   if (x.settings.folds > 1) fold_indices(data.train->size(), x.settings.folds, 0, 0);  // checks the count
   return data;
 }
@@ -213,8 +213,9 @@ RunSummary run_experiment(const RunRequest& request, PluginRegistry& registry, C
   run::ConsoleLog problem_log(console, config.problem().name);  // outlives the problem and its datasets
   auto problem = registry.create<Problem>(config.problem().name, config.problem().options.with_base_dir(storage.data));
   auto topology = registry.create<Topology>(config.topology().name, config.topology().options);
+  const Task task = run::in_hook(config.problem().name, "spec()", [&] { return problem->spec().task; });
   Experiment x{config, registry, console, *problem, *topology, config.algorithms(),
-               TrainingSettings::from(config.section("training"))};
+               TrainingSettings::from(config.section("training"), task)};
   x.seed = seed;
   x.step_scalars = metrics_options.get_bool("step_scalars");
   x.histogram_every = metrics_options.get_int("histogram_every", 0, 1'000'000);

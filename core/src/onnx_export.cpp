@@ -173,7 +173,7 @@ std::string onnx_model(Network& network, const DatasetSpec& spec, const OnnxMode
                  tokens ? ::onnx::TensorProto::INT64 : (raw ? ::onnx::TensorProto::UINT8 : ::onnx::TensorProto::FLOAT),
                  spec.input_shape);
   describe_value(*g->add_output(), graph.nodes().back().outputs.front(), ::onnx::TensorProto::FLOAT,
-                 {spec.num_classes});
+                 {spec.output_size()});
   auto* layout = model.add_metadata_props();
   layout->set_key("input");
   layout->set_value(tokens ? "int64 token ids [batch, length], 0 = padding"

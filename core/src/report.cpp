@@ -15,6 +15,8 @@
 #include <limits>
 #include <map>
 #include <numeric>
+#include <optional>
+#include <set>
 #include <sstream>
 
 namespace ql::core {
@@ -218,14 +220,18 @@ void variants_section(Report& report, const fs::path& unit, const fs::path& fold
     add_table(report, fmt::format("Variants of `{}` (test split)", algorithm), table.columns, table.rows);
 
     // Parameters are the columns between "variant" and "loss"; x is the last, lines the others.
-    const int loss = table.column("loss"), top1 = table.column("top1");
-    if (loss < 2 || top1 < 0 || table.rows.size() < 2) continue;
+    // y is the top-1 in %, or for a regression (no top-1) the loss ratio to the float network.
+    const int loss = table.column("loss");
+    const bool regression = table.column("top1") < 0;
+    const int measure = table.column(regression ? "loss_ratio" : "top1");
+    const double scale = regression ? 1.0 : 100.0;
+    if (loss < 2 || measure < 0 || table.rows.size() < 2) continue;
     const std::string x_name = table.columns[static_cast<std::size_t>(loss - 1)];
     std::map<std::string, Series> lines;
-    double float_top1 = NAN;
+    double float_level = NAN;
     for (const auto& row : table.rows) {
       if (row[0] == "float") {
-        float_top1 = number(row[static_cast<std::size_t>(top1)]);
+        float_level = regression ? 1.0 : number(row[static_cast<std::size_t>(measure)]);
         continue;
       }
       std::vector<std::string> group;
@@ -236,23 +242,24 @@ void variants_section(Report& report, const fs::path& unit, const fs::path& fold
       }
       Series& s = lines[group.empty() ? algorithm : fmt::format("{}", fmt::join(group, " "))];
       s.x.push_back(number(row[static_cast<std::size_t>(loss - 1)]));
-      s.y.push_back(100.0 * number(row[static_cast<std::size_t>(top1)]));
+      s.y.push_back(scale * number(row[static_cast<std::size_t>(measure)]));
     }
     std::vector<Series> series;
     for (auto& [label, s] : lines) {
       s.name = label;
       series.push_back(s);
     }
-    if (!std::isnan(float_top1) && !series.empty()) {
+    if (!std::isnan(float_level) && !series.empty()) {
       Series reference{"float", {}, {}};
       for (const Series& s : series) reference.x.insert(reference.x.end(), s.x.begin(), s.x.end());
       std::sort(reference.x.begin(), reference.x.end());
       reference.x = {reference.x.front(), reference.x.back()};
-      reference.y = {100.0 * float_top1, 100.0 * float_top1};
+      reference.y = {scale * float_level, scale * float_level};
       series.push_back(reference);
     }
     const std::string plot = algorithm + "_accuracy.png";
-    line_chart(unit / plot, fmt::format("{}: test accuracy vs {}", algorithm, x_name), x_name, "top-1 (%)", series);
+    line_chart(unit / plot, fmt::format("{}: test {} vs {}", algorithm, regression ? "loss ratio" : "accuracy", x_name),
+               x_name, regression ? "loss / float loss" : "top-1 (%)", series);
     add_plot(report, unit, plot, fmt::format("{} accuracy vs {}", algorithm, x_name));
 
     layer_error_section(report, unit, fold / (algorithm + "_layer_error.csv"), algorithm + "_layer_error.png",
@@ -292,6 +299,19 @@ void plugin_tables_section(Report& report, const fs::path& unit, const fs::path&
   }
 }
 
+// A sample's mean ± standard deviation (n - 1), as "12.34 ± 0.56" of `scale` x the values.
+std::string mean_sd(const std::vector<double>& v, double scale, int digits) {
+  if (v.empty()) return "-";
+  const double mean = std::accumulate(v.begin(), v.end(), 0.0) / static_cast<double>(v.size());
+  double squares = 0;
+  for (double x : v) squares += (x - mean) * (x - mean);
+  const double sd = v.size() > 1 ? std::sqrt(squares / static_cast<double>(v.size() - 1)) : 0.0;
+  return fmt::format("{:.{}f} ± {:.{}f}", scale * mean, digits, scale * sd, digits);
+}
+
+// A loss as the tables print it, "-" when not measured.
+std::string loss_text(double loss) { return loss < 0 ? "-" : fmt::format("{:.4f}", loss); }
+
 ReportFiles unit_report(const fs::path& unit) {
   const UnitRecord record = read_unit_record(unit);
   Report report;
@@ -311,29 +331,26 @@ ReportFiles unit_report(const fs::path& unit) {
     rows.push_back({std::to_string(k), f.status, fmt::format("{}/{}", f.epochs_done, record.epochs),
                     f.best_metric.empty() ? "-" : f.best_metric,
                     f.best_metric.empty() ? "-" : (higher ? percent(f.best_value) : fmt::format("{:.4f}", f.best_value)),
-                    std::to_string(f.best_epoch), percent(f.trained_top1), percent(f.result_top1)});
+                    std::to_string(f.best_epoch), percent(f.trained_top1), percent(f.result_top1),
+                    loss_text(f.trained_loss), loss_text(f.result_loss)});
     if (f.trained_top1 >= 0) trained.push_back(f.trained_top1);
     if (f.result_top1 >= 0) result.push_back(f.result_top1);
   }
-  auto mean_std = [](const std::vector<double>& v) {
-    if (v.empty()) return std::string("-");
-    const double mean = std::accumulate(v.begin(), v.end(), 0.0) / static_cast<double>(v.size());
-    double variance = 0;
-    for (double x : v) variance += (x - mean) * (x - mean);
-    const double sd = v.size() > 1 ? std::sqrt(variance / static_cast<double>(v.size() - 1)) : 0.0;
-    return fmt::format("{:.2f}% ± {:.2f}", 100 * mean, 100 * sd);
-  };
+  auto mean_std = [](const std::vector<double>& v) { return v.empty() ? std::string("-") : mean_sd(v, 100.0, 2) + " %"; };
   std::string summary;
   if (record.folds.size() > 1) {
-    rows.push_back({"mean ± std", "", "", "", "", "", mean_std(trained), mean_std(result)});
+    rows.push_back({"mean ± std", "", "", "", "", "", mean_std(trained), mean_std(result), "", ""});
     summary = fmt::format("{} folds: trained test top-1 {}, result {}", record.folds.size(), mean_std(trained),
                           mean_std(result));
+  } else if (!record.folds.empty() && record.folds[0].trained_top1 < 0) {  // regression: no top-1
+    summary = fmt::format("trained test loss {}, result {}", loss_text(record.folds[0].trained_loss),
+                          loss_text(record.folds[0].result_loss));
   } else if (!record.folds.empty()) {
     summary = fmt::format("trained test top-1 {}, result {}", percent(record.folds[0].trained_top1),
                           percent(record.folds[0].result_top1));
   }
   add_table(report, "Results", {"fold", "status", "epochs", "best on", "best", "at epoch", "test top-1 (trained)",
-                                "test top-1 (result)"},
+                                "test top-1 (result)", "test loss (trained)", "test loss (result)"},
             rows);
 
   std::vector<Series> losses, accuracies;
@@ -351,7 +368,7 @@ ReportFiles unit_report(const fs::path& unit) {
     accuracies.push_back(train);
     accuracies.push_back(valid);
   }
-  line_chart(unit / "loss.png", "loss", "epoch", "cross-entropy", losses);
+  line_chart(unit / "loss.png", "loss", "epoch", "training loss", losses);
   line_chart(unit / "accuracy.png", "accuracy", "epoch", "top-1 (%)", accuracies);
   report.markdown += "\n## Training curves\n";
   add_plot(report, unit, "loss.png", "loss curves");
@@ -375,47 +392,180 @@ ReportFiles unit_report(const fs::path& unit) {
   return files;
 }
 
+// One unit of a sweep: its grid values (in the order of the grid keys) and its record, once
+// it has started.
+struct SweepEntry {
+  std::int64_t index = 0;
+  std::vector<std::string> values;
+  fs::path unit;
+  std::optional<UnitRecord> record;
+  const FoldRecord* fold() const { return record && !record->folds.empty() ? &record->folds[0] : nullptr; }
+};
+
+// The grid keys (from the first run's "key=value" overrides) and every run of sweep.toml.
+std::vector<SweepEntry> read_sweep_entries(const fs::path& dir, const toml::table& sweep, std::vector<std::string>& keys) {
+  std::vector<SweepEntry> entries;
+  const toml::array* runs = sweep["run"].as_array();
+  if (runs == nullptr) return entries;
+  for (const toml::node& node : *runs) {
+    const toml::node_view<const toml::node> run(node);
+    SweepEntry entry;
+    entry.index = run["index"].value_or<std::int64_t>(0);
+    std::vector<std::string> run_keys;
+    if (const toml::array* list = run["overrides"].as_array()) {
+      for (const toml::node& o : *list) {
+        const std::string text = o.value_or<std::string>("");
+        const std::size_t equals = text.find('=');
+        run_keys.push_back(text.substr(0, equals));
+        entry.values.push_back(equals == std::string::npos ? "" : text.substr(equals + 1));
+      }
+    }
+    if (entries.empty()) keys = run_keys;
+    entry.unit = run["unit"].value_or<std::string>("");
+    const fs::path unit_file = dir / "runs" / fmt::format("{}.unit", entry.index);
+    if (entry.unit.empty() && fs::exists(unit_file)) {
+      const std::string text = read_text_file(unit_file);
+      entry.unit = text.substr(0, text.find('\n'));
+    }
+    if (!entry.unit.empty() && fs::exists(entry.unit / "unit.toml")) entry.record = read_unit_record(entry.unit);
+    entries.push_back(std::move(entry));
+  }
+  return entries;
+}
+
+// Where the units came from: their QuantLab versions, experiment revisions, hosts and times.
+std::string sweep_provenance(const std::vector<SweepEntry>& entries) {
+  std::set<std::string> versions, revisions, hosts;
+  std::string first, last;
+  for (const SweepEntry& e : entries) {
+    if (!e.record) continue;
+    versions.insert(e.record->quantlab_version);
+    revisions.insert(e.record->git_revision.empty() ? "none" : e.record->git_revision);
+    hosts.insert(e.record->host);
+    if (first.empty() || e.record->started < first) first = e.record->started;
+    if (e.record->ended > last) last = e.record->ended;
+  }
+  if (versions.empty()) return "";
+  return fmt::format("\nunits: QuantLab {}, experiment revision `{}`, host `{}`, {} to {}\n", fmt::join(versions, ", "),
+                     fmt::join(revisions, "`, `"), fmt::join(hosts, "`, `"), first, last.empty() ? "-" : last);
+}
+
+// With a grid over experiment.seed: the units that differ only by seed, as one row each with
+// the mean ± sd of their results; and, when the last other key takes three or more numbers, the
+// result against it as a plot (one line per value of the remaining keys; a log2 axis when the
+// numbers span a factor of 16 or more).
+void sweep_summaries(Report& report, const fs::path& dir, const std::vector<std::string>& keys,
+                     const std::vector<SweepEntry>& entries, bool regression) {
+  const auto seed_key = std::find(keys.begin(), keys.end(), "experiment.seed");
+  const auto seed = seed_key == keys.end() ? std::string::npos : static_cast<std::size_t>(seed_key - keys.begin());
+  std::vector<std::string> group_keys;
+  for (std::size_t k = 0; k < keys.size(); ++k) {
+    if (k != seed) group_keys.push_back(keys[k]);
+  }
+  std::vector<std::vector<std::string>> groups;  // each group's values, in sweep order
+  std::map<std::vector<std::string>, std::vector<std::pair<double, double>>> results;  // (trained, result)
+  for (const SweepEntry& e : entries) {
+    const FoldRecord* f = e.fold();
+    if (f == nullptr || f->status != "done") continue;
+    std::vector<std::string> group;
+    for (std::size_t k = 0; k < e.values.size(); ++k) {
+      if (k != seed) group.push_back(e.values[k]);
+    }
+    if (!results.count(group)) groups.push_back(group);
+    results[group].emplace_back(regression ? f->trained_loss : f->trained_top1,
+                                regression ? f->result_loss : f->result_top1);
+  }
+  const double scale = regression ? 1.0 : 100.0;
+  const int digits = regression ? 4 : 2;
+  if (seed != std::string::npos && !groups.empty()) {
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& group : groups) {
+      std::vector<double> trained, result;
+      for (const auto& [t, r] : results[group]) {
+        trained.push_back(t);
+        result.push_back(r);
+      }
+      std::vector<std::string> row(group);
+      row.insert(row.end(), {std::to_string(trained.size()), mean_sd(trained, scale, digits), mean_sd(result, scale, digits)});
+      rows.push_back(std::move(row));
+    }
+    std::vector<std::string> columns(group_keys);
+    const std::string measure = regression ? "test loss" : "test top-1 %";
+    columns.insert(columns.end(), {"seeds", measure + " (trained), mean ± sd", measure + " (result), mean ± sd"});
+    add_table(report, "Over seeds", columns, rows);
+  }
+  if (group_keys.empty()) return;
+  std::map<std::string, Series> lines;
+  std::vector<double> xs;
+  for (const auto& group : groups) {
+    const double x = number(group.back());
+    if (std::isnan(x)) return;
+    std::vector<std::string> label(group.begin(), group.end() - 1);
+    for (std::size_t k = 0; k < label.size(); ++k) label[k] = group_keys[k] + "=" + label[k];
+    Series& line = lines[label.empty() ? "result" : fmt::format("{}", fmt::join(label, " "))];
+    double sum = 0;
+    for (const auto& [t, r] : results[group]) sum += r;
+    line.x.push_back(x);
+    line.y.push_back(scale * sum / static_cast<double>(results[group].size()));
+    xs.push_back(x);
+  }
+  std::sort(xs.begin(), xs.end());
+  xs.erase(std::unique(xs.begin(), xs.end()), xs.end());
+  if (xs.size() < 3) return;
+  const bool log2_x = xs.front() > 0 && xs.back() / xs.front() >= 16;
+  std::vector<Series> series;
+  for (auto& [name, line] : lines) {
+    line.name = name;
+    if (log2_x) {
+      for (double& x : line.x) x = std::log2(x);
+    }
+    series.push_back(line);
+  }
+  const std::string x_name = log2_x ? fmt::format("log2 {}", group_keys.back()) : group_keys.back();
+  const std::string y_name = regression ? "test loss (result)" : "test top-1 % (result)";
+  line_chart(dir / "sweep.png", fmt::format("{} vs {}{}", y_name, group_keys.back(), seed == std::string::npos ? "" : ", mean over seeds"),
+             x_name, y_name, series);
+  add_plot(report, dir, "sweep.png", fmt::format("{} against {}", y_name, group_keys.back()));
+}
+
 ReportFiles sweep_report(const fs::path& dir) {
   const fs::path file = dir / "sweep.toml";
   const toml::table sweep = read_toml_file(file);
+  std::vector<std::string> keys;
+  const std::vector<SweepEntry> entries = read_sweep_entries(dir, sweep, keys);
   Report report;
-  report.markdown = fmt::format("# sweep {}\n\nexperiment `{}`\n", dir.filename().string(),
-                                sweep["experiment"].value_or<std::string>(""));
+  report.markdown = fmt::format("# sweep {}\n\nexperiment `{}`\n{}", dir.filename().string(),
+                                sweep["experiment"].value_or<std::string>(""), sweep_provenance(entries));
+  // A regression's units have no top-1: their loss is the result.
+  bool regression = false;
   std::vector<std::vector<std::string>> rows;
-  std::vector<Series> none;
-  if (const toml::array* runs = sweep["run"].as_array()) {
-    for (const toml::node& node : *runs) {
-      const toml::node_view<const toml::node> run(node);
-      const auto index = run["index"].value_or<std::int64_t>(0);
-      std::vector<std::string> overrides;
-      if (const toml::array* list = run["overrides"].as_array()) {
-        for (const toml::node& o : *list) overrides.push_back(o.value_or<std::string>(""));
-      }
-      fs::path unit = run["unit"].value_or<std::string>("");
-      const fs::path unit_file = dir / "runs" / fmt::format("{}.unit", index);
-      if (unit.empty() && fs::exists(unit_file)) {
-        std::string text = read_text_file(unit_file);
-        unit = text.substr(0, text.find('\n'));
-      }
-      std::vector<std::string> row{std::to_string(index), fmt::format("{}", fmt::join(overrides, " "))};
-      if (unit.empty() || !fs::exists(unit / "unit.toml")) {
-        row.insert(row.end(), {"-", "not started", "-", "-", "-"});
-      } else {
-        const UnitRecord r = read_unit_record(unit);
-        const FoldRecord f = r.folds.empty() ? FoldRecord{} : r.folds[0];
-        row.insert(row.end(), {unit.filename().string(), r.live_status(),
-                               f.best_metric == "valid/top1" ? percent(f.best_value) : "-",
-                               percent(f.trained_top1), percent(f.result_top1)});
-      }
-      rows.push_back(std::move(row));
+  for (const SweepEntry& e : entries) {
+    std::vector<std::string> row{std::to_string(e.index)};
+    row.insert(row.end(), e.values.begin(), e.values.end());
+    row.resize(1 + keys.size());
+    const FoldRecord* f = e.fold();
+    if (!e.record) {
+      row.insert(row.end(), {"-", "not started", "-", "-", "-", "-", "-"});
+    } else {
+      const FoldRecord none;
+      if (f == nullptr) f = &none;
+      regression = regression || (f->status == "done" && f->trained_top1 < 0);
+      row.insert(row.end(), {e.unit.filename().string(), e.record->live_status(),
+                             f->best_metric == "valid/top1" ? percent(f->best_value) : "-", percent(f->trained_top1),
+                             percent(f->result_top1), loss_text(f->trained_loss), loss_text(f->result_loss)});
     }
+    rows.push_back(std::move(row));
   }
-  add_table(report, "Units", {"#", "overrides", "unit", "status", "best valid top-1", "test top-1 (trained)",
-                              "test top-1 (result)"},
-            rows);
+  std::vector<std::string> columns{"#"};
+  columns.insert(columns.end(), keys.begin(), keys.end());
+  columns.insert(columns.end(), {"unit", "status", "best valid top-1", "test top-1 (trained)", "test top-1 (result)",
+                                 "test loss (trained)", "test loss (result)"});
+  add_table(report, "Units", columns, rows);
+  sweep_summaries(report, dir, keys, entries, regression);
   ReportFiles files;
   files.markdown = dir / "report.md";
   write_file_atomically(files.markdown, report.markdown);
+  files.plots = report.plots;
   files.text = report.text;
   files.summary = fmt::format("{} units", rows.size());
   return files;

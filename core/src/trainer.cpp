@@ -17,7 +17,8 @@
 
 namespace ql::core {
 
-TrainingSettings TrainingSettings::from(const Config& training) {
+TrainingSettings TrainingSettings::from(const Config& training, Task task) {
+  const bool regression = task == Task::regression;
   TrainingSettings s;
   s.epochs = training.get_int("epochs", 0, 1'000'000);
   s.batch_size = training.get_int("batch_size", 1, 1 << 24);
@@ -25,16 +26,28 @@ TrainingSettings TrainingSettings::from(const Config& training) {
   s.valid_every = training.get_int("valid_every", 1, 1'000'000);
   s.checkpoint_every = training.get_int("checkpoint_every", 1, 1'000'000);
   s.checkpoint_every_steps = training.get_int("checkpoint_every_steps", 0, INT64_MAX);
-  s.best_metric = training.get_enum<BestMetric>("best_metric", {{"valid/top1", BestMetric::valid_top1},
-                                                      {"valid/loss", BestMetric::valid_loss}});
+  const BestMetric task_metric = regression ? BestMetric::valid_loss : BestMetric::valid_top1;
+  s.best_metric = training.get_enum<BestMetric>(
+      "best_metric", {{"auto", task_metric}, {"valid/top1", BestMetric::valid_top1}, {"valid/loss", BestMetric::valid_loss}});
+  if (regression && s.best_metric == BestMetric::valid_top1) {
+    throw ConfigError(training.error_message("best_metric", "a regression problem has no top-1: use valid/loss or auto"));
+  }
   s.folds = training.get_int("folds", 1, 1000);
   s.valid_fraction = training.get_double("valid_fraction", 0.0, 0.9);
   s.hold_out_seed = static_cast<std::uint64_t>(training.get_int("hold_out_seed", 0, INT64_MAX));
   s.drop_last = training.get_bool("drop_last");
   s.simulated_workers = training.get_int("simulated_workers", 1, 1024);
-  s.loss = training.get_enum<LossKind>("loss", {{"cross_entropy", LossKind::cross_entropy},
-                                      {"hinge", LossKind::hinge},
-                                      {"squared_hinge", LossKind::squared_hinge}});
+  const LossKind task_loss = regression ? LossKind::mean_squared_error : LossKind::cross_entropy;
+  s.loss = training.get_enum<LossKind>("loss", {{"auto", task_loss},
+                                                {"cross_entropy", LossKind::cross_entropy},
+                                                {"hinge", LossKind::hinge},
+                                                {"squared_hinge", LossKind::squared_hinge},
+                                                {"mean_squared_error", LossKind::mean_squared_error}});
+  if (is_classification(s.loss) == regression) {
+    throw ConfigError(training.error_message(
+        "loss", regression ? "the problem is a regression: its loss is mean_squared_error (or auto)"
+                           : "the problem is a classification: mean_squared_error needs real-valued targets"));
+  }
 
   const Config optimizer = training.table("optimizer");
   s.optimizer = optimizer.get_enum<OptimizerKind>("name", {{"sgd", OptimizerKind::sgd},
@@ -117,8 +130,14 @@ void check_finite(double loss, std::int64_t batch) {
 
 }  // namespace
 
-at::Tensor classification_loss(const at::Tensor& logits, const at::Tensor& targets, LossKind kind, bool sum) {
+bool is_classification(LossKind kind) { return kind != LossKind::mean_squared_error; }
+
+at::Tensor batch_loss(const at::Tensor& logits, const at::Tensor& targets, LossKind kind, bool sum) {
   namespace F = torch::nn::functional;
+  if (kind == LossKind::mean_squared_error) {
+    const at::Tensor per_sample = (logits - targets.to(logits.scalar_type())).square().flatten(1).mean(1);
+    return sum ? per_sample.sum() : per_sample.mean();
+  }
   if (kind == LossKind::cross_entropy) {
     if (sum) return F::cross_entropy(logits, targets, F::CrossEntropyFuncOptions().reduction(torch::kSum));
     return F::cross_entropy(logits, targets);
@@ -152,13 +171,14 @@ StepTotals forward_backward(Network& network, const Batch& batch, c10::Device de
   {
     AutocastScope autocast(device, options.precision);
     logits = network.apply(inputs);
-    loss = classification_loss(logits.to(at::kFloat), targets, options.loss);
+    loss = batch_loss(logits.to(at::kFloat), targets, options.loss);
   }
   loss.backward();
   torch::NoGradGuard no_grad;
   // One copy to the host a step: on a GPU the host then waits for the device once.
-  const at::Tensor both =
-      at::stack({logits.argmax(1).eq(targets).sum().to(at::kDouble), loss.detach().to(at::kDouble)}).cpu();
+  const at::Tensor correct = is_classification(options.loss) ? logits.argmax(1).eq(targets).sum().to(at::kDouble)
+                                                              : at::zeros({}, loss.options().dtype(at::kDouble));
+  const at::Tensor both = at::stack({correct, loss.detach().to(at::kDouble)}).cpu();
   const auto count = static_cast<double>(targets.size(0));
   StepTotals totals;
   totals.correct = both[0].item<double>();
@@ -230,7 +250,9 @@ Evaluation evaluate(Network& network, BatchLoader& loader, c10::Device device, b
       AutocastScope autocast(device, precision);
       logits = network.apply(inputs).to(at::kFloat);
     }
-    loss_sum += classification_loss(logits, targets, kind, /*sum=*/true).to(at::kDouble);
+    loss_sum += batch_loss(logits, targets, kind, /*sum=*/true).to(at::kDouble);
+    result.samples += targets.size(0);
+    if (!is_classification(kind)) continue;
     correct1 += logits.argmax(1).eq(targets).sum();
     if (top5) {
       const auto k = std::min<std::int64_t>(5, logits.size(1));
@@ -243,7 +265,6 @@ Evaluation evaluate(Network& network, BatchLoader& loader, c10::Device device, b
       top_classes.push_back(classes);
       top_scores.push_back(scores);
     }
-    result.samples += targets.size(0);
   }
   network.train(was_training);
   if (predictions != nullptr && !labels.empty()) {
@@ -254,8 +275,8 @@ Evaluation evaluate(Network& network, BatchLoader& loader, c10::Device device, b
   if (result.samples > 0) {
     const auto n = static_cast<double>(result.samples);
     result.loss = loss_sum.item<double>() / n;
-    result.top1 = static_cast<double>(correct1.item<std::int64_t>()) / n;
-    result.top5 = top5 ? static_cast<double>(correct5.item<std::int64_t>()) / n : -1.0;
+    result.top1 = is_classification(kind) ? static_cast<double>(correct1.item<std::int64_t>()) / n : -1.0;
+    result.top5 = top5 && is_classification(kind) ? static_cast<double>(correct5.item<std::int64_t>()) / n : -1.0;
   }
   return result;
 }

@@ -90,7 +90,8 @@ void write_unit_record(const fs::path& unit, const UnitRecord& r) {
                                 {"best_epoch", f.best_epoch},
                                 {"trained_top1", f.trained_top1},
                                 {"trained_loss", f.trained_loss},
-                                {"result_top1", f.result_top1}});
+                                {"result_top1", f.result_top1},
+                                {"result_loss", f.result_loss}});
   }
   root.insert("fold", std::move(folds));
   std::ostringstream text;
@@ -141,6 +142,7 @@ UnitRecord read_unit_record(const fs::path& unit) {
       fold.trained_top1 = value_or<double>(f["trained_top1"], -1.0);
       fold.trained_loss = value_or<double>(f["trained_loss"], -1.0);
       fold.result_top1 = value_or<double>(f["result_top1"], -1.0);
+      fold.result_loss = value_or<double>(f["result_loss"], -1.0);
       r.folds.push_back(fold);
     }
   }

@@ -95,7 +95,9 @@ std::vector<std::int64_t> seeded_permutation(std::int64_t n, std::uint64_t seed)
 }
 
 std::vector<std::string> Problem::metrics() const {
-  if (spec().num_classes > 5) return {"top1", "top5"};
+  const DatasetSpec s = spec();
+  if (s.task == Task::regression) return {};
+  if (s.num_classes > 5) return {"top1", "top5"};
   return {"top1"};
 }
 

@@ -179,6 +179,29 @@ TEST_F(QlhostResultsTest, FoldsRunOnePerFoldAndReportMeanAndStd) {
   EXPECT_NE(report.find("| mean ± std |"), std::string::npos) << report;
 }
 
+// A grid over seeds: each learning rate becomes one row of mean ± sd over its seeds (the
+// numbers checked against the units' own records), and the result is plotted against the rate.
+TEST_F(QlhostResultsTest, ASweepOverSeedsGivesMeanAndSpreadAndAPlot) {
+  const auto sweep = run_qlhost(fmt::format("sweep {} --set training.epochs=1 --set training.checkpoint_every_steps=0 "
+                                            "--grid 'training.optimizer.lr=[0.001,0.002,0.004]' "
+                                            "--grid 'experiment.seed=[1,2]'",
+                                            ql::test::quoted((dir_ / "exp.toml").string())),
+                                dir_.path());
+  ASSERT_EQ(sweep.exit_code, 0) << sweep.out << sweep.err;
+  const fs::path dir = dir_ / "logs/mnist/mlp/sweep0001";
+  const std::string report = ql::test::read_text(dir / "report.md");
+  std::vector<double> top1;
+  for (int unit : {3, 4}) {  // lr 0.002, seeds 1 and 2 (one job: units numbered in sweep order)
+    top1.push_back(100 * ql::core::read_unit_record(dir_ / fmt::format("logs/mnist/mlp/exp{:04d}", unit)).folds[0].result_top1);
+  }
+  const double mean = (top1[0] + top1[1]) / 2;
+  const double sd = std::abs(top1[0] - top1[1]) / std::sqrt(2.0);
+  EXPECT_NE(report.find("## Over seeds"), std::string::npos) << report;
+  EXPECT_NE(report.find(fmt::format("| 0.002 | 2 | {:.2f} ± {:.2f} |", mean, sd)), std::string::npos) << report;
+  EXPECT_TRUE(fs::exists(dir / "sweep.png"));
+  EXPECT_NE(report.find("](sweep.png)"), std::string::npos) << report;
+}
+
 TEST_F(QlhostResultsTest, SweepsRunEveryCombinationAndCompareThem) {
   const auto sweep = run_qlhost(fmt::format("sweep {} --set training.epochs=1 --set training.checkpoint_every_steps=0 "
                                             "--grid 'training.optimizer.lr=[0.001,0.002]' --jobs 2",
@@ -188,8 +211,11 @@ TEST_F(QlhostResultsTest, SweepsRunEveryCombinationAndCompareThem) {
   const fs::path dir = dir_ / "logs/mnist/mlp/sweep0001";
   EXPECT_TRUE(fs::exists(dir / "sweep.toml"));
   const std::string report = ql::test::read_text(dir / "report.md");
-  EXPECT_NE(report.find("training.optimizer.lr=0.001"), std::string::npos) << report;
-  EXPECT_NE(report.find("training.optimizer.lr=0.002"), std::string::npos) << report;
+  // One column per grid key, a row per unit, and where the units ran.
+  EXPECT_NE(report.find("| # | training.optimizer.lr | unit |"), std::string::npos) << report;
+  EXPECT_NE(report.find("| 0 | 0.001 | exp000"), std::string::npos) << report;  // 2 jobs: either unit first
+  EXPECT_NE(report.find("| 1 | 0.002 | exp000"), std::string::npos) << report;
+  EXPECT_NE(report.find("units: QuantLab "), std::string::npos) << report;
   EXPECT_EQ(ql::core::read_unit_record(dir_ / "logs/mnist/mlp/exp0001").status, "done");
   EXPECT_EQ(ql::core::read_unit_record(dir_ / "logs/mnist/mlp/exp0002").status, "done");
 

@@ -104,6 +104,7 @@ TEST_F(ConformanceTest, EveryBundledPluginPasses) {
       {"mnist", {{"data_dir=" + (dir_ / "mnist").string(), "image_size=[8, 8]", "classes=4"}}},
       {"cifar10", {{"data_dir=" + (dir_ / "cifar").string()}}},
       {"language_names", {{"data_dir=" + (dir_ / "names").string()}}},
+      {"linear_map", {{"inputs=16", "outputs=8", "train_samples=64", "test_samples=16"}, {"noise=0.5", "train_samples=32"}}},
       {"ilsvrc12", {{"data_dir=" + (dir_ / "imagenet").string(), "val_labels=" + (dir_ / "imagenet/val_labels.txt").string(),
                      "classes=3", "crop=32", "resize=36", "workers=1"}}},
       {"mlp", {{}}}, {"convnet", {{}}}, {"resnet", {{}}}, {"vgg", {{}}}, {"alexnet", {{}}}, {"transformer", {{}}},

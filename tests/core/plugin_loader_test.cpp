@@ -60,19 +60,19 @@ TEST(PluginLoaderTest, BadOptionsBecomeConfigErrorsNamingThePlugin) {
   }
 }
 
-// bad-input: a plugin built for another plugin ABI | refused without being loaded: `… ABI 5.0 … host ABI 4.0`; naming it in an experiment: `cannot be used: …` | 2
+// bad-input: a plugin built for another plugin ABI | refused without being loaded: `… ABI 6.0 … host ABI 5.0`; naming it in an experiment: `cannot be used: …` | 2
 TEST(PluginLoaderTest, WrongAbiMajorIsRefusedWithBothVersions) {
   const PluginInspection found = ql::core::inspect_plugin_file(fixture("abi_major"));
   EXPECT_EQ(found.status, Status::refused);
-  EXPECT_NE(found.reason.find("ABI 5.0"), std::string::npos) << found.reason;
-  EXPECT_NE(found.reason.find("host ABI 4.0"), std::string::npos) << found.reason;
+  EXPECT_NE(found.reason.find("ABI 6.0"), std::string::npos) << found.reason;
+  EXPECT_NE(found.reason.find("host ABI 5.0"), std::string::npos) << found.reason;
   EXPECT_NE(found.reason.find(fixture("abi_major").string()), std::string::npos) << found.reason;
 }
 
 TEST(PluginLoaderTest, NewerAbiMinorIsRefused) {
   const PluginInspection found = ql::core::inspect_plugin_file(fixture("abi_minor"));
   EXPECT_EQ(found.status, Status::refused);
-  EXPECT_NE(found.reason.find("4.99 is newer"), std::string::npos) << found.reason;
+  EXPECT_NE(found.reason.find("5.99 is newer"), std::string::npos) << found.reason;
 }
 
 TEST(PluginLoaderTest, OlderAbiMinorIsAccepted) {
@@ -229,7 +229,7 @@ TEST(PluginLoaderTest, RefusedPluginIsNamedWithTheReasonWhenAskedFor) {
     FAIL() << "expected a ConfigError";
   } catch (const ql::ConfigError& e) {
     EXPECT_NE(std::string(e.what()).find("cannot be used"), std::string::npos) << e.what();
-    EXPECT_NE(std::string(e.what()).find("ABI 5.0"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("ABI 6.0"), std::string::npos) << e.what();
   }
 }
 

@@ -116,12 +116,14 @@ void FitLoop::after_step(std::int64_t epoch, std::int64_t epoch_steps, const Epo
 
 std::string FitLoop::log_training(std::int64_t epoch, double lr, const EpochStats& stats, std::int64_t step) {
   metrics_.scalar("train/loss", stats.loss(), step);
-  metrics_.scalar("train/top1", stats.top1(), step);
+  const bool classification = is_classification(x_.settings.loss);
+  if (classification) metrics_.scalar("train/top1", stats.top1(), step);
   metrics_.scalar("train/lr", lr, step);
   metrics_.scalar("train/images_per_second", stats.images_per_second(), step);
   metrics_.scalar("epoch", static_cast<double>(epoch + 1), step);
   for (const auto& [name, value] : exchange_.epoch_metrics()) metrics_.scalar(name, value, step);
-  std::string line = fmt::format("{}  train loss {:.4f} top1 {}", label(epoch), stats.loss(), percent(stats.top1()));
+  std::string line = fmt::format("{}  train loss {:.4f}", label(epoch), stats.loss());
+  if (classification) line += fmt::format(" top1 {}", percent(stats.top1()));
   if (const std::string traffic = exchange_.epoch_summary(); !traffic.empty()) line += "  " + traffic;
   return line;
 }
@@ -135,7 +137,7 @@ double FitLoop::validate(std::int64_t epoch, const EpochStats& stats, std::int64
   const Evaluation valid = evaluate_split(env_, network_, Split::valid);
   line += fmt::format("  valid {}", describe(valid));
   metrics_.scalar("valid/loss", valid.loss, step);
-  metrics_.scalar("valid/top1", valid.top1, step);
+  if (valid.top1 >= 0) metrics_.scalar("valid/top1", valid.top1, step);
   if (valid.top5 >= 0) metrics_.scalar("valid/top5", valid.top5, step);
   return scored_by_top1_ ? valid.top1 : -valid.loss;
 }

@@ -183,8 +183,11 @@ FoldResult run_fold(Experiment& x, std::size_t k, const Splits& data) {
   FoldResult result;
   const Split final_split = data.test ? Split::test : Split::valid;
   QL_CHECK(data.of(final_split) != nullptr, "the problem has neither a test nor a validation split");
+  // Predictions are the best classes of each sample: a regression has none.
+  const bool classification = is_classification(x.settings.loss);
   std::vector<std::pair<std::string, Predictions>> predictions{{"trained", {}}};
-  result.trained = evaluate_split(env, *network, final_split, &predictions.back().second);
+  auto predictions_of = [&] { return classification ? &predictions.back().second : nullptr; };
+  result.trained = evaluate_split(env, *network, final_split, predictions_of());
   x.console.info(fmt::format("{}trained network on {}: {}", env.fold_label, to_string(final_split),
                              describe(result.trained)));
   record.trained_top1 = result.trained.top1;
@@ -198,12 +201,12 @@ FoldResult run_fold(Experiment& x, std::size_t k, const Splits& data) {
   result.result = result.trained;
   if (!algorithms.empty()) {
     predictions.emplace_back("result", Predictions{});
-    result.result = evaluate_split(env, *network, final_split, &predictions.back().second);
+    result.result = evaluate_split(env, *network, final_split, predictions_of());
     if (x.root) checkpoints.save("result", at, kept);
     x.console.info(fmt::format("{}result after post-training on {}: {}", env.fold_label, to_string(final_split),
                                describe(result.result)));
   }
-  if (x.root) {
+  if (x.root && classification) {
     write_predictions_h5(fold_dir / "predictions.h5", std::string(to_string(final_split)), predictions);
     // The kept network's confusion matrix, for the report, where it stays readable.
     if (env.spec.num_classes <= kConfusionClasses && !env.spec.class_names.empty()) {
@@ -211,6 +214,7 @@ FoldResult run_fold(Experiment& x, std::size_t k, const Splits& data) {
     }
   }
   record.result_top1 = result.result.top1;
+  record.result_loss = result.result.loss;
   record.status = "done";
   metrics.flush();
   update_record(x);

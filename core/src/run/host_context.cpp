@@ -73,14 +73,15 @@ Evaluation evaluate_split(const FoldEnvironment& env, Network& network, Split sp
   total.samples = std::llround(sums[3]);
   if (total.samples > 0) {
     total.loss = sums[0] / sums[3];
-    total.top1 = sums[1] / sums[3];
+    total.top1 = e.top1 < 0 ? -1.0 : sums[1] / sums[3];  // regression: not measured on any rank
     total.top5 = env.top5 ? sums[2] / sums[3] : -1.0;
   }
   return total;
 }
 
 std::string describe(const Evaluation& e) {
-  std::string text = fmt::format("loss {:.4f} top1 {}", e.loss, percent(e.top1));
+  std::string text = fmt::format("loss {:.4f}", e.loss);
+  if (e.top1 >= 0) text += fmt::format(" top1 {}", percent(e.top1));
   if (e.top5 >= 0) text += fmt::format(" top5 {}", percent(e.top5));
   return text;
 }

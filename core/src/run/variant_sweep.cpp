@@ -66,14 +66,17 @@ std::vector<std::pair<std::string, double>> layer_errors(Network& network,
 class AccuracyRows {
  public:
   AccuracyRows(Table& table, const std::vector<Variant>& variants, bool top5, const Evaluation& trained)
-      : table_(table), top5_(top5), trained_(trained),
+      : table_(table), top5_(top5), classification_(trained.top1 >= 0), trained_(trained),
         series_(std::any_of(variants.begin(), variants.end(), [](const Variant& v) { return !v.series.empty(); })) {
     table.columns.push_back("variant");
     if (series_) table.columns.push_back("series");
     for (const auto& [name, value] : variants.front().values) table.columns.push_back(name);
-    table.columns.insert(table.columns.end(), {"loss", "top1"});
+    // A regression (no top-1) has its loss alone.
+    table.columns.push_back("loss");
+    if (classification_) table.columns.push_back("top1");
     if (top5_) table.columns.push_back("top5");
-    table.columns.insert(table.columns.end(), {"loss_ratio", "top1_ratio"});
+    table.columns.push_back("loss_ratio");
+    if (classification_) table.columns.push_back("top1_ratio");
     add("float", "float", std::vector<std::string>(variants.front().values.size(), "-"), trained);
   }
 
@@ -83,16 +86,17 @@ class AccuracyRows {
     if (series_) row.push_back(series);
     row.insert(row.end(), values.begin(), values.end());
     row.push_back(fmt::format("{:.6f}", e.loss));
-    row.push_back(fmt::format("{:.4f}", e.top1));
+    if (classification_) row.push_back(fmt::format("{:.4f}", e.top1));
     if (top5_) row.push_back(fmt::format("{:.4f}", e.top5));
     row.push_back(trained_.loss > 0 ? fmt::format("{:.4f}", e.loss / trained_.loss) : "-");
-    row.push_back(trained_.top1 > 0 ? fmt::format("{:.4f}", e.top1 / trained_.top1) : "-");
+    if (classification_) row.push_back(trained_.top1 > 0 ? fmt::format("{:.4f}", e.top1 / trained_.top1) : "-");
     table_.rows.push_back(std::move(row));
   }
 
  private:
   Table& table_;
   bool top5_;
+  bool classification_;
   Evaluation trained_;
   bool series_;
 };

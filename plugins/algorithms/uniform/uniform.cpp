@@ -20,7 +20,8 @@ using ql::uniform::UniformOptions;
 constexpr char kOptions[] = R"toml(
 scheme = "quantifind"      # quantifind: symmetric range, signed ints in [-2^(b-1), 2^(b-1)-1], round half to even (bit-exact with Quantifind) | symmetric: balanced ints in [-(2^(b-1)-1), 2^(b-1)-1] | asymmetric: min-max range with a zero point
 granularity = "per_tensor" # per_tensor | per_channel: one scale per output channel (dim 0) of each weight
-parameters = "weights"     # weights: the weights of quantisable layers | all: every parameter (weights, biases, batch-norm affine), as Quantifind
+parameters = "weights"     # weights: the weights of the quantisable layers named by `layers` | all: those and every other parameter (biases, batch-norm and layer-norm affine, embeddings), as Quantifind
+layers = ["*"]             # shell-style patterns of the quantisable layers whose weights are quantised ("*conv*", "layer*.attention.*"); [] with parameters = "all": only the other parameters
 bits = 8                   # bit depth of the network kept after training, in [2, 32]
 quantize_inputs = false    # also quantise each input sample (one scale per sample) with the same scheme and bits
 sweep = true               # evaluate every bit depth from min_bits to max_bits on the test split
@@ -90,6 +91,7 @@ class Uniform : public ql::Algorithm {
         options.get_choice("scheme", {"quantifind", "symmetric", "asymmetric"}));
     options_.per_channel = options.get_choice("granularity", {"per_tensor", "per_channel"}) == "per_channel";
     all_parameters_ = options.get_choice("parameters", {"weights", "all"}) == "all";
+    layers_ = options.get_string_list("layers");
     options_.bits = static_cast<int>(options.get_int("bits", 2, 32));
     quantize_inputs_ = options.get_bool("quantize_inputs");
     sweep_ = options.get_bool("sweep");
@@ -142,8 +144,10 @@ class Uniform : public ql::Algorithm {
     std::set<const void*> weights;
     for (auto& [name, layer] : network.quantizable_layers()) {
       if (!layer->has_weight()) continue;
-      layer->set_weight_quantizer(std::make_shared<WeightQuantizer>(options, scheme_name()));
+      // Every layer's weight is left to the filter below, selected or not.
       weights.insert(layer->weight.unsafeGetTensorImpl());
+      if (!ql::matches_any(name, layers_)) continue;
+      layer->set_weight_quantizer(std::make_shared<WeightQuantizer>(options, scheme_name()));
       ++count;
     }
     if (all_parameters_) {
@@ -154,11 +158,21 @@ class Uniform : public ql::Algorithm {
       }
     }
     network.set_input_quantizer(quantize_inputs_ ? std::make_shared<InputQuantizer>(options) : nullptr);
+    if (count == 0) {
+      std::vector<std::string> names;
+      for (auto& [name, layer] : network.quantizable_layers()) {
+        if (layer->has_weight()) names.push_back(name);
+      }
+      throw ql::Error(fmt::format("uniform: layers = [{}] names none of the network's weighted layers ({}) and "
+                                  "parameters = \"weights\": nothing to quantise",
+                                  fmt::join(layers_, ", "), fmt::join(names, ", ")));
+    }
     return count;
   }
 
   UniformOptions options_;
   bool all_parameters_ = false;
+  std::vector<std::string> layers_;
   bool quantize_inputs_ = false;
   bool sweep_ = true;
   std::int64_t min_bits_ = 2;

@@ -130,7 +130,7 @@ class AlexNet : public ql::Topology {
                                         "three max pools; it needs at least {}x{} (ImageNet uses 224x224)",
                                         spec.input_shape[1], spec.input_shape[2], minimum, minimum));
     }
-    return std::make_shared<AlexNetNetwork>(batch_norm_, dropout_, spec.input_shape[0], spec.num_classes);
+    return std::make_shared<AlexNetNetwork>(batch_norm_, dropout_, spec.input_shape[0], spec.output_size());
   }
 
  private:

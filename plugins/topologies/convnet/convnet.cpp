@@ -93,7 +93,7 @@ class ConvNet : public ql::Topology {
       throw ql::ConfigError(fmt::format("topology convnet: three 2x2 max pools need inputs of at least 8x8, got {}x{}",
                                         spec.input_shape[1], spec.input_shape[2]));
     }
-    return std::make_shared<ConvNetwork>(config_, dropout_, spec.input_shape, spec.num_classes);
+    return std::make_shared<ConvNetwork>(config_, dropout_, spec.input_shape, spec.output_size());
   }
 
  private:

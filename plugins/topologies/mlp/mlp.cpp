@@ -21,6 +21,7 @@ activation = "relu"      # identity | relu | relu6 | leaky_relu | tanh | sigmoid
 batch_norm = false       # BatchNorm1d after each hidden Linear (which then has no bias)
 dropout = 0.0            # dropout probability after each hidden activation
 output_batch_norm = false  # BatchNorm1d on the logits (then the classifier has no bias), as the ANA reference's last layer
+output_activation = "identity"  # a non-linearity on the output (same choices as activation): relu makes Quantifind's regression model ReLU(Linear)
 )toml";
 
 struct MlpSettings {
@@ -29,11 +30,12 @@ struct MlpSettings {
   bool batch_norm;
   double dropout;
   bool output_batch_norm;
+  std::string output_activation;
 };
 
 class MlpNetwork : public ql::Network {
  public:
-  MlpNetwork(const MlpSettings& settings, std::int64_t inputs, std::int64_t classes) {
+  MlpNetwork(const MlpSettings& settings, std::int64_t inputs, std::int64_t outputs) {
     std::int64_t width = inputs;
     for (std::size_t i = 0; i < settings.hidden.size(); ++i) {
       const std::string n = std::to_string(i + 1);
@@ -49,10 +51,13 @@ class MlpNetwork : public ql::Network {
       blocks_.push_back(std::move(block));
       width = settings.hidden[i];
     }
-    ql::nn::LinearOptions classifier(width, classes);
+    ql::nn::LinearOptions classifier(width, outputs);
     classifier.bias = !settings.output_batch_norm;
     classifier_ = register_module("classifier", std::make_shared<ql::nn::Linear>(classifier));
-    if (settings.output_batch_norm) output_norm_ = register_module("bn_out", torch::nn::BatchNorm1d(classes));
+    if (settings.output_batch_norm) output_norm_ = register_module("bn_out", torch::nn::BatchNorm1d(outputs));
+    if (settings.output_activation != "identity") {
+      output_activation_ = register_module("act_out", std::make_shared<ql::nn::Activation>(settings.output_activation));
+    }
   }
 
   at::Tensor forward(const at::Tensor& input) override {
@@ -64,7 +69,8 @@ class MlpNetwork : public ql::Network {
       if (block.dropout) x = block.dropout->forward(x);
     }
     x = classifier_->forward(x);
-    return output_norm_ ? output_norm_->forward(x) : x;
+    if (output_norm_) x = output_norm_->forward(x);
+    return output_activation_ ? output_activation_->forward(x) : x;
   }
 
   std::string export_onnx(ql::onnx::Graph& graph, const std::string& input) override {
@@ -76,7 +82,8 @@ class MlpNetwork : public ql::Network {
       x = ql::onnx::activation(graph, *blocks_[i].activation, x, "act" + n);
     }
     x = ql::onnx::linear(graph, *classifier_, x, "classifier");
-    return output_norm_ ? ql::onnx::module(graph, *output_norm_, x, "bn_out") : x;
+    if (output_norm_) x = ql::onnx::module(graph, *output_norm_, x, "bn_out");
+    return output_activation_ ? ql::onnx::activation(graph, *output_activation_, x, "act_out") : x;
   }
 
  private:
@@ -89,6 +96,7 @@ class MlpNetwork : public ql::Network {
   std::vector<Block> blocks_;
   std::shared_ptr<ql::nn::Linear> classifier_;
   torch::nn::BatchNorm1d output_norm_{nullptr};
+  std::shared_ptr<ql::nn::Activation> output_activation_;
 };
 
 class Mlp : public ql::Topology {
@@ -101,8 +109,11 @@ class Mlp : public ql::Topology {
         throw ql::ConfigError(options.error_message("hidden", fmt::format("width {} is not in [1, 16777216]", width)));
       }
     }
-    settings_.activation = options.get_choice(
-        "activation", {"identity", "relu", "relu6", "leaky_relu", "tanh", "sigmoid", "gelu", "hardtanh"});
+    auto function = [&](std::string_view key) {
+      return options.get_choice(key, {"identity", "relu", "relu6", "leaky_relu", "tanh", "sigmoid", "gelu", "hardtanh"});
+    };
+    settings_.activation = function("activation");
+    settings_.output_activation = function("output_activation");
     settings_.batch_norm = options.get_bool("batch_norm");
     settings_.dropout = options.get_double("dropout", 0.0, 0.99);
   }
@@ -114,9 +125,9 @@ class Mlp : public ql::Topology {
     }
     const std::int64_t inputs = std::accumulate(spec.input_shape.begin(), spec.input_shape.end(),
                                                 std::int64_t{1}, std::multiplies<>());
-    QL_CHECK(inputs > 0 && spec.num_classes > 0, "topology mlp: invalid spec ({} inputs, {} classes)",
-             inputs, spec.num_classes);
-    return std::make_shared<MlpNetwork>(settings_, inputs, spec.num_classes);
+    QL_CHECK(inputs > 0 && spec.output_size() > 0, "topology mlp: invalid spec ({} inputs, {} outputs)", inputs,
+             spec.output_size());
+    return std::make_shared<MlpNetwork>(settings_, inputs, spec.output_size());
   }
 
  private:

@@ -322,7 +322,7 @@ class ResNet : public ql::Topology {
       throw ql::ConfigError(fmt::format("topology resnet: the {} family needs inputs of at least {}x{}, got {}x{}",
                                         family, minimum, minimum, spec.input_shape[1], spec.input_shape[2]));
     }
-    return std::make_shared<ResNetNetwork>(settings_, family == "imagenet", spec.input_shape[0], spec.num_classes);
+    return std::make_shared<ResNetNetwork>(settings_, family == "imagenet", spec.input_shape[0], spec.output_size());
   }
 
  private:

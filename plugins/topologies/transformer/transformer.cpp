@@ -310,7 +310,7 @@ class Transformer : public ql::Topology {
     if (spec.vocabulary_size < 2) {
       throw ql::ConfigError("topology transformer: the problem gives no vocabulary size");
     }
-    return std::make_shared<TransformerNetwork>(s_, spec.vocabulary_size, spec.input_shape[0], spec.num_classes);
+    return std::make_shared<TransformerNetwork>(s_, spec.vocabulary_size, spec.input_shape[0], spec.output_size());
   }
 
  private:

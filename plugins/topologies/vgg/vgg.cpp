@@ -196,7 +196,7 @@ class Vgg : public ql::Topology {
                                         settings_.config, pools, minimum, minimum, spec.input_shape[1],
                                         spec.input_shape[2]));
     }
-    return std::make_shared<VggNetwork>(settings_, spec.input_shape[0], spec.num_classes);
+    return std::make_shared<VggNetwork>(settings_, spec.input_shape[0], spec.output_size());
   }
 
  private:

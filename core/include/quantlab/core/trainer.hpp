@@ -1,5 +1,7 @@
 // Training and evaluation: the optimiser and learning-rate schedule of [training], one
-// epoch of minibatch training, and evaluation (loss, top-1, top-5) on a split.
+// epoch of minibatch training, and evaluation (loss, top-1, top-5) on a split. Classification
+// problems are scored by a loss on logits and accuracy; regression problems by the mean squared
+// error alone (their top-1 is "not measured", -1).
 //
 //   TrainingSettings settings = TrainingSettings::from(config.section("training"));
 //   auto optimizer = make_optimizer(settings, network.parameters());
@@ -38,11 +40,16 @@ class NonFiniteLoss : public Error {
 };
 
 /// The training loss: cross-entropy, or the (squared) multi-class hinge of the ANA reference:
-/// targets +1 for the class and -1 elsewhere, mean over classes of max(0, 1 - t·y) (squared).
-enum class LossKind { cross_entropy, hinge, squared_hinge };
+/// targets +1 for the class and -1 elsewhere, mean over classes of max(0, 1 - t·y) (squared);
+/// for regression, the squared error averaged over the target's components.
+enum class LossKind { cross_entropy, hinge, squared_hinge, mean_squared_error };
 
-/// The mean (or, with `sum`, the summed over samples) loss of a batch of logits.
-at::Tensor classification_loss(const at::Tensor& logits, const at::Tensor& targets, LossKind kind, bool sum = false);
+/// True for the losses of class targets (scored by accuracy too), false for regression's.
+bool is_classification(LossKind kind);
+
+/// The mean (or, with `sum`, the summed over samples) loss of a batch of network outputs:
+/// logits against class indices, or values against target vectors.
+at::Tensor batch_loss(const at::Tensor& outputs, const at::Tensor& targets, LossKind kind, bool sum = false);
 
 enum class OptimizerKind { sgd, adam, adamw };
 enum class ScheduleKind { constant, step, multistep, cosine };
@@ -77,8 +84,11 @@ struct TrainingSettings {
   std::vector<std::int64_t> milestones;
   double min_lr;
 
-  /// Throws ql::ConfigError naming the offending key.
-  static TrainingSettings from(const Config& training);
+  /// Throws ql::ConfigError naming the offending key. `loss = "auto"` and
+  /// `best_metric = "auto"` become what `task` is scored by (cross-entropy and valid/top1, or
+  /// the mean squared error and valid/loss); a classification loss or valid/top1 for a
+  /// regression problem, or the squared error for a classification one, is refused.
+  static TrainingSettings from(const Config& training, Task task = Task::classification);
 };
 
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(const TrainingSettings& settings,

@@ -25,6 +25,7 @@ struct FoldRecord {
   double trained_top1 = -1.0;  ///< the trained network on the test split (-1: not yet)
   double trained_loss = -1.0;
   double result_top1 = -1.0;   ///< after every algorithm's post-training
+  double result_loss = -1.0;
 };
 
 struct PluginRecord {

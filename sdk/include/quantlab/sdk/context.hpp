@@ -26,7 +26,7 @@ class Network;
 /// Loss and accuracies of one evaluation pass.
 struct Evaluation {
   double loss = 0.0;
-  double top1 = 0.0;  ///< fraction in [0, 1]
+  double top1 = 0.0;  ///< fraction in [0, 1]; negative when not measured (regression)
   double top5 = -1.0; ///< fraction in [0, 1]; negative when not computed (<= 5 classes)
   std::int64_t samples = 0;
 };

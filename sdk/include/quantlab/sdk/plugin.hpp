@@ -37,7 +37,8 @@ std::string_view to_string(PluginKind kind);
 /// kinds are an enum.
 /// 3.0 (SDK 0.6.0): Network::export_onnx (a new virtual function).
 /// 4.0 (SDK 0.7.0): Quantizer::affine_grid (a new virtual function).
-#define QL_ABI_MAJOR 4
+/// 5.0 (SDK 0.8.0): DatasetSpec::task and target_size (regression problems).
+#define QL_ABI_MAJOR 5
 #define QL_ABI_MINOR 0
 /// The exported descriptor's symbol, the metadata section and the blob's first bytes.
 #define QL_ENTRY_SYMBOL ql_plugin_v1

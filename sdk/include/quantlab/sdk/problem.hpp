@@ -29,19 +29,32 @@ std::string_view to_string(Split split);
 
 enum class InputKind { image, tokens };
 
+/// What a sample's target is: a class index (scored by accuracy and cross-entropy-like
+/// losses) or a vector of real numbers (scored by the mean squared error).
+enum class Task { classification, regression };
+
 /// What a topology needs to know about the data.
 struct DatasetSpec {
+  Task task = Task::classification;
   InputKind input_kind = InputKind::image;
-  /// Shape of one sample: {channels, height, width} for images, {max_length} for tokens.
+  /// Shape of one sample: {channels, height, width} for images, {max_length} for tokens;
+  /// {features} for a vector of real numbers (an "image" of one dimension).
   std::vector<std::int64_t> input_shape;
+  /// Classification: the number of classes. Regression: 0.
   std::int64_t num_classes = 0;
+  /// Regression: the length of each sample's target vector. Classification: 0.
+  std::int64_t target_size = 0;
   std::vector<std::string> class_names;
   /// Number of distinct token ids, padding included (token inputs only). Id 0 is padding:
   /// sequences shorter than input_shape[0] are filled with 0, which networks mask out.
   std::int64_t vocabulary_size = 0;
+
+  /// The width of the network's output: one logit a class, or one value a target component.
+  std::int64_t output_size() const { return task == Task::regression ? target_size : num_classes; }
 };
 
-/// Inputs (float images, or int64 tokens with 0 as padding) and int64 class targets.
+/// Inputs (float images or vectors, or int64 tokens with 0 as padding) and targets: int64
+/// class indices [batch], or float vectors [batch, target_size] for regression.
 struct Batch {
   at::Tensor inputs;
   at::Tensor targets;
@@ -100,7 +113,7 @@ class Problem {
   /// outlives the datasets, which may warn through it from loader threads.
   virtual std::shared_ptr<const Dataset> dataset(Split split, Log& log) = 0;
   /// Metrics to report (optional): "top1", "top5". Default: top1, plus top5 with more than
-  /// five classes.
+  /// five classes; none for regression (the loss is its measure).
   virtual std::vector<std::string> metrics() const;
 };
 
