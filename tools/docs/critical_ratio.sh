@@ -15,22 +15,26 @@ logs=$(realpath -m "${1:-logs/critical_ratio}")
 mkdir -p "$logs"
 results=()
 
-# train NAME EXPERIMENT [--set ...]: one trained unit, its sweep over every parameter.
+# train NAME EXPERIMENT [--set ...]: one trained unit, its sweep over every parameter (kept
+# from an earlier call with the same LOGS when that unit finished).
 train() {
   local name=$1 experiment=$2
   shift 2
-  "$qlhost" run "$experiment" --set "storage.logs=\"$logs\"" --set 'algorithm.0.parameters="all"' "$@" \
-    --unit-file "$logs/$name.unit"
+  if ! [ -f "$logs/$name.unit" ] || ! grep -q "^status = 'done'" "$(head -n 1 "$logs/$name.unit")/unit.toml"; then
+    "$qlhost" run "$experiment" --set "storage.logs=\"$logs\"" --set 'algorithm.0.parameters="all"' "$@" \
+      --unit-file "$logs/$name.unit"
+  fi
   results+=("$(head -n 1 "$logs/$name.unit")")
 }
 
-# from_trained NAME EXPERIMENT [--set ... | --grid ...]: sweeps from NAME's trained weights.
+# from_trained NAME EXPERIMENT [--set ... | --grid ...]: sweeps from NAME's trained float
+# weights (its last checkpoint: the unit folder itself would give its 8-bit kept result).
 from_trained() {
   local name=$1 experiment=$2
   shift 2
   "$qlhost" sweep "$experiment" --set "storage.logs=\"$logs\"" --set training.epochs=0 \
-    --set "topology.weights=\"$(head -n 1 "$logs/$name.unit")\"" --set 'algorithm.0.parameters="weights"' "$@" |
-    tee "$logs/$name.sweep.log"
+    --set "topology.weights=\"$(head -n 1 "$logs/$name.unit")/fold0/checkpoints/last.pt\"" \
+    --set 'algorithm.0.parameters="weights"' "$@" | tee "$logs/$name.sweep.log"
   results+=("$(sed -n 's/^sweep of .* units -> //p' "$logs/$name.sweep.log")")
 }
 
