@@ -88,7 +88,7 @@ test: deps
 # The sanitized suite: core and the batch loader's prefetch thread, the host end to end, the
 # MNIST reader, faults, data-parallel training, the ONNX export of every topology and
 # algorithm, the weights readers, the gradient codecs, JPEG decoding and resampling, GPFQ, and
-# the conformance checks of every bundled plugin (a full sanitized build takes ~50 min on 2 cores; ASAN_TARGETS=all builds it all and
+# the conformance checks of every bundled plugin, regression end to end (a full sanitized build takes ~50 min on 2 cores; ASAN_TARGETS=all builds it all and
 # ASAN_TESTS=. runs every test).
 ASAN_TARGETS ?= qlhost ql_plugin_mnist ql_plugin_mlp ql_plugin_uniform ql_plugin_nuqsgd \
                 ql_plugin_fixture_good ql_plugin_fixture_abi_major ql_plugin_fixture_abi_minor \
@@ -98,10 +98,10 @@ ASAN_TARGETS ?= qlhost ql_plugin_mnist ql_plugin_mlp ql_plugin_uniform ql_plugin
                 onnx_export_test ql_plugin_convnet ql_plugin_resnet ql_plugin_vgg ql_plugin_alexnet \
                 ql_plugin_transformer ql_plugin_greedy ql_plugin_ana ql_plugin_cifar10 weights_test \
                 ql_plugin_ilsvrc12 ql_plugin_language_names ql_plugin_fixture_flawed \
-                nuqsgd_test ilsvrc12_test greedy_test conformance_test
+                nuqsgd_test ilsvrc12_test greedy_test conformance_test ql_plugin_linear_map qlhost_regression_test
 # EveryExampleLoads needs every plugin, which the sanitized subset does not build.
 ASAN_SKIP ?= EveryExampleLoads
-ASAN_TESTS ?= ^(ResultsTest|DataParallel|WorldSettings|ShardOrder|ExperimentConfigTest|PluginLoaderTest|TrainerTest|BatchLoaderTest|IdxFileTest|MnistPluginTest|QlhostCliTest|QlhostFaultsTest|Hooks/ThrowingPlugin|QlhostDistributedTest|Signals/DeadOrHungRank|DocsTest|OnnxExportTest|WeightsTest|NuqsgdTest|Ilsvrc12Test|ResampleTest|GpfqTest|GreedyPluginTest|ConformanceTest)\.
+ASAN_TESTS ?= ^(ResultsTest|DataParallel|WorldSettings|ShardOrder|ExperimentConfigTest|PluginLoaderTest|TrainerTest|BatchLoaderTest|IdxFileTest|MnistPluginTest|QlhostCliTest|QlhostFaultsTest|Hooks/ThrowingPlugin|QlhostDistributedTest|Signals/DeadOrHungRank|DocsTest|OnnxExportTest|WeightsTest|NuqsgdTest|Ilsvrc12Test|ResampleTest|GpfqTest|GreedyPluginTest|ConformanceTest|QlhostRegressionTest)\.
 
 test-asan: deps
 	$(CCACHE_ENV) cmake -S . -B $(ASAN_BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=None \
