@@ -501,7 +501,12 @@ void sweep_summaries(Report& report, const fs::path& dir, const std::vector<std:
     const double x = number(group.back());
     if (std::isnan(x)) return;
     std::vector<std::string> label(group.begin(), group.end() - 1);
-    for (std::size_t k = 0; k < label.size(); ++k) label[k] = group_keys[k] + "=" + label[k];
+    // Legends name the key's last part and the bare value: "scheme=alq", not "algorithm.0.scheme='alq'".
+    for (std::size_t k = 0; k < label.size(); ++k) {
+      std::string value = label[k];
+      value.erase(std::remove_if(value.begin(), value.end(), [](char c) { return c == '\'' || c == '"'; }), value.end());
+      label[k] = group_keys[k].substr(group_keys[k].rfind('.') + 1) + "=" + value;
+    }
     Series& line = lines[label.empty() ? "result" : fmt::format("{}", fmt::join(label, " "))];
     double sum = 0;
     for (const auto& [t, r] : results[group]) sum += r;

@@ -358,6 +358,14 @@ std::vector<std::uint8_t> GradientQuantizer::encode(const at::Tensor& gradient_i
                     codes_at + b * stride);
     }
   });
+  // A norm that overflowed float32 (or a gradient with NaN/inf) would decode to NaN: say so here,
+  // where the cause is known, not at the receiver as a corrupt stream.
+  for (std::int64_t b = 0; b < buckets; ++b) {
+    float norm = 0;
+    std::memcpy(&norm, norms_at + b * 4, 4);
+    QL_CHECK(std::isfinite(norm), "gradient codec: bucket {} of {} has norm {}: the gradient is not finite or too "
+             "large for float32, i.e. training diverged (lower the learning rate, or use smaller buckets)", b, buckets, norm);
+  }
   const std::int64_t coded = buckets * bucket_size_;
   std::memcpy(out.data() + buckets * (4 + stride), values + coded, static_cast<std::size_t>((numel - coded) * 4));
   return out;

@@ -168,6 +168,27 @@ TEST(NuqsgdTest, AGpuGradientEncodesToTheCpuStream) {
   }
 }
 
+// A diverged training's gradient (1e20: its bucket's squared norm overflows float32) is refused
+// when it is encoded, saying what happened, instead of reaching the receivers as NaN.
+// bad-input: a gradient that is not finite or overflows float32 (training diverged) | `gradient codec: bucket 1 of 3 has norm inf: the gradient is not finite or too large for float32, i.e. training diverged (…)` | 1
+TEST(NuqsgdTest, ADivergedGradientIsRefusedWhenEncoded) {
+  GradientQuantizer q(level_set(Scheme::nuq, 3), true, 100);
+  at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(7);
+  at::Tensor gradient = torch::randn({300});
+  gradient[150] = 1e20f;
+  try {
+    (void)q.encode(gradient, generator);
+    ADD_FAILURE() << "a gradient whose norm overflows was encoded";
+  } catch (const ql::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("bucket 1 of 3 has norm inf: the gradient is not finite or too large for "
+                                         "float32, i.e. training diverged"),
+              std::string::npos)
+        << e.what();
+  }
+  gradient[150] = 1e10f;  // large, but its norm is finite
+  EXPECT_NO_THROW((void)q.encode(gradient, generator));
+}
+
 // bad-input: a corrupt gradient stream (wrong size, a bucket norm that is NaN, infinite or negative, a non-finite unquantised value) | `encoded gradient: bucket 1 of 10 has norm nan (a corrupt stream, or a gradient that was not finite)` | 1
 TEST(NuqsgdTest, CorruptStreamsAreRefusedWithTheirReason) {
   GradientQuantizer q(level_set(Scheme::nuq, 3), true, 100);
