@@ -15,6 +15,8 @@ import pathlib
 import sys
 import tomllib
 
+from unit_provenance import provenance
+
 
 def fail(message):
     sys.exit(f"critical_ratio_table.py: {message}")
@@ -79,10 +81,7 @@ def main():
         all_bits.update(by_bits)
         table.append((model, selection, by_bits, float_loss))
     bits = sorted(all_bits)
-    revisions = sorted({r.get("git_revision", "?") for *_, r in rows})
-    hosts = sorted({r.get("host", "?") for *_, r in rows})
-    started = sorted(r.get("started", "?") for *_, r in rows)
-    print(f"units: commit {', '.join(revisions)}; host {', '.join(hosts)}; {started[0]} to {started[-1]}\n")
+    print(provenance([record for *_, record in rows]) + "\n")
     print("| model | quantised | " + " | ".join(f"{b} bits" for b in bits) + " | float loss |")
     print("| --- | --- | " + " | ".join("---:" for _ in bits) + " | ---: |")
     for model, selection, by_bits, float_loss in table:

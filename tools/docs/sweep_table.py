@@ -17,6 +17,8 @@ import tomllib
 
 import h5py
 
+from unit_provenance import provenance
+
 
 def fail(message):
     sys.exit(f"sweep_table.py: {message}")
@@ -53,10 +55,7 @@ def main():
                     last.append(f"{metrics[name][-1]['value']:.3g}" if metrics[name].dtype.names else f"{metrics[name][-1]:.3g}")
         rows.append((" ".join(run.get("overrides", [])), top1, last))
     reference = next((top1 for label, top1, _ in rows if args.reference and args.reference in label), None)
-    revisions = sorted({r.get("git_revision", "?") for r in records})
-    hosts = sorted({r.get("host", "?") for r in records})
-    started = sorted(r.get("started", "?") for r in records)
-    print(f"units: commit {', '.join(revisions)}; host {', '.join(hosts)}; {started[0]} to {started[-1]}\n")
+    print(provenance(records) + "\n")
     columns = ["units", "test top-1"] + (["vs reference"] if reference is not None else []) + series
     print("| " + " | ".join(columns) + " |")
     print("| --- | " + " | ".join("---:" for _ in columns[1:]) + " |")
